@@ -1,0 +1,33 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Both create .venv on first use; `make setup` only installs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The shared test collections live beside the project root; override with CLSR_DATA=...
+export CLSR_DATA ?= $(abspath $(CURDIR)/../shared/data)
+# Keep clsr's own caches (embeddings) inside the project, not under $HOME.
+export CLSR_CACHE ?= $(CURDIR)/cache
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch==2.13.0 is named in the same command so pip takes the local CPU wheel, never CUDA builds.
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/clsr demo --dataset scifact
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/quality.py --dataset scifact --out benchmarks/results/scifact.json
+	$(BIN)/python benchmarks/quality.py --dataset nfcorpus --out benchmarks/results/nfcorpus.json
+
+clean:
+	rm -rf $(VENV) cache runs benchmarks/work

@@ -1,0 +1,185 @@
+"""The `clsr` command line. Each subcommand is also `python -m clsr.<module>`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+SOURCE_HELP = ("a BEIR folder, a collection name under $CLSR_DATA (e.g. scifact), a .jsonl/.tsv file, "
+               "or an ir_datasets id (e.g. beir/scifact/test; needs the network)")
+
+
+def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dense encoder")
+    group.add_argument("--encoder", default="minilm",
+                       help="preset (minilm, bge), a local Hugging Face model folder, or a hub id (default: minilm, "
+                            "bundled, works offline)")
+    group.add_argument("--pooling", choices=["mean", "cls"], help="override the preset's pooling")
+    group.add_argument("--query-prefix", help="text put before every query (bge's instruction for the bge preset)")
+    group.add_argument("--max-length", type=int, help="tokens per text (preset default: 256 minilm, 512 bge)")
+    group.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                       help="keep raw pooled vectors instead of L2-normalising them")
+    group.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="auto: bf16 where the CPU has bf16 instructions (about 2x faster), else fp32")
+    group.add_argument("--batch-size", type=int, default=32, help="texts per encoder batch (default 32)")
+    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+
+
+def _encoder(args: argparse.Namespace):
+    from .dense import DenseEncoder, encoder_config
+
+    config = encoder_config(args.encoder, pooling=args.pooling, query_prefix=args.query_prefix,
+                            max_length=args.max_length, normalize=args.normalize)
+    return DenseEncoder(config, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .data import load_corpus, load_topics
+    from .dense import encode_corpus
+
+    encoder = _encoder(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.topics:
+        topics = load_topics(args.topics, args.split)
+        ids, vectors = list(topics), encoder.encode_queries(list(topics.values()), progress=True)
+    else:
+        encoded = encode_corpus(encoder, load_corpus(args.corpus))
+        ids, vectors = encoded.ids, encoded.embeddings
+    np.save(output / "embeddings.npy", np.asarray(vectors, dtype=np.float32))
+    (output / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
+    (output / "encoder.json").write_text(json.dumps(encoder.config.to_dict(), indent=2))
+    print(f"wrote {len(ids)} x {vectors.shape[1]} embeddings to {output}")
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from .data import iter_corpus, load_corpus, resolve
+    from .index import build_bm25_index, build_dense_index
+
+    source = str(resolve(args.corpus))
+    if args.kind == "bm25":
+        manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
+                                    overwrite=args.overwrite)
+    else:
+        from .dense import encode_corpus
+
+        encoder = _encoder(args)
+        encoded = encode_corpus(encoder, load_corpus(source))
+        manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
+                                     source=source, overwrite=args.overwrite)
+    print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from .data import load_topics
+    from .evaluate import write_run
+    from .search import open_searcher
+
+    topics = load_topics(args.topics, args.split)
+    searcher = open_searcher(args.index)
+    run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
+    write_run(run, args.output, tag=args.run_tag, output_format=args.output_format)
+    print(f"wrote {sum(map(len, run.values()))} hits for {len(run)} queries to {args.output}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .data import load_qrels
+    from .evaluate import evaluate, read_run
+
+    scores = evaluate(read_run(args.run), load_qrels(args.qrels, args.split), args.metrics,
+                      args.relevance_threshold)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        for name, value in scores.items():
+            print(f"{name:<12} {value:.4f}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.dataset, Path(args.work_dir), split=args.split, threads=args.threads)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clsr", description="Concept-Level Sparse Retrieval on Pyserini/Lucene: index, search and evaluate.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("encode", help="encode a corpus or topics to embeddings.npy + ids.txt",
+                            description="Dense-encode a corpus (cached) or a set of topics.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--corpus", help=SOURCE_HELP)
+    what.add_argument("--topics", help=SOURCE_HELP)
+    p.add_argument("--split", default="test", help="qrels split whose queries to encode (default test)")
+    p.add_argument("--output", required=True, help="folder for embeddings.npy, ids.txt and encoder.json")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_encode)
+
+    p = commands.add_parser("index", help="build a BM25 or dense index",
+                            description="Build an index atomically; it gets a clsr-index.json manifest.")
+    p.add_argument("--corpus", required=True, help=SOURCE_HELP)
+    p.add_argument("--index", required=True, help="output index folder")
+    p.add_argument("--kind", choices=["bm25", "dense"], default="bm25", help="what to build (default bm25)")
+    p.add_argument("--threads", type=int, default=1, help="indexing threads (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_index)
+
+    p = commands.add_parser("search", help="search an index for a set of topics and write a run file",
+                            description="Mirrors python -m pyserini.search.lucene; the index's manifest picks "
+                                        "the searcher.")
+    p.add_argument("--index", required=True, help="a clsr index folder")
+    p.add_argument("--topics", required=True, help=SOURCE_HELP)
+    p.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to run")
+    p.add_argument("--output", required=True, help="run file to write")
+    p.add_argument("--output-format", choices=["trec", "msmarco"], default="trec")
+    p.add_argument("--hits", type=int, default=1000, help="hits per query (default 1000)")
+    p.add_argument("--threads", type=int, default=1, help="search threads (default 1)")
+    p.add_argument("--run-tag", default="clsr", help="tag in the run file's last column")
+    p.set_defaults(func=cmd_search)
+
+    p = commands.add_parser("evaluate", help="score a run file: nDCG@10, MRR@10, R@100, R@1000",
+                            description="trec_eval-compatible scores (as -c: averaged over all judged queries).")
+    p.add_argument("--run", required=True, help="TREC or MS MARCO run file")
+    p.add_argument("--qrels", required=True, help="a qrels file (BEIR or TREC) or a BEIR folder / collection name")
+    p.add_argument("--split", default="test", help="for a BEIR folder: which qrels split (default test)")
+    p.add_argument("--metrics", nargs="+", default=["ndcg@10", "mrr@10", "recall@100", "recall@1000"],
+                   help="metrics as name@cutoff (ndcg, mrr, recall)")
+    p.add_argument("--relevance-threshold", type=int, default=1,
+                   help="lowest grade counted relevant by MRR and recall (2 for TREC DL19/DL20; nDCG uses grades)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("demo", help="BM25 and dense side by side on a collection",
+                            description="Builds (or reuses) the indexes, runs the test queries, prints a table.")
+    p.add_argument("--dataset", default="scifact", help=SOURCE_HELP + " (default scifact)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--work-dir", default="runs/demo", help="where indexes and runs go (default runs/demo)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .data import DataError
+    from .index import InvalidIndexError
+
+    try:
+        args.func(args)
+    except (DataError, InvalidIndexError) as e:
+        sys.exit(f"clsr {args.command}: error: {e}")
+
+
+if __name__ == "__main__":
+    main()

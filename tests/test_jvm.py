@@ -1,0 +1,91 @@
+"""The JVM start-up, each case in a fresh process: the JVM can be started only once per process."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from clsr.jvm import java_environment
+
+
+def run_fresh(code: str, env_update: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("OPENAI_API_KEY", None)
+    env.update(env_update or {})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def lucene_bm25(tf: int, doc_len: int, avg_len: float, df: int, n_docs: int, k1=0.9, b=0.4) -> float:
+    # Lucene's BM25Similarity (no (k1+1) factor); exact for short documents, whose norms are lossless.
+    idf = math.log(1 + (n_docs - df + 0.5) / (df + 0.5))
+    return idf * tf / (tf + k1 * (1 - b + b * doc_len / avg_len))
+
+
+def test_index_and_search_three_documents_in_a_fresh_process(tmp_path):
+    result = run_fresh(f"""
+        import json
+        from clsr.data import Document
+        from clsr.index import build_bm25_index
+        from clsr.search import Bm25Searcher
+        docs = [Document("d1", "the quick brown fox jumps"), Document("d2", "lazy dogs sleep all day"),
+                Document("d3", "a fox and a dog are friends")]
+        build_bm25_index(docs, r"{tmp_path / 'idx'}")
+        searcher = Bm25Searcher(r"{tmp_path / 'idx'}")
+        print(json.dumps({{q: searcher.search(q, 10) for q in ["fox", "dog"]}}))
+    """)
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout.strip().splitlines()[-1])
+    # After stopping and stemming: d1 = quick brown fox jump (4), d2 = lazi dog sleep all dai (5),
+    # d3 = fox dog friend (3); average length 4.
+    assert [h[0] for h in hits["fox"]] == ["d3", "d1"]
+    # Anserini rounds scores to 4 decimals (float32) so that runs reproduce across platforms.
+    assert hits["fox"][0][1] == pytest.approx(round(lucene_bm25(1, 3, 4, 2, 3), 4), abs=1e-7)
+    assert hits["fox"][1][1] == pytest.approx(round(lucene_bm25(1, 4, 4, 2, 3), 4), abs=1e-7)
+    assert [h[0] for h in hits["dog"]] == ["d3", "d2"]
+
+
+def test_pyserini_import_leaves_no_openai_key_behind():
+    result = run_fresh("""
+        import os
+        from clsr.jvm import pyserini_lucene
+        print(pyserini_lucene().LuceneImpactSearcher.__name__, os.environ.get("OPENAI_API_KEY"))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["LuceneImpactSearcher", "None"]
+
+
+def test_a_users_openai_key_is_untouched():
+    result = run_fresh("""
+        import os
+        from clsr.jvm import pyserini_lucene
+        pyserini_lucene()
+        print(os.environ["OPENAI_API_KEY"])
+    """, {"OPENAI_API_KEY": "sk-user"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "sk-user"
+
+
+def test_jvm_already_running_with_a_wrong_classpath_is_a_clear_error(tmp_path):
+    result = run_fresh(f"""
+        import jnius_config
+        jnius_config.set_classpath(r"{tmp_path}")
+        import jnius
+        from clsr.jvm import start_jvm
+        start_jvm()
+    """, {k: v for k, v in java_environment().items() if k in ("JAVA_HOME", "PATH")})
+    assert result.returncode != 0
+    assert "JvmError: a JVM is already running without the Anserini fatjar" in result.stderr
+    assert "anserini-" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_child_processes_get_the_bundled_java_first_on_path():
+    env = java_environment({"PATH": "/usr/bin"})
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True, env=env)
+    major = int(java.stderr.split('"')[1].split(".")[0])
+    assert major >= 21, java.stderr
+    assert env["PATH"].split(os.pathsep)[0].startswith(env["JAVA_HOME"])
