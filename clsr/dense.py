@@ -125,7 +125,7 @@ class DenseEncoder:
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+        with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=None if progress else True) as bar:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start:start + self.batch_size]
                 tokens = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,

@@ -1,0 +1,99 @@
+"""Quality and cost of every method on one BEIR-layout collection, measured in one run.
+
+    python benchmarks/quality.py --dataset scifact --out benchmarks/results/scifact.json
+
+Writes the JSON (``{"dataset", "split", "methods": {name: {...}}, "machine", "versions"}``) and a
+markdown table beside it (same name, ``.md``). Latencies are per query, one thread, top 1000:
+``search_ms_*`` excludes query encoding, ``e2e_ms_p50`` includes it. Indexes are built under
+``benchmarks/work/<dataset>/`` (git-ignored) and reused; embeddings come from the clsr cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+from clsr.data import load_qrels, load_topics, resolve
+from clsr.experiment import build_baselines, latencies_ms, machine_info, method_report, percentile, versions
+from clsr.search import Bm25Searcher, DenseSearcher
+
+HERE = Path(__file__).resolve().parent
+DEPTH = 1000
+
+
+def measure(dataset: str, split: str, relevance_threshold: int) -> dict:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # single-thread latency, comparable with Lucene's one search thread
+    source = resolve(dataset)
+    name = re.sub(r"[^\w.-]+", "_", str(dataset).strip("/"))
+    topics, qrels = load_topics(source, split), load_qrels(source, split)
+    baselines = build_baselines(str(source), HERE / "work" / name)
+    texts = list(topics.values())
+    methods = {}
+
+    bm25 = Bm25Searcher(baselines.bm25_dir)
+    run = bm25.batch_search(topics, k=DEPTH)
+    timings = latencies_ms(lambda q: bm25.search(q, DEPTH), texts)
+    methods["bm25"] = method_report(run, qrels, timings, baselines.bm25_dir, relevance_threshold,
+                                    e2e_ms_p50=round(percentile(timings, 0.5), 3))
+
+    dense = DenseSearcher(baselines.dense_dir, encoder=baselines.encoder)
+    vectors = dense.encoder.encode_queries(texts)
+    run = dict(zip(topics, dense.search_vectors(vectors, DEPTH)))
+    timings = latencies_ms(lambda v: dense.search_vectors(v[None, :], DEPTH), list(vectors))
+    end_to_end = latencies_ms(lambda q: dense.search(q, DEPTH), texts)
+    methods["dense"] = method_report(run, qrels, timings, baselines.dense_dir, relevance_threshold,
+                                     e2e_ms_p50=round(percentile(end_to_end, 0.5), 3),
+                                     encode_docs_per_s=round(baselines.encode_docs_per_s, 1),
+                                     encoder=baselines.encoder.config.model, dtype=baselines.encoder.dtype)
+
+    return {"dataset": str(dataset), "split": split, "queries": len(topics), "relevance_threshold": relevance_threshold,
+            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "methods": methods, "machine": machine_info(), "versions": versions()}
+
+
+def markdown(result: dict) -> str:
+    dense_ndcg = result["methods"].get("dense", {}).get("ndcg@10")
+    lines = [f"# {result['dataset']} ({result['split']}, {result['queries']} queries)", "",
+             "| method | nDCG@10 | ×dense | MRR@10 | R@100 | R@1000 | index MB | search p50 ms | search p95 ms "
+             "| e2e p50 ms | encode docs/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in result["methods"].items():
+        ratio = f"{m['ndcg@10'] / dense_ndcg:.3f}" if dense_ndcg else "–"
+        lines.append(
+            f"| {name} | {m['ndcg@10']:.4f} | {ratio} | {m['mrr@10']:.4f} | {m['recall@100']:.4f} "
+            f"| {m['recall@1000']:.4f} | {m['index_bytes'] / 2**20:.2f} | {m['search_ms_p50']:.2f} "
+            f"| {m['search_ms_p95']:.2f} | {m.get('e2e_ms_p50', float('nan')):.2f} "
+            f"| {m.get('encode_docs_per_s', '–')} |")
+    machine, v = result["machine"], result["versions"]
+    lines += ["", f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores, "
+              f"{machine['memory_gib']} GiB), one search thread, top {DEPTH}. "
+              f"clsr {v['clsr']}, Pyserini {v['pyserini']} (Anserini {v['anserini']}), torch {v['torch']}, "
+              f"faiss {v['faiss-cpu']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="a BEIR folder or a collection name under $CLSR_DATA")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--relevance-threshold", type=int, default=1, help="2 for TREC DL qrels")
+    parser.add_argument("--out", required=True, help="JSON file to write; the .md table goes beside it")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = measure(args.dataset, args.split, args.relevance_threshold)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(result))
+    sys.stdout.write(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from clsr.cli import main as clsr
+from clsr.data import Document
+from clsr.index import MANIFEST_NAME, InvalidIndexError, build_bm25_index, read_manifest
+from clsr.search import open_searcher
+
+DOCS = [Document("d1", "sparse autoencoders find concepts"), Document("d2", "lucene inverted index"),
+        Document("d3", "dense retrieval with transformers")]
+
+
+def test_manifest_describes_the_index(tmp_path):
+    build_bm25_index(DOCS, tmp_path / "idx", source="unit-test")
+    manifest = read_manifest(tmp_path / "idx")
+    assert {k: manifest[k] for k in ("kind", "documents", "source", "k1", "b")} == {
+        "kind": "bm25", "documents": 3, "source": "unit-test", "k1": 0.9, "b": 0.4}
+    assert open_searcher(tmp_path / "idx").search("lucene index", 3)[0].docid == "d2"
+
+
+def test_existing_index_needs_overwrite(tmp_path):
+    build_bm25_index(DOCS, tmp_path / "idx")
+    with pytest.raises(InvalidIndexError, match="already exists; pass --overwrite"):
+        build_bm25_index(DOCS[:1], tmp_path / "idx")
+    assert read_manifest(tmp_path / "idx")["documents"] == 3
+    build_bm25_index(DOCS[:1], tmp_path / "idx", overwrite=True)
+    assert read_manifest(tmp_path / "idx")["documents"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def test_interrupted_build_leaves_nothing_that_looks_like_an_index(tmp_path):
+    def interrupted():
+        yield DOCS[0]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_bm25_index(interrupted(), tmp_path / "idx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_rebuild_keeps_the_old_index(tmp_path):
+    build_bm25_index(DOCS, tmp_path / "idx")
+
+    def interrupted():
+        yield DOCS[0]
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_bm25_index(interrupted(), tmp_path / "idx", overwrite=True)
+    assert read_manifest(tmp_path / "idx")["documents"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+
+
+def test_a_folder_without_manifest_is_not_an_index(tmp_path):
+    with pytest.raises(InvalidIndexError, match=f"is not a clsr index \\(no {MANIFEST_NAME}\\)"):
+        open_searcher(tmp_path)
+
+
+@pytest.mark.slow
+def test_cli_index_search_evaluate_on_scifact(shared_data, tmp_path, capsys):
+    clsr(["index", "--corpus", "scifact", "--index", str(tmp_path / "bm25")])
+    clsr(["search", "--index", str(tmp_path / "bm25"), "--topics", "scifact", "--output", str(tmp_path / "run.tsv"),
+          "--output-format", "msmarco", "--hits", "100", "--threads", "2"])
+    lines = (tmp_path / "run.tsv").read_text().splitlines()
+    # 300 queries x 100 hits, less the few queries that match fewer than 100 passages.
+    assert len(lines) == 29966 and lines[0].split("\t")[2] == "1"
+    clsr(["evaluate", "--run", str(tmp_path / "run.tsv"), "--qrels", "scifact", "--json"])
+    scores = json.loads(capsys.readouterr().out.split("\n", 2)[-1])
+    # An MS MARCO run has ranks only (scored 1/rank), so these are the BM25 figures at depth 100.
+    assert round(scores["ndcg@10"], 4) == 0.6789 and round(scores["recall@100"], 4) == 0.9253
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, capsys):
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "a"}\n{oops}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        clsr(["index", "--corpus", str(tmp_path / "corpus.jsonl"), "--index", str(tmp_path / "idx")])
+    assert "corpus.jsonl:2: malformed JSON" in str(exit_info.value)
+    assert not (tmp_path / "idx").exists()
