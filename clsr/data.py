@@ -139,7 +139,7 @@ def load_qrels(source: str | os.PathLike, split: str = "test") -> Qrels:
     where = resolve(source)
     if isinstance(where, str):
         qrels: Qrels = {}
-        for q in _ir_datasets(where).qrels_iter():
+        for q in _ir_datasets(where, split).qrels_iter():
             qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
         return qrels
     if where.is_dir():
@@ -179,7 +179,10 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
     """
     where = resolve(source)
     if isinstance(where, str):
-        return {q.query_id: q.text for q in _ir_datasets(where).queries_iter()}
+        dataset = _ir_datasets(where, split)
+        topics = {q.query_id: q.text for q in dataset.queries_iter()}
+        log.info("read %d queries from ir_datasets %r", len(topics), dataset.id)
+        return topics
     queries_file = where / "queries.jsonl" if where.is_dir() else where
     if queries_file.suffix == ".tsv":
         queries = dict(_read_tsv_pairs(queries_file))
@@ -199,10 +202,13 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
     return topics
 
 
-def _ir_datasets(dataset_id: str):
+def _ir_datasets(dataset_id: str, split: str | None = None):
+    """`beir/scifact` with split `test` reads `beir/scifact/test` when ir_datasets has it."""
     try:
         import ir_datasets
 
+        if split and f"{dataset_id}/{split}" in ir_datasets.registry:
+            dataset_id = f"{dataset_id}/{split}"
         dataset = ir_datasets.load(dataset_id)
     except KeyError:
         raise DataError(f"{dataset_id!r} is neither a local path nor a known ir_datasets id") from None
@@ -213,7 +219,7 @@ class _OfflineHint:
     """Wraps an ir_datasets dataset so that a failed download says what to do instead."""
 
     def __init__(self, dataset, dataset_id: str):
-        self._dataset, self._id = dataset, dataset_id
+        self._dataset, self.id = dataset, dataset_id
 
     def __getattr__(self, name: str):
         method = getattr(self._dataset, name)
@@ -223,7 +229,7 @@ class _OfflineHint:
                 yield from method(*args, **kwargs)
             except (OSError, ConnectionError) as e:  # requests' errors subclass OSError
                 raise DataError(
-                    f"could not fetch {self._id!r} through ir_datasets ({type(e).__name__}: {e}). "
+                    f"could not fetch {self.id!r} through ir_datasets ({type(e).__name__}: {e}). "
                     "Offline, pass a local BEIR folder instead (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), "
                     f"e.g. a collection under CLSR_DATA={data_root()}"
                 ) from e

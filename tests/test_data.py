@@ -130,3 +130,12 @@ def test_offline_ir_datasets_suggests_a_local_folder(tmp_path, monkeypatch):
         assert "Offline, pass a local BEIR folder" in str(e)
     else:  # pragma: no cover - only where the network is reachable
         pytest.skip("ir_datasets could download beir/scifact; the offline path is not exercised here")
+
+
+def test_an_ir_datasets_collection_with_a_split_reads_that_split():
+    from clsr.data import _ir_datasets
+
+    assert _ir_datasets("beir/scifact", "test").id == "beir/scifact/test"
+    assert _ir_datasets("beir/scifact/test", "test").id == "beir/scifact/test"
+    with pytest.raises(DataError, match="neither a local path nor a known ir_datasets id"):
+        _ir_datasets("no/such/dataset")
