@@ -19,14 +19,19 @@ import sys
 from pathlib import Path
 
 from clsr.data import load_qrels, load_topics, resolve
-from clsr.experiment import build_baselines, latencies_ms, machine_info, method_report, percentile, versions
+from clsr.experiment import (build_baselines, latencies_ms, machine_info, method_report, percentile,
+                             sae_fidelity_runs, sae_statistics, versions)
+from clsr.sae import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, DenseSearcher
 
 HERE = Path(__file__).resolve().parent
 DEPTH = 1000
 
 
-def measure(dataset: str, split: str, relevance_threshold: int) -> dict:
+SAE_KS = (32, 64, 128)
+
+
+def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path | None) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(1)  # single-thread latency, comparable with Lucene's one search thread
@@ -53,9 +58,21 @@ def measure(dataset: str, split: str, relevance_threshold: int) -> dict:
                                      encode_docs_per_s=round(baselines.encode_docs_per_s, 1),
                                      encoder=baselines.encoder.config.model, dtype=baselines.encoder.dtype)
 
+    sae_report = None
+    if sae_path is not None:
+        sae = TopKSae.load_from_disk(sae_path)
+        sae.check_encoder(baselines.encoder.config.to_dict())
+        documents = dense.index.reconstruct_n(0, dense.index.ntotal)
+        sae_report = {"path": str(sae_path), "n_latents": sae.config.n_latents, "k": sae.config.k,
+                      **sae_statistics(sae, vectors, documents)}
+        for k in SAE_KS:
+            if k <= sae.config.k:
+                for name, run in sae_fidelity_runs(sae, vectors, documents, list(topics), dense.ids, k, DEPTH).items():
+                    methods[name] = method_report(run, qrels, relevance_threshold=relevance_threshold)
+
     return {"dataset": str(dataset), "split": split, "queries": len(topics), "relevance_threshold": relevance_threshold,
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "methods": methods, "machine": machine_info(), "versions": versions()}
+            "methods": methods, "sae": sae_report, "machine": machine_info(), "versions": versions()}
 
 
 def markdown(result: dict) -> str:
@@ -64,13 +81,22 @@ def markdown(result: dict) -> str:
              "| method | nDCG@10 | ×dense | MRR@10 | R@100 | R@1000 | index MB | search p50 ms | search p95 ms "
              "| e2e p50 ms | encode docs/s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    def cell(m: dict, key: str, fmt: str, scale: float = 1.0) -> str:
+        return format(m[key] * scale, fmt) if key in m else "–"
+
     for name, m in result["methods"].items():
         ratio = f"{m['ndcg@10'] / dense_ndcg:.3f}" if dense_ndcg else "–"
         lines.append(
             f"| {name} | {m['ndcg@10']:.4f} | {ratio} | {m['mrr@10']:.4f} | {m['recall@100']:.4f} "
-            f"| {m['recall@1000']:.4f} | {m['index_bytes'] / 2**20:.2f} | {m['search_ms_p50']:.2f} "
-            f"| {m['search_ms_p95']:.2f} | {m.get('e2e_ms_p50', float('nan')):.2f} "
+            f"| {m['recall@1000']:.4f} | {cell(m, 'index_bytes', '.2f', 2**-20)} | {cell(m, 'search_ms_p50', '.2f')} "
+            f"| {cell(m, 'search_ms_p95', '.2f')} | {cell(m, 'e2e_ms_p50', '.2f')} "
             f"| {m.get('encode_docs_per_s', '–')} |")
+    if result.get("sae"):
+        sae = result["sae"]
+        lines += ["", f"SAE {sae['path']} ({sae['n_latents']} latents, trained k={sae['k']}): "
+                  f"FVU docs {sae['fvu_docs']}, queries {sae['fvu_queries']}; MSE docs {sae['mse_docs']}, "
+                  f"queries {sae['mse_queries']}; latents never firing here: {sae['dead_fraction']:.2%}. "
+                  "sparse_k* and reconstructed_k* are exact (no index yet): no size or latency."]
     machine, v = result["machine"], result["versions"]
     lines += ["", f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores, "
               f"{machine['memory_gib']} GiB), one search thread, top {DEPTH}. "
@@ -85,9 +111,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--relevance-threshold", type=int, default=1, help="2 for TREC DL qrels")
     parser.add_argument("--out", required=True, help="JSON file to write; the .md table goes beside it")
+    parser.add_argument("--sae", help="SAE folder for the sparse_k*/reconstructed_k* rows (default: the bundled one)")
+    parser.add_argument("--no-sae", action="store_true", help="baselines only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    result = measure(args.dataset, args.split, args.relevance_threshold)
+    sae_path = None if args.no_sae else Path(args.sae) if args.sae else default_sae_path()
+    result = measure(args.dataset, args.split, args.relevance_threshold, sae_path)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

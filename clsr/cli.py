@@ -25,7 +25,7 @@ def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
                        help="keep raw pooled vectors instead of L2-normalising them")
     group.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                        help="auto: bf16 where the CPU has bf16 instructions (about 2x faster), else fp32")
-    group.add_argument("--batch-size", type=int, default=32, help="texts per encoder batch (default 32)")
+    group.add_argument("--encode-batch-size", type=int, default=32, help="texts per encoder batch (default 32)")
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
@@ -34,7 +34,7 @@ def _encoder(args: argparse.Namespace):
 
     config = encoder_config(args.encoder, pooling=args.pooling, query_prefix=args.query_prefix,
                             max_length=args.max_length, normalize=args.normalize)
-    return DenseEncoder(config, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    return DenseEncoder(config, device=args.device, dtype=args.dtype, batch_size=args.encode_batch_size)
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -101,6 +101,36 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"{name:<12} {value:.4f}")
 
 
+def cmd_train_sae(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import torch
+
+    from .sae_data import DataRecipe, build_training_data
+    from .sae_training import TrainConfig, Trainer
+
+    encoder = _encoder(args)
+    recipe = DataRecipe(sentences=args.sentences, spans_per_doc=args.spans_per_doc, neighbours=args.neighbours,
+                        seed=args.seed)
+    query_splits = {dataset: args.train_split for dataset in args.dataset} if args.train_split else None
+    data, provenance = build_training_data(args.dataset, encoder, recipe, query_splits)
+    config = TrainConfig(n_latents=args.n_latents, k=args.k, batch_size=args.batch_size, epochs=args.epochs,
+                         lr=args.lr, seed=args.seed, auxk_alpha=args.auxk_alpha, dead_after=args.dead_after,
+                         kl_weight=args.kl_weight, kl_sparse_weight=args.kl_sparse_weight, tau=args.tau,
+                         tau_sparse=args.tau_sparse, kl_queries=args.kl_queries, device=args.device)
+    print(f"training on {len(data.vectors)} vectors ({len(data.queries)} KL queries) from "
+          f"{', '.join(map(str, args.dataset))}: {dataclasses.asdict(config)}")
+    trainer = Trainer(data, config, args.output, encoder=encoder.config.to_dict(),
+                      provenance={"data": provenance})
+    if args.resume:
+        trainer.resume()
+    sae = trainer.fit(on_epoch=lambda epoch, summary: print(
+        f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items())))
+    if args.save_dtype == "fp16":
+        sae.save_to_disk(args.output, dtype=torch.float16)
+    print(f"saved the SAE to {args.output}")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -158,6 +188,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_evaluate)
 
+    p = commands.add_parser("train-sae", help="fit a top-K sparse autoencoder on a corpus's embeddings",
+                            description="Unsupervised, like fitting a PQ codebook on the corpus it will index: "
+                                        "passages, their sentences and random spans, plus training queries "
+                                        "(never test ones) for the retrieval KL terms.")
+    p.add_argument("--dataset", action="append", required=True, help=SOURCE_HELP + " (repeat for several)")
+    p.add_argument("--output", required=True, help="folder for sae.safetensors, config.json and checkpoint/")
+    p.add_argument("--train-split", action="append",
+                   help="query split(s) to train on (default: every qrels split but dev, test, dev.small, dl19, dl20; "
+                        "test-type splits are always refused)")
+    p.add_argument("--n-latents", type=int, default=8192, help="dictionary size (default 8192)")
+    p.add_argument("-k", "--k", type=int, default=128, help="active concepts per vector (default 128)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=512, help="vectors per step (default 512)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4/sqrt(n_latents/16384))")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--auxk-alpha", type=float, default=1 / 32, help="weight of the AuxK dead-latent loss")
+    p.add_argument("--dead-after", type=int, default=200_000, help="vectors without firing before a latent is dead")
+    p.add_argument("--kl-weight", type=float, default=0.0, help="weight of KL on reconstructed query.doc scores")
+    p.add_argument("--kl-sparse-weight", type=float, default=0.0, help="weight of KL on top-K code dot products")
+    p.add_argument("--tau", type=float, default=0.05, help="softmax temperature of the KL target")
+    p.add_argument("--tau-sparse", type=float, default=0.05, help="temperature of the code dot products")
+    p.add_argument("--kl-queries", type=int, default=64, help="training queries per step for the KL terms")
+    p.add_argument("--neighbours", type=int, default=8, help="nearest documents per training query (default 8)")
+    p.add_argument("--spans-per-doc", type=int, default=5, help="random 4-20-word spans per passage (default 5)")
+    p.add_argument("--no-sentences", dest="sentences", action="store_false", help="do not add sentence splits")
+    p.add_argument("--save-dtype", choices=["fp32", "fp16"], default="fp32", help="fp16 halves the file")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    _add_encoder_options(p)
+    p.set_defaults(func=cmd_train_sae)
+
     p = commands.add_parser("demo", help="BM25 and dense side by side on a collection",
                             description="Builds (or reuses) the indexes, runs the test queries, prints a table.")
     p.add_argument("--dataset", default="scifact", help=SOURCE_HELP + " (default scifact)")
@@ -174,10 +234,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     from .data import DataError
     from .index import InvalidIndexError
+    from .sae import SaeMismatchError
 
     try:
         args.func(args)
-    except (DataError, InvalidIndexError) as e:
+    except (DataError, InvalidIndexError, SaeMismatchError) as e:
         sys.exit(f"clsr {args.command}: error: {e}")
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from .data import Qrels, iter_corpus, load_corpus, resolve
 from .dense import DenseEncoder, encode_corpus, encoder_config
 from .evaluate import DEFAULT_METRICS, Run, evaluate
@@ -68,16 +70,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def method_report(run: Run, qrels: Qrels, search_ms: Sequence[float], index_dir: Path | None,
+def method_report(run: Run, qrels: Qrels, search_ms: Sequence[float] | None = None, index_dir: Path | None = None,
                   relevance_threshold: int = 1, **extra) -> dict:
-    """The benchmark's per-method object: quality metrics, index size, search latency."""
+    """The benchmark's per-method object: quality metrics, and index size and latency where measured."""
     report = {name: round(value, 4) for name, value in
               evaluate(run, qrels, DEFAULT_METRICS, relevance_threshold).items()}
     if index_dir is not None:
         report["index_bytes"] = directory_bytes(index_dir) - (index_dir / MANIFEST_NAME).stat().st_size
-    report["search_ms_mean"] = round(statistics.fmean(search_ms), 3)
-    report["search_ms_p50"] = round(percentile(search_ms, 0.5), 3)
-    report["search_ms_p95"] = round(percentile(search_ms, 0.95), 3)
+    if search_ms:
+        report["search_ms_mean"] = round(statistics.fmean(search_ms), 3)
+        report["search_ms_p50"] = round(percentile(search_ms, 0.5), 3)
+        report["search_ms_p95"] = round(percentile(search_ms, 0.95), 3)
     report.update(extra)
     return report
 
@@ -117,4 +120,49 @@ def versions() -> dict:
         result["anserini"] = anserini_jar().name.removeprefix("anserini-").removesuffix("-fatjar.jar")
     except Exception:  # a missing Pyserini must not stop a report from being written
         result["anserini"] = None
+    return result
+
+
+def top_hits(scores: np.ndarray, qids: Sequence[str], doc_ids: Sequence[str], depth: int) -> Run:
+    """A run from a dense (queries x documents) score matrix: each row's best `depth`, best first."""
+    depth = min(depth, scores.shape[1])
+    run: Run = {}
+    for qid, row in zip(qids, scores):
+        best = np.argpartition(-row, depth - 1)[:depth]
+        best = best[np.argsort(-row[best], kind="stable")]
+        run[qid] = [(doc_ids[i], float(row[i])) for i in best]
+    return run
+
+
+def code_matrix(values: np.ndarray, indices: np.ndarray, n_latents: int):
+    """Top-k codes as a (n, n_latents) CSR matrix."""
+    import scipy.sparse
+
+    rows = np.repeat(np.arange(len(values)), values.shape[1])
+    return scipy.sparse.csr_matrix((values.ravel(), (rows, indices.ravel())), shape=(len(values), n_latents))
+
+
+def sae_fidelity_runs(sae, queries: np.ndarray, documents: np.ndarray, qids: Sequence[str],
+                      doc_ids: Sequence[str], k: int, depth: int = 1000) -> dict[str, Run]:
+    """Exact `sparse_k{k}` (top-k code . top-k code) and `reconstructed_k{k}` runs."""
+    n_latents = sae.config.n_latents
+    query_codes, doc_codes = sae.encode_numpy(queries, k), sae.encode_numpy(documents, k)
+    sparse_scores = (code_matrix(*query_codes, n_latents) @ code_matrix(*doc_codes, n_latents).T).toarray()
+    reconstructed_scores = sae.decode_numpy(*query_codes) @ sae.decode_numpy(*doc_codes).T
+    return {f"sparse_k{k}": top_hits(sparse_scores, qids, doc_ids, depth),
+            f"reconstructed_k{k}": top_hits(reconstructed_scores, qids, doc_ids, depth)}
+
+
+def sae_statistics(sae, queries: np.ndarray, documents: np.ndarray) -> dict:
+    """MSE and FVU on documents and on queries, and the share of latents that never fire on either."""
+    result = {}
+    fired = np.zeros(sae.config.n_latents, bool)
+    for name, x in (("docs", documents), ("queries", queries)):
+        values, indices = sae.encode_numpy(x)
+        reconstruction = sae.decode_numpy(values, indices)
+        squared_error = ((np.asarray(x) - reconstruction) ** 2).sum()
+        result[f"mse_{name}"] = round(float(squared_error / x.size), 7)
+        result[f"fvu_{name}"] = round(float(squared_error / ((x - x.mean(0)) ** 2).sum()), 4)
+        fired[indices[values > 0]] = True
+    result["dead_fraction"] = round(float(1 - fired.mean()), 4)
     return result

@@ -26,6 +26,8 @@ from torch import Tensor, nn
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "sae.safetensors"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_SAE = "minilm-l6-v2-topk128-8192"
 
 
 class SaeMismatchError(ValueError):
@@ -194,6 +196,12 @@ class TopKSae(nn.Module):
             raise SaeMismatchError(f"{path}: weights {found} do not match its config {expected}")
         sae.load_state_dict(state)
         return sae
+
+
+def default_sae_path() -> Path | None:
+    """The SAE shipped inside the package for the default encoder, if this build has it."""
+    path = MODELS_DIR / DEFAULT_SAE
+    return path if (path / WEIGHTS_NAME).exists() else None
 
 
 def sae_checksum(path: str | os.PathLike) -> str:

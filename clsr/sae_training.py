@@ -77,9 +77,9 @@ class TrainingData:
 def nearest_documents(queries: np.ndarray, documents: np.ndarray, n: int, batch_size: int = 1024) -> np.ndarray:
     """Exact top-n documents per query by inner product, (n_q, n) int64."""
     out = np.zeros((len(queries), n), np.int64)
-    docs = torch.as_tensor(np.asarray(documents, np.float32))
+    docs = torch.from_numpy(np.array(documents, np.float32))  # a copy: memmaps are read-only
     for start in range(0, len(queries), batch_size):
-        q = torch.as_tensor(np.asarray(queries[start:start + batch_size], np.float32))
+        q = torch.from_numpy(np.array(queries[start:start + batch_size], np.float32))
         out[start:start + len(q)] = (q @ docs.T).topk(min(n, len(docs)), dim=1).indices.numpy()
     return out
 
