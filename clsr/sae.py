@@ -74,7 +74,7 @@ class TopKSae(nn.Module):
         return self.encoder(x - self.b_dec)
 
     def select_topk(self, pre_acts: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
-        k = self._check_k(k)
+        k = self.check_k(k)
         values, indices = pre_acts.topk(k, dim=-1, sorted=True)
         return values.relu(), indices
 
@@ -105,7 +105,8 @@ class TopKSae(nn.Module):
             auxk_loss = scale * (predicted_residual - residual.detach()).pow(2).sum() / total_variance
         return ForwardOutput(reconstruction, acts, indices, fvu, auxk_loss)
 
-    def _check_k(self, k: int | None) -> int:
+    def check_k(self, k: int | None) -> int:
+        """The K to use: the trained K for None, else k if 0 < k <= trained K."""
         if k is None:
             return self.config.k
         if not 0 < k <= self.config.k:
@@ -130,7 +131,7 @@ class TopKSae(nn.Module):
     def encode_numpy(self, x: np.ndarray, k: int | None = None, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes of many vectors: (values float32 (n, k), indices int32 (n, k))."""
         self.check_dim(x.shape[-1])
-        k = self._check_k(k)
+        k = self.check_k(k)
         values = np.zeros((len(x), k), np.float32)
         indices = np.zeros((len(x), k), np.int32)
         for start in range(0, len(x), batch_size):

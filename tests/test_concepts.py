@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+from clsr.concepts import Quantizer, concept_latent, concept_term, dot, impact_vectors
+from clsr.sae import SaeConfig, TopKSae
+
+
+def test_term_naming_round_trips():
+    assert concept_term(1234) == "c1234" and concept_latent("c1234") == 1234
+    with pytest.raises(ValueError, match="not a concept term"):
+        concept_latent("x12")
+
+
+def test_nothing_that_survives_top_k_is_quantised_to_zero():
+    q = Quantizer(scale=10.0, bits=8)
+    np.testing.assert_array_equal(q.quantize([0.0, 1e-6, 0.04, 0.06, 1.0, 30.0, 1e9]), [0, 1, 1, 1, 10, 255, 255])
+    assert Quantizer.from_dict(q.to_dict()) == q
+
+
+def test_fit_maps_the_percentile_to_the_top_impact():
+    activations = np.linspace(0, 2.0, 2001)
+    q = Quantizer.fit(activations, bits=8, percentile=100)
+    assert q.scale == pytest.approx(255 / 2.0)
+    assert q.quantize([2.0])[0] == 255
+
+
+def test_impact_vectors_and_their_dot_product():
+    values = np.array([[0.5, 0.25, 0.0]], np.float32)
+    indices = np.array([[7, 3, 9]])
+    (vector,) = impact_vectors(values, indices, Quantizer(scale=4.0))
+    assert vector == {"c7": 2, "c3": 1}
+    assert dot(vector, {"c7": 3, "c9": 5}) == 6
+
+
+def test_projected_query_weights_are_the_positive_projections_on_every_atom():
+    from clsr.concepts import ConceptEncoder
+
+    torch.manual_seed(0)
+    sae = TopKSae(SaeConfig(16, 64, 8))
+
+    class FakeDense:  # only what ConceptEncoder reads; the SAE has no encoder constraint
+        config = type("C", (), {"to_dict": lambda self: {}, "model": "fake"})()
+        dim = 16
+
+    encoder = ConceptEncoder(FakeDense(), sae, query_k=64, query_mode="projected",
+                             doc_quantizer=Quantizer(1.0), query_quantizer=Quantizer(1.0))
+    rng = np.random.default_rng(0)
+    queries, docs = rng.normal(size=(5, 16)).astype(np.float32), rng.normal(size=(50, 16)).astype(np.float32)
+    q_values, q_indices = encoder.query_codes(queries)
+    d_values, d_indices = encoder.document_codes(docs)
+    projected = np.zeros((5, 64)); np.put_along_axis(projected, q_indices, q_values, 1)
+    codes = np.zeros((50, 64)); np.put_along_axis(codes, d_indices, d_values, 1)
+    direct = queries @ sae.W_dec.detach().numpy().T
+    # With every concept kept, projection scores are max(0, q.atom) . z_d exactly.
+    np.testing.assert_allclose(projected @ codes.T, np.maximum(direct, 0) @ codes.T, rtol=1e-5, atol=1e-5)
