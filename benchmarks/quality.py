@@ -63,7 +63,9 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
         sae = TopKSae.load_from_disk(sae_path)
         sae.check_encoder(baselines.encoder.config.to_dict())
         documents = dense.index.reconstruct_n(0, dense.index.ntotal)
-        sae_report = {"path": str(sae_path), "n_latents": sae.config.n_latents, "k": sae.config.k,
+        shown_path = sae_path.resolve()
+        shown_path = shown_path.relative_to(HERE.parent) if shown_path.is_relative_to(HERE.parent) else shown_path
+        sae_report = {"path": str(shown_path), "n_latents": sae.config.n_latents, "k": sae.config.k,
                       **sae_statistics(sae, vectors, documents)}
         for k in SAE_KS:
             if k <= sae.config.k:
@@ -95,7 +97,8 @@ def markdown(result: dict) -> str:
         sae = result["sae"]
         lines += ["", f"SAE {sae['path']} ({sae['n_latents']} latents, trained k={sae['k']}): "
                   f"FVU docs {sae['fvu_docs']}, queries {sae['fvu_queries']}; MSE docs {sae['mse_docs']}, "
-                  f"queries {sae['mse_queries']}; latents never firing here: {sae['dead_fraction']:.2%}. "
+                  f"queries {sae['mse_queries']}; dead at the end of training: {sae['dead_fraction']}; "
+                  f"unused on this collection's documents and queries: {sae['unused_fraction']:.2%}. "
                   "sparse_k* and reconstructed_k* are exact (no index yet): no size or latency."]
     machine, v = result["machine"], result["versions"]
     lines += ["", f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores, "

@@ -154,7 +154,8 @@ def sae_fidelity_runs(sae, queries: np.ndarray, documents: np.ndarray, qids: Seq
 
 
 def sae_statistics(sae, queries: np.ndarray, documents: np.ndarray) -> dict:
-    """MSE and FVU on documents and on queries, and the share of latents that never fire on either."""
+    """MSE and FVU on documents and on queries, the model's dead fraction from training, and the share of
+    latents unused on this collection (a concept of another domain is unused, not dead)."""
     result = {}
     fired = np.zeros(sae.config.n_latents, bool)
     for name, x in (("docs", documents), ("queries", queries)):
@@ -164,5 +165,6 @@ def sae_statistics(sae, queries: np.ndarray, documents: np.ndarray) -> dict:
         result[f"mse_{name}"] = round(float(squared_error / x.size), 7)
         result[f"fvu_{name}"] = round(float(squared_error / ((x - x.mean(0)) ** 2).sum()), 4)
         fired[indices[values > 0]] = True
-    result["dead_fraction"] = round(float(1 - fired.mean()), 4)
+    result["unused_fraction"] = round(float(1 - fired.mean()), 4)
+    result["dead_fraction"] = sae.config.training.get("final_epoch", {}).get("dead_fraction")
     return result

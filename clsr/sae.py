@@ -135,7 +135,7 @@ class TopKSae(nn.Module):
         values = np.zeros((len(x), k), np.float32)
         indices = np.zeros((len(x), k), np.int32)
         for start in range(0, len(x), batch_size):
-            batch = torch.as_tensor(np.asarray(x[start:start + batch_size], np.float32), device=self.device)
+            batch = torch.from_numpy(np.array(x[start:start + batch_size], np.float32)).to(self.device)
             v, i = self.encode(batch, k)
             values[start:start + len(batch)] = v.float().cpu().numpy()
             indices[start:start + len(batch)] = i.cpu().numpy()

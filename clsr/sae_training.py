@@ -116,6 +116,7 @@ class Trainer:
         self.since_fired = torch.zeros(config.n_latents, dtype=torch.long, device=config.device)
         self.step = 0
         self.epoch = 0
+        self.final_summary: dict[str, float] | None = None  # the last epoch's mean losses, kept in the config
 
     def _lr_factor(self, step: int) -> float:
         if step < self.config.warmup_steps:
@@ -203,8 +204,12 @@ class Trainer:
                 summary["dead_fraction"] = self.dead_fraction()
                 self.save_checkpoint()
                 log.info("epoch %d: %s", self.epoch, summary)
+                self.final_summary = summary
                 if on_epoch:
                     on_epoch(self.epoch, summary)
+        if self.final_summary:
+            self.sae.config = dataclasses.replace(self.sae.config, training={
+                **self.sae.config.training, "final_epoch": {k: round(v, 6) for k, v in self.final_summary.items()}})
         self.sae.save_to_disk(self.output_dir)
         return self.sae
 

@@ -42,3 +42,27 @@ def scifact_bm25_run(tmp_path_factory, shared_data) -> Path:
 @pytest.fixture(scope="session")
 def dl19_subset_bm25_run(tmp_path_factory, shared_data) -> Path:
     return _bm25_run(tmp_path_factory, shared_data / "msmarco-passage" / "subset-dl19-5k", "dl19-bm25")
+
+
+class ScifactSlice:
+    """300 SciFact passages (the judged ones for the first 150 test queries, plus others), MiniLM fp32."""
+
+    def __init__(self):
+        from clsr.data import load_corpus, load_qrels, load_topics
+        from clsr.dense import DenseEncoder, encoder_config
+
+        self.qrels = dict(list(load_qrels("scifact", "test").items())[:150])
+        judged = {d for j in self.qrels.values() for d in j}
+        corpus = load_corpus("scifact")
+        self.documents = [d for d in corpus if d.id in judged]
+        self.documents += [d for d in corpus if d.id not in judged][:300 - len(self.documents)]
+        self.doc_ids = [d.id for d in self.documents]
+        self.topics = {q: t for q, t in load_topics("scifact", "test").items() if q in self.qrels}
+        self.encoder = DenseEncoder(encoder_config("minilm"), dtype="fp32")
+        self.doc_vectors = self.encoder.encode_documents([d.text for d in self.documents])
+        self.query_vectors = self.encoder.encode_queries(list(self.topics.values()))
+
+
+@pytest.fixture(scope="session")
+def scifact_slice(shared_data) -> ScifactSlice:
+    return ScifactSlice()

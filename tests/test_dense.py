@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from clsr.data import load_corpus, load_qrels, load_topics
+from clsr.data import load_corpus
 from clsr.dense import BGE_QUERY_INSTRUCTION, DenseEncoder, bundled_minilm_dir, encode_corpus, encoder_config
 from clsr.evaluate import evaluate
 from clsr.index import build_dense_index
@@ -68,24 +68,19 @@ def test_corpus_embeddings_are_cached(minilm_fp32, tmp_path):
 
 
 @pytest.mark.slow
-def test_dense_retrieval_on_a_scifact_slice(minilm_fp32, tmp_path):
+def test_dense_retrieval_on_a_scifact_slice(scifact_slice, tmp_path):
     """Exact search over 300 passages: the judged ones for 150 test queries plus others."""
-    qrels = {q: j for q, j in list(load_qrels("scifact", "test").items())[:150]}
-    judged = {d for j in qrels.values() for d in j}
-    corpus = load_corpus("scifact")
-    docs = [d for d in corpus if d.id in judged]
-    docs += [d for d in corpus if d.id not in judged][:300 - len(docs)]
-    topics = {q: t for q, t in load_topics("scifact", "test").items() if q in qrels}
-    encoded = encode_corpus(minilm_fp32, docs, progress=False)
-    build_dense_index(encoded.ids, encoded.embeddings, tmp_path / "dense", encoder=minilm_fp32.config.to_dict())
-    searcher = DenseSearcher(tmp_path / "dense", encoder=minilm_fp32)
-    run = searcher.batch_search(topics, k=10)
+    s = scifact_slice
+    encoded = encode_corpus(s.encoder, s.documents, progress=False)
+    np.testing.assert_array_equal(encoded.embeddings, s.doc_vectors)
+    build_dense_index(encoded.ids, encoded.embeddings, tmp_path / "dense", encoder=s.encoder.config.to_dict())
+    searcher = DenseSearcher(tmp_path / "dense", encoder=s.encoder)
+    run = searcher.batch_search(s.topics, k=10)
 
-    vectors = minilm_fp32.encode_queries(list(topics.values()))
-    brute_force = np.argsort(-(vectors @ np.asarray(encoded.embeddings).T), axis=1)[:, :10]
-    assert [[h.docid for h in run[q]] for q in topics] == [[encoded.ids[i] for i in row] for row in brute_force]
+    brute_force = np.argsort(-(s.query_vectors @ s.doc_vectors.T), axis=1)[:, :10]
+    assert [[h.docid for h in run[q]] for q in s.topics] == [[s.doc_ids[i] for i in row] for row in brute_force]
     # Measured once on this slice (fp32); a broken pooling or prefix moves it by far more than 0.005.
-    assert evaluate(run, qrels, ["ndcg@10"])["ndcg@10"] == pytest.approx(0.8837, abs=0.005)
+    assert evaluate(run, s.qrels, ["ndcg@10"])["ndcg@10"] == pytest.approx(0.8837, abs=0.005)
 
 
 def test_searching_with_another_encoder_than_the_index_is_an_error(minilm_fp32, tmp_path):

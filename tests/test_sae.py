@@ -30,7 +30,7 @@ def test_forward_shapes_sparsity_and_non_negativity():
     assert ((dense != 0).sum(1) <= 8).all()
     assert torch.allclose(out.reconstruction, dense @ sae.W_dec + sae.b_dec, atol=1e-6)
     residual = (x - out.reconstruction).detach()
-    assert float(out.fvu) == pytest.approx(float((residual ** 2).sum() / ((x - x.mean(0)) ** 2).sum()), rel=1e-5)
+    assert out.fvu.item() == pytest.approx(float((residual ** 2).sum() / ((x - x.mean(0)) ** 2).sum()), rel=1e-5)
 
 
 def test_decoder_rows_start_tied_and_at_unit_norm():
