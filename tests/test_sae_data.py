@@ -40,3 +40,37 @@ def test_top_hits_and_code_matrix():
         "a": [("d1", 0.9), ("d2", 0.5)], "b": [("d0", 0.3), ("d1", 0.2)]}
     codes = code_matrix(np.array([[2.0, 1.0]], np.float32), np.array([[3, 0]]), 5).toarray()
     np.testing.assert_array_equal(codes, [[1.0, 0, 0, 2.0, 0]])
+
+
+def test_train_sae_cli_on_a_small_corpus_without_training_queries(tmp_path, capsys):
+    import json
+
+    from clsr.cli import main as clsr
+    from clsr.sae import TopKSae
+
+    folder = tmp_path / "tiny"
+    (folder / "qrels").mkdir(parents=True)
+    topics = ["vitamin d and bone density", "sleep and memory", "coffee and the heart", "exercise and mood"]
+    with open(folder / "corpus.jsonl", "w") as f:
+        for i in range(40):
+            topic = topics[i % 4]
+            f.write(json.dumps({"_id": f"d{i}", "title": topic.title(),
+                                "text": f"A study {i} of {topic}. Results differ by age and sex. More work is needed."})
+                    + "\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "does coffee harm the heart"}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\n")
+
+    clsr(["train-sae", "--dataset", str(folder), "--output", str(tmp_path / "sae"), "--n-latents", "64", "-k", "8",
+          "--epochs", "2", "--spans-per-doc", "2", "--kl-weight", "0.1", "--kl-sparse-weight", "0.1",
+          "--dtype", "fp32"])
+    sae = TopKSae.load_from_disk(tmp_path / "sae")
+    assert (sae.config.d_in, sae.config.n_latents, sae.config.k) == (384, 64, 8)
+    assert sae.config.encoder["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    used = sae.config.training["data"]["datasets"][str(folder)]
+    assert (used["passages"], used["sentences"], used["spans"]) == (40, 120, 80)  # 3 sentences, 2 spans each
+    assert used["query_splits"] == [] and used["kl_queries"] == "spans (no training split)"
+    assert sae.config.training["final_epoch"]["dead_fraction"] <= 1.0
+    assert "epoch 2:" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit, match="refusing to train on evaluation split"):
+        clsr(["train-sae", "--dataset", str(folder), "--output", str(tmp_path / "bad"), "--train-split", "test"])
