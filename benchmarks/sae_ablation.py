@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--study", choices=["loss", "data"], default="loss")
-    parser.add_argument("--variants", nargs="+", help=f"loss study: some of {list(VARIANTS)}")
+    parser.add_argument("--variants", nargs="+",
+                        help=f"some of {list(VARIANTS)} (loss study) or of {list(DATA_VARIANTS)} (data study)")
     parser.add_argument("--steps", type=int, default=1100, help="data study: steps per variant (default 1100)")
     parser.add_argument("--n-latents", type=int, default=8192)
     parser.add_argument("--batch-size", type=int, default=512)
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         plans = []
         for variant, (recipe, n_latents) in DATA_VARIANTS.items():
+            if args.variants and variant not in args.variants:
+                continue
             data, _ = build_training_data(TRAIN_DATASETS, encoder, recipe)
             epochs = max(1, round(args.steps * args.batch_size / len(data.vectors)))
             plans.append((variant, data, {"kl_weight": args.kl_weight, "kl_sparse_weight": args.kl_sparse_weight},
