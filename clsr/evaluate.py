@@ -119,9 +119,11 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    import sys
+
     from .cli import main as cli_main
 
-    cli_main(["evaluate", *(argv if argv is not None else __import__("sys").argv[1:])])
+    cli_main(["evaluate", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from . import __version__
 from .dense import DenseEncoder, EncoderConfig
 from .evaluate import Run
 from .index import BM25_K1, BM25_B, InvalidIndexError, read_manifest
@@ -85,7 +86,7 @@ def open_searcher(index_dir: str | os.PathLike, **options) -> Bm25Searcher | Den
         return Bm25Searcher(index_dir, **options)
     if kind == "dense":
         return DenseSearcher(index_dir, **options)
-    raise InvalidIndexError(f"{index_dir}: clsr {__import__('clsr').__version__} cannot search {kind!r} indexes")
+    raise InvalidIndexError(f"{index_dir}: clsr {__version__} cannot search {kind!r} indexes")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
