@@ -16,7 +16,7 @@ original query against the reconstructed document, whose ranking is that of q . 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -119,7 +119,3 @@ class ConceptEncoder:
 def dot(query: dict[str, int], document: dict[str, int]) -> int:
     """The integer score Lucene gives a document for a query: the dot product of the impacts."""
     return sum(weight * document.get(term, 0) for term, weight in query.items())
-
-
-def total_postings(vectors: Iterable[dict[str, int]]) -> int:
-    return sum(len(v) for v in vectors)

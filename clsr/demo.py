@@ -6,7 +6,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from .data import load_corpus, load_qrels, load_topics, resolve
+from .data import load_qrels, load_topics, resolve
 from .evaluate import write_run
 from .experiment import build_baselines, latencies_ms, method_report
 from .search import Bm25Searcher, DenseSearcher
@@ -53,7 +53,7 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
           f"(the dense model encodes at {baselines.encode_docs_per_s:.0f} passages/s here)")
 
     qid, query = next(iter(topics.items()))
-    documents = {d.id: d.text for d in load_corpus(source)}
+    documents = {d.id: d.text for d in baselines.documents}
     print(f"\nQuery {qid}: {query}")
     for name, run in runs.items():
         print(f"  {name} top 3:")

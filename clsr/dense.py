@@ -178,7 +178,6 @@ def corpus_fingerprint(documents: Iterable[Document]) -> str:
 class EncodedCorpus:
     ids: list[str]
     embeddings: np.ndarray  # (n, dim) float32, possibly memory-mapped
-    directory: Path
     docs_per_s: float  # measured when the cache entry was written
 
 
@@ -195,7 +194,7 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
     if (directory / "meta.json").exists():
         meta = json.loads((directory / "meta.json").read_text())
         ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:meta["count"]]
-        return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), directory, meta["docs_per_s"])
+        return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), meta["docs_per_s"])
     start = time.perf_counter()
     embeddings = encoder.encode_documents([d.text for d in documents], progress=progress, desc="encoding corpus")
     docs_per_s = len(documents) / max(time.perf_counter() - start, 1e-9)
@@ -209,4 +208,4 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
         "count": len(ids), "dim": int(embeddings.shape[1]), "encoder": encoder.config.to_dict(),
         "dtype": encoder.dtype, "docs_per_s": docs_per_s}, indent=2))
     os.replace(tmp, directory)
-    return EncodedCorpus(ids, embeddings, directory, docs_per_s)
+    return EncodedCorpus(ids, embeddings, docs_per_s)

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .data import Qrels, iter_corpus, load_corpus, resolve
+from .data import Document, Qrels, load_corpus, resolve
 from .dense import DenseEncoder, encode_corpus, encoder_config
 from .evaluate import DEFAULT_METRICS, Run, evaluate
 from .index import build_bm25_index, build_dense_index, directory_bytes, read_manifest, MANIFEST_NAME
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Baselines:
+    documents: list[Document]
     bm25_dir: Path
     dense_dir: Path
     encoder: DenseEncoder
@@ -31,17 +32,18 @@ class Baselines:
 def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", threads: int = 1) -> Baselines:
     """BM25 and dense indexes of `dataset` under `work_dir`, reused when already built."""
     source = str(resolve(dataset))
+    documents = load_corpus(source)  # read once: BM25, encoding and callers' snippets share it
     bm25_dir, dense_dir = work_dir / "bm25", work_dir / f"dense-{encoder_name}"
     if not (bm25_dir / MANIFEST_NAME).exists():
         log.info("building the BM25 index of %s", source)
-        build_bm25_index(iter_corpus(source), bm25_dir, source=source, threads=threads, overwrite=True)
+        build_bm25_index(documents, bm25_dir, source=source, threads=threads, overwrite=True)
     encoder = DenseEncoder(encoder_config(encoder_name))
     # Encoding goes through the embedding cache, so a rebuilt index costs no re-encoding.
-    encoded = encode_corpus(encoder, load_corpus(source))
+    encoded = encode_corpus(encoder, documents)
     if not (dense_dir / MANIFEST_NAME).exists():
         build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
                           source=source, overwrite=True)
-    return Baselines(bm25_dir, dense_dir, encoder, encoded.docs_per_s)
+    return Baselines(documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s)
 
 
 def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object]) -> list[float]:
