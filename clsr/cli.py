@@ -13,11 +13,10 @@ SOURCE_HELP = ("a BEIR folder, a collection name under $CLSR_DATA (e.g. scifact)
                "or an ir_datasets id (e.g. beir/scifact/test; needs the network)")
 
 
-def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
+def _add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "minilm, bundled, works offline") -> None:
     group = parser.add_argument_group("dense encoder")
-    group.add_argument("--encoder", default="minilm",
-                       help="preset (minilm, bge), a local Hugging Face model folder, or a hub id (default: minilm, "
-                            "bundled, works offline)")
+    group.add_argument("--encoder",
+                       help=f"preset (minilm, bge), a local Hugging Face model folder, or a hub id (default: {default_help})")
     group.add_argument("--pooling", choices=["mean", "cls"], help="override the preset's pooling")
     group.add_argument("--query-prefix", help="text put before every query (bge's instruction for the bge preset)")
     group.add_argument("--max-length", type=int, help="tokens per text (preset default: 256 minilm, 512 bge)")
@@ -29,12 +28,49 @@ def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
-def _encoder(args: argparse.Namespace):
-    from .dense import DenseEncoder, encoder_config
+def _encoder_config(args: argparse.Namespace, base=None):
+    """The encoder the flags ask for: `base` (e.g. the SAE's or the index's) unless --encoder is given,
+    with --pooling/--query-prefix/--max-length/--no-normalize applied on top."""
+    import dataclasses
 
-    config = encoder_config(args.encoder, pooling=args.pooling, query_prefix=args.query_prefix,
-                            max_length=args.max_length, normalize=args.normalize)
-    return DenseEncoder(config, device=args.device, dtype=args.dtype, batch_size=args.encode_batch_size)
+    from .dense import encoder_config
+
+    config = base if (args.encoder is None and base is not None) else encoder_config(args.encoder or "minilm")
+    overrides = {"pooling": args.pooling, "query_prefix": args.query_prefix, "max_length": args.max_length,
+                 "normalize": args.normalize}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _encoder_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, name) is not None
+               for name in ("encoder", "pooling", "query_prefix", "max_length", "normalize"))
+
+
+def _encoder(args: argparse.Namespace, base=None):
+    from .dense import DenseEncoder
+
+    return DenseEncoder(_encoder_config(args, base), device=args.device, dtype=args.dtype,
+                        batch_size=args.encode_batch_size)
+
+
+def _add_concept_query_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("concept index queries")
+    group.add_argument("--sae", help="SAE folder (default: the one the index was built with)")
+    group.add_argument("--query-k", type=int, help="concepts per query (default: the index's, see its manifest)")
+    group.add_argument("--query-mode", choices=["topk", "projected"],
+                       help="topk: the query's own top-K code; projected: max(0, q . atom) on every concept, the K "
+                            "largest kept (default: the index's)")
+    group.add_argument("--force", action="store_true",
+                       help="search even if the encoder or SAE differs from the one in the index's manifest")
+
+
+def _concept_options(args: argparse.Namespace, manifest: dict) -> dict:
+    """Keyword options for ClsrSearcher / ClsrQueryEncoder from the command line."""
+    from .dense import EncoderConfig
+
+    encoder = _encoder_config(args, EncoderConfig.from_dict(manifest["encoder"])) if _encoder_given(args) else None
+    return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
+            "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size}
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -60,32 +96,73 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_index(args: argparse.Namespace) -> None:
     from .data import iter_corpus, load_corpus, resolve
-    from .index import build_bm25_index, build_dense_index
+    from .index import build_bm25_index, build_concept_index, build_dense_index
 
     source = str(resolve(args.corpus))
     if args.kind == "bm25":
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
                                     overwrite=args.overwrite)
-    else:
+    elif args.kind == "dense":
         from .dense import encode_corpus
 
         encoder = _encoder(args)
         encoded = encode_corpus(encoder, load_corpus(source))
         manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
                                      source=source, overwrite=args.overwrite)
+    else:
+        from .dense import EncoderConfig, encode_corpus
+        from .sae import TopKSae, default_sae_path
+
+        sae_path = Path(args.sae) if args.sae else default_sae_path()
+        if sae_path is None:
+            sys.exit("clsr index: error: this clsr has no bundled SAE; pass --sae (train one with `clsr train-sae`)")
+        sae = TopKSae.load_from_disk(sae_path)
+        trained_on = EncoderConfig.from_dict(sae.config.encoder) if sae.config.encoder else None
+        encoder = _encoder(args, trained_on)
+        sae.check_encoder(encoder.config.to_dict())  # before encoding a whole corpus for nothing
+        encoded = encode_corpus(encoder, load_corpus(source))
+        manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                       encoder=encoder.config.to_dict(), doc_k=args.doc_k, query_k=args.query_k,
+                                       query_mode=args.query_mode, bits=args.bits, source=source,
+                                       threads=args.threads, overwrite=args.overwrite)
     print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}")
 
 
 def cmd_search(args: argparse.Namespace) -> None:
     from .data import load_topics
     from .evaluate import write_run
+    from .index import read_manifest
     from .search import open_searcher
 
     topics = load_topics(args.topics, args.split)
-    searcher = open_searcher(args.index)
-    run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
+    manifest = read_manifest(args.index)
+    if manifest["kind"] == "concepts":
+        searcher = open_searcher(args.index, **_concept_options(args, manifest))
+        run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
+    else:
+        from .dense import EncoderConfig
+
+        options = {}
+        if manifest["kind"] == "dense" and _encoder_given(args):  # checked against the index's encoder
+            options["encoder"] = _encoder(args, EncoderConfig.from_dict(manifest["encoder"]))
+        searcher = open_searcher(args.index, **options)
+        run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
+    if args.remove_query:  # as Pyserini: for collections whose queries are documents too (e.g. ArguAna)
+        run = {qid: [hit for hit in hits if hit[0] != qid] for qid, hits in run.items()}
     write_run(run, args.output, tag=args.run_tag, output_format=args.output_format)
     print(f"wrote {sum(map(len, run.values()))} hits for {len(run)} queries to {args.output}")
+
+
+def cmd_encode_queries(args: argparse.Namespace) -> None:
+    from .data import load_topics
+    from .index import read_manifest
+    from .pyserini_encoders import ClsrQueryEncoder, write_query_cache
+
+    topics = load_topics(args.topics, args.split)
+    encoder = ClsrQueryEncoder(args.index, **_concept_options(args, read_manifest(args.index)))
+    write_query_cache(encoder, topics, args.output, topics_tsv=args.topics_output)
+    print(f"wrote {len(topics)} encoded queries to {args.output}"
+          + (f" and their topics to {args.topics_output}" if args.topics_output else ""))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -153,14 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_options(p)
     p.set_defaults(func=cmd_encode)
 
-    p = commands.add_parser("index", help="build a BM25 or dense index",
-                            description="Build an index atomically; it gets a clsr-index.json manifest.")
+    p = commands.add_parser("index", help="build a concept, BM25 or dense index",
+                            description="Build an index atomically (in a hidden folder beside it, renamed at the "
+                                        "end); it gets a clsr-index.json manifest. A concept index is a Lucene "
+                                        "impact index of each passage's top-K SAE concepts (pseudo-terms c<id>).")
     p.add_argument("--corpus", required=True, help=SOURCE_HELP)
     p.add_argument("--index", required=True, help="output index folder")
-    p.add_argument("--kind", choices=["bm25", "dense"], default="bm25", help="what to build (default bm25)")
-    p.add_argument("--threads", type=int, default=1, help="indexing threads (default 1)")
+    p.add_argument("--kind", choices=["concepts", "bm25", "dense"], default="concepts",
+                   help="what to build (default concepts)")
+    p.add_argument("--threads", type=int, default=1, help="Lucene indexing threads (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index")
-    _add_encoder_options(p)
+    group = p.add_argument_group("concept index")
+    group.add_argument("--sae", help="SAE folder (default: the bundled one for all-MiniLM-L6-v2)")
+    group.add_argument("--doc-k", type=int, help="concepts per passage (default: the SAE's trained k)")
+    group.add_argument("--query-k", type=int, help="searchers' default concepts per query (default: the SAE's k)")
+    group.add_argument("--query-mode", choices=["topk", "projected"], default="topk",
+                       help="searchers' default query mode (default topk)")
+    group.add_argument("--bits", type=int, default=8,
+                       help="impact bits (default 8: impacts 1..255); more than 8 can overflow float32 scores")
+    _add_encoder_options(p, default_help="the encoder the SAE was trained on")
     p.set_defaults(func=cmd_index)
 
     p = commands.add_parser("search", help="search an index for a set of topics and write a run file",
@@ -173,8 +261,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-format", choices=["trec", "msmarco"], default="trec")
     p.add_argument("--hits", type=int, default=1000, help="hits per query (default 1000)")
     p.add_argument("--threads", type=int, default=1, help="search threads (default 1)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="queries handed to Lucene at once, searched by --threads threads (default 1: one by one)")
+    p.add_argument("--remove-query", action="store_true", help="drop a hit whose docid is the query's id")
     p.add_argument("--run-tag", default="clsr", help="tag in the run file's last column")
+    _add_concept_query_options(p)
+    _add_encoder_options(p, default_help="the index's")
     p.set_defaults(func=cmd_search)
+
+    p = commands.add_parser("encode-queries", help="pre-encode topics for stock Pyserini (--impact --encoder FILE)",
+                            description="Writes the JSONL query cache Pyserini's CachedDataQueryEncoder reads "
+                                        '({"id", "contents", "vector"}), so that python -m pyserini.search.lucene '
+                                        "--index IDX --topics TOPICS --impact --encoder FILE gives clsr search's run.")
+    p.add_argument("--index", required=True, help="the concept index the queries are for")
+    p.add_argument("--topics", required=True, help=SOURCE_HELP)
+    p.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to encode")
+    p.add_argument("--output", required=True, help="JSONL file to write")
+    p.add_argument("--topics-output", help="also write the topics as a qid<TAB>text file for pyserini --topics")
+    _add_concept_query_options(p)
+    _add_encoder_options(p, default_help="the index's")
+    p.set_defaults(func=cmd_encode_queries)
 
     p = commands.add_parser("evaluate", help="score a run file: nDCG@10, MRR@10, R@100, R@1000",
                             description="trec_eval-compatible scores (as -c: averaged over all judged queries).")

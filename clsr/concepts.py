@@ -40,38 +40,72 @@ def concept_latent(term: str) -> int:
 
 @dataclass(frozen=True)
 class Quantizer:
-    """impact = clip(round(activation * scale), 1, 2**bits - 1) for activations > 0; 0 stays 0."""
+    """impact = clip(round(activation * scale), 1, 2**bits - 1) for activations > 0; 0 stays 0.
 
-    scale: float
+    ``scale=None`` means per vector: each row's own largest activation maps to the top impact. Queries
+    use that: a query's ranking does not depend on its scale, so each query gets the full 8 bits and
+    none is clipped, however far it is from the corpus. Documents need one fixed scale (fitted on the
+    corpus), because their impacts are compared with one another.
+    """
+
+    scale: float | None
     bits: int = 8
 
     def __post_init__(self):
-        if self.scale <= 0 or not 1 <= self.bits <= 31:
-            raise ValueError(f"need scale > 0 and 1 <= bits <= 31, got scale={self.scale}, bits={self.bits}")
+        if (self.scale is not None and not self.scale > 0) or not 1 <= self.bits <= 31:
+            raise ValueError(f"need scale > 0 (or None) and 1 <= bits <= 31, got scale={self.scale}, bits={self.bits}")
 
     @property
     def max_impact(self) -> int:
         return 2**self.bits - 1
 
     def quantize(self, activations: np.ndarray) -> np.ndarray:
+        """Integer impacts of the same shape; with a per-vector scale, each row is scaled by its own maximum."""
         activations = np.asarray(activations, np.float64)
-        impacts = np.clip(np.rint(activations * self.scale), 1, self.max_impact).astype(np.int64)
+        if self.scale is not None:
+            scale = self.scale
+        else:
+            row_max = activations.max(axis=-1, keepdims=True) if activations.size else np.ones_like(activations)
+            scale = self.max_impact / np.where(row_max > 0, row_max, 1.0)
+        impacts = np.clip(np.rint(activations * scale), 1, self.max_impact).astype(np.int64)
         return np.where(activations > 0, impacts, 0)
 
     @classmethod
     def fit(cls, activations: np.ndarray, bits: int = 8, percentile: float = 99.9) -> "Quantizer":
-        """A scale that maps the given percentile of the positive activations to the top impact."""
+        """A fixed scale that maps the given percentile of the positive activations to the top impact."""
         positive = np.asarray(activations)[np.asarray(activations) > 0]
         if positive.size == 0:
             raise ValueError("no positive activations to fit a quantiser to")
         return cls(scale=float((2**bits - 1) / np.percentile(positive, percentile)), bits=bits)
 
     def to_dict(self) -> dict:
-        return {"rule": "clip(round(activation * scale), 1, 2**bits - 1) for activation > 0", **asdict(self)}
+        rule = "clip(round(activation * scale), 1, 2**bits - 1) for activation > 0"
+        if self.scale is None:
+            rule += "; scale = (2**bits - 1) / the vector's largest activation"
+        return {"rule": rule, **asdict(self)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Quantizer":
-        return cls(scale=float(values["scale"]), bits=int(values["bits"]))
+        scale = values["scale"]
+        return cls(scale=None if scale is None else float(scale), bits=int(values["bits"]))
+
+
+# Lucene sums impact products in float32, which holds integers exactly only up to 2**24.
+FLOAT32_EXACT_LIMIT = 2**24
+
+
+def check_exact_scores(doc_k: int, doc_quantizer: Quantizer, query_quantizer: Quantizer) -> None:
+    """Refuse settings whose largest possible score Lucene's float32 could not hold exactly.
+
+    A document has at most ``doc_k`` concepts, so at most ``doc_k`` products reach its score,
+    however many concepts the query has.
+    """
+    largest = doc_k * doc_quantizer.max_impact * query_quantizer.max_impact
+    if largest >= FLOAT32_EXACT_LIMIT:
+        raise ValueError(
+            f"doc K={doc_k} with {doc_quantizer.bits}-bit documents and {query_quantizer.bits}-bit queries can score "
+            f"up to {largest:,}, beyond 2**24 where Lucene's float32 scores stop being exact integers; "
+            "use fewer bits or a smaller K")
 
 
 def impact_vectors(values: np.ndarray, indices: np.ndarray, quantizer: Quantizer) -> list[dict[str, int]]:
@@ -82,21 +116,28 @@ def impact_vectors(values: np.ndarray, indices: np.ndarray, quantizer: Quantizer
 
 
 class ConceptEncoder:
-    """Text to concept impacts, for documents and queries, with one dense encoder and one SAE."""
+    """Text to concept impacts, for documents and queries, with one dense encoder and one SAE.
+
+    ``doc_quantizer`` is fitted on the corpus when an index is built (``None`` until then);
+    queries are quantised per vector unless another quantiser is given.
+    """
 
     def __init__(self, dense: DenseEncoder, sae: TopKSae, *, doc_k: int | None = None, query_k: int | None = None,
-                 query_mode: str = "topk", doc_quantizer: Quantizer, query_quantizer: Quantizer):
+                 query_mode: str = "topk", doc_quantizer: Quantizer | None = None,
+                 query_quantizer: Quantizer = Quantizer(scale=None)):
         sae.check_encoder(dense.config.to_dict())
         sae.check_dim(dense.dim, f"{dense.config.model}'s embeddings")
         if query_mode not in QUERY_MODES:
             raise ValueError(f"query mode must be one of {QUERY_MODES}, not {query_mode!r}")
         self.dense, self.sae = dense, sae
         self.doc_k = sae.check_k(doc_k)
-        self.query_k = query_k or self.doc_k
+        self.query_k = query_k or sae.config.k
         self.query_mode = query_mode
         self.doc_quantizer, self.query_quantizer = doc_quantizer, query_quantizer
         if query_mode == "topk":
             sae.check_k(self.query_k)
+        elif not 0 < self.query_k <= sae.config.n_latents:
+            raise ValueError(f"query k={self.query_k}: projected queries keep 1..{sae.config.n_latents} concepts")
 
     def document_codes(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return self.sae.encode_numpy(embeddings, self.doc_k)
@@ -106,14 +147,20 @@ class ConceptEncoder:
             return self.sae.encode_numpy(embeddings, self.query_k)
         with torch.no_grad():
             projections = torch.as_tensor(np.asarray(embeddings, np.float32)) @ self.sae.W_dec.detach().T
-            values, indices = projections.relu().topk(min(self.query_k, self.sae.config.n_latents), dim=1)
+            values, indices = projections.relu().topk(self.query_k, dim=1)
         return values.numpy(), indices.numpy().astype(np.int32)
 
     def encode_documents(self, texts: Sequence[str]) -> list[dict[str, int]]:
+        if self.doc_quantizer is None:
+            raise ValueError("no document quantiser: it is fitted on the corpus when an index is built")
         return impact_vectors(*self.document_codes(self.dense.encode_documents(texts)), self.doc_quantizer)
 
+    def query_vectors(self, embeddings: np.ndarray) -> list[dict[str, int]]:
+        """Query embeddings (from ``dense.encode_queries``) to {term: impact} dicts."""
+        return impact_vectors(*self.query_codes(embeddings), self.query_quantizer)
+
     def encode_queries(self, texts: Sequence[str]) -> list[dict[str, int]]:
-        return impact_vectors(*self.query_codes(self.dense.encode_queries(texts)), self.query_quantizer)
+        return self.query_vectors(self.dense.encode_queries(texts))
 
 
 def dot(query: dict[str, int], document: dict[str, int]) -> int:

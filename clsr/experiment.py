@@ -15,7 +15,7 @@ import numpy as np
 from .data import Document, Qrels, load_corpus, resolve
 from .dense import DenseEncoder, encode_corpus, encoder_config
 from .evaluate import DEFAULT_METRICS, Run, evaluate
-from .index import build_bm25_index, build_dense_index, directory_bytes, read_manifest, MANIFEST_NAME
+from .index import build_bm25_index, build_concept_index, build_dense_index, directory_bytes, MANIFEST_NAME
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,50 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
         build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
                           source=source, overwrite=True)
     return Baselines(documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s)
+
+
+def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
+                            query_k: int | None = None, query_mode: str = "topk", threads: int = 1) -> dict:
+    """A fresh concept index of the baselines' corpus (embeddings from the cache); returns its manifest."""
+    from .sae import TopKSae
+
+    encoded = encode_corpus(baselines.encoder, baselines.documents)
+    return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
+                               sae_path=sae_path, encoder=baselines.encoder.config.to_dict(), doc_k=doc_k,
+                               query_k=query_k, query_mode=query_mode, threads=threads, overwrite=True,
+                               progress=False)
+
+
+def concept_search_report(searcher, topics: dict[str, str], qrels: Qrels, depth: int = 1000,
+                          relevance_threshold: int = 1) -> dict:
+    """Quality, latency (search alone, top 10, end to end) and query-encoding cost of a ClsrSearcher.
+
+    Search alone runs Pyserini's LuceneImpactSearcher on queries encoded beforehand, so it
+    includes building the Java query and converting hits, exactly as BM25's figure does.
+    """
+    texts = list(topics.values())
+    run = searcher.batch_search(topics, k=depth, progress=False)
+    searcher.query_encoder.prime(texts)
+    search_ms = latencies_ms(lambda q: searcher.impact_searcher.search(q, depth), texts)
+    top10_ms = latencies_ms(lambda q: searcher.impact_searcher.search(q, 10), texts)
+    searcher.query_encoder.forget()
+    end_to_end_ms = latencies_ms(lambda q: searcher.impact_searcher.search(q, depth), texts)
+    dense_ms = latencies_ms(lambda q: searcher.concept_encoder.dense.encode_queries([q]), texts)
+    concept_ms = latencies_ms(lambda q: searcher.concept_encoder.encode_queries([q]), texts)
+    manifest = searcher.manifest
+    lucene = manifest["timings"]
+    return method_report(
+        run, qrels, search_ms, relevance_threshold=relevance_threshold,
+        search_ms_p50_top10=round(percentile(top10_ms, 0.5), 3),
+        e2e_ms_p50=round(percentile(end_to_end_ms, 0.5), 3),
+        e2e_ms_p95=round(percentile(end_to_end_ms, 0.95), 3),
+        dense_encode_ms_p50=round(percentile(dense_ms, 0.5), 3),
+        concept_encode_ms_p50=round(percentile(concept_ms, 0.5), 3),
+        encoding_overhead=round(percentile(concept_ms, 0.5) / percentile(dense_ms, 0.5) - 1, 4),
+        index_bytes=manifest["lucene_bytes"], doc_codes_bytes=manifest["doc_codes_bytes"],
+        postings=manifest["postings"], doc_k=manifest["doc_k"], query_k=searcher.concept_encoder.query_k,
+        query_mode=searcher.concept_encoder.query_mode,
+        index_docs_per_s=round(manifest["documents"] / (lucene["concepts_s"] + lucene["write_s"] + lucene["lucene_s"]), 1))
 
 
 def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object]) -> list[float]:

@@ -1,4 +1,4 @@
-"""Index builds: BM25 (Lucene, via Anserini) and dense (flat embeddings), each with a manifest.
+"""Index builds: BM25 and concept (Lucene, via Anserini) and dense (flat embeddings), each with a manifest.
 
 Every index directory holds ``clsr-index.json``: what kind of index it is, what built it and from
 what. Searchers read it to know how to search, and to refuse an index that does not match.
@@ -6,6 +6,12 @@ what. Searchers read it to know how to search, and to refuse an index that does 
 Builds are atomic: the index is written into a hidden temporary sibling and renamed into place
 only when complete, so an interrupted build never leaves a directory that looks like an index.
 Rebuilding over an existing index needs ``overwrite=True``.
+
+A concept index is a Lucene impact index whose terms are SAE concepts (``c1234``) with integer
+impacts, written as a JsonVectorCollection and indexed ``-impact -pretokenized``, so stock
+``LuceneImpactSearcher`` searches it. Beside the Lucene files, ``doc_codes/`` keeps every
+document's top-K code (latents and float activations, the compact store) and its decoded
+embedding, for the hybrid fuser and for explanations.
 
 Run ``python -m clsr.index --help`` (or ``clsr index``).
 """
@@ -24,8 +30,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from . import __version__
+from .concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
 from .data import Document
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,9 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
         raise InvalidIndexError(f"{target} already exists; pass --overwrite to rebuild it")
     target.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    building.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make a finished index private to its builder
     try:
         yield building
         if target.exists():
@@ -124,6 +135,126 @@ def build_dense_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: str
         (building / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
         return write_manifest(building, "dense", len(ids), source=source, dim=int(embeddings.shape[1]),
                               encoder=encoder)
+
+
+DOC_CODES_DIR = "doc_codes"
+DOCUMENTS_PER_SHARD = 500_000
+
+
+class DocCodes:
+    """A concept index's per-document store: ids, top-K codes and decoded embeddings (memory-mapped)."""
+
+    def __init__(self, index_dir: str | os.PathLike):
+        directory = Path(index_dir) / DOC_CODES_DIR
+        if not directory.is_dir():
+            raise InvalidIndexError(f"{index_dir} has no {DOC_CODES_DIR}/ (not a concept index, or built by an "
+                                    "older clsr); rebuild it with `clsr index --kind concepts`")
+        self.ids: list[str] = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")
+        self.latents = np.load(directory / "latents.npy", mmap_mode="r")  # (n, doc_k) int
+        self.activations = np.load(directory / "activations.npy", mmap_mode="r")  # (n, doc_k) float32
+        self.reconstructed = np.load(directory / "reconstructed.npy", mmap_mode="r")  # (n, d) float32
+        self._rows = {docid: row for row, docid in enumerate(self.ids)}
+
+    def row(self, docid: str) -> int:
+        try:
+            return self._rows[docid]
+        except KeyError:
+            raise KeyError(f"document {docid!r} is not in this index") from None
+
+    def code(self, docid: str) -> tuple[np.ndarray, np.ndarray]:
+        """The document's (activations, latents), strongest first."""
+        row = self.row(docid)
+        return np.asarray(self.activations[row]), np.asarray(self.latents[row])
+
+
+def _write_vector_shards(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], directory: Path,
+                         shards: int, progress: bool) -> int:
+    """JsonVectorCollection files ({"id", "contents", "vector"}); returns the number of postings."""
+    postings = 0
+    bounds = np.linspace(0, len(ids), shards + 1).astype(int)
+    with tqdm(total=len(ids), desc="writing concept vectors", unit="doc", disable=not progress) as bar:
+        for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            with open(directory / f"vectors-{shard:05d}.jsonl", "w", encoding="utf-8") as f:
+                for row in range(start, stop):
+                    vector = {concept_term(int(latent)): int(impact)
+                              for latent, impact in zip(latents[row], impacts[row]) if impact > 0}
+                    postings += len(vector)
+                    f.write(json.dumps({"id": ids[row], "contents": "", "vector": vector}) + "\n")
+                bar.update(stop - start)
+    return postings
+
+
+def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: str | os.PathLike, *, sae,
+                        sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
+                        query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
+                        threads: int = 1, overwrite: bool = False, progress: bool = True) -> dict:
+    """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
+
+    ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
+    trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
+    """
+    from .sae import sae_checksum
+
+    if len(ids) != len(embeddings):
+        raise InvalidIndexError(f"{len(ids)} ids but {len(embeddings)} embeddings")
+    if len(set(ids)) != len(ids):
+        raise InvalidIndexError("document ids are not unique")
+    if query_mode not in QUERY_MODES:
+        raise ValueError(f"query mode must be one of {QUERY_MODES}, not {query_mode!r}")
+    sae.check_encoder(encoder)
+    sae.check_dim(embeddings.shape[1], f"the embeddings of {encoder.get('model')}")
+    doc_k = sae.check_k(doc_k)
+    query_k = query_k or sae.config.k
+    query_quantizer = Quantizer(scale=None, bits=8)
+    try:
+        check_exact_scores(doc_k, Quantizer(scale=1.0, bits=bits), query_quantizer)
+    except ValueError as e:
+        raise InvalidIndexError(str(e)) from None
+    timings = {}
+    with atomic_directory(index_dir, overwrite) as building, tempfile.TemporaryDirectory() as collection:
+        start = time.perf_counter()
+        activations = np.zeros((len(ids), doc_k), np.float32)
+        latents = np.zeros((len(ids), doc_k), np.int32)
+        batch = 8192
+        for first in tqdm(range(0, len(ids), batch), desc="encoding concepts", unit="batch", disable=not progress):
+            activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
+                embeddings[first:first + batch], doc_k)
+        doc_quantizer = Quantizer.fit(activations, bits)
+        impacts = doc_quantizer.quantize(activations)
+        timings["concepts_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        shards = max(threads, -(-len(ids) // DOCUMENTS_PER_SHARD))
+        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress)
+        timings["write_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if progress:
+            tqdm.write(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})")
+        run_anserini_indexer(["-collection", "JsonVectorCollection", "-input", collection, "-index", str(building),
+                              "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
+                              "-threads", str(threads), "-optimize"])  # one segment: faster search
+        timings["lucene_s"] = time.perf_counter() - start
+        lucene_bytes = directory_bytes(building)
+
+        start = time.perf_counter()
+        store = building / DOC_CODES_DIR
+        store.mkdir()
+        (store / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
+        np.save(store / "latents.npy", latents.astype(np.uint16 if sae.config.n_latents <= 2**16 else np.int32))
+        np.save(store / "activations.npy", activations)
+        np.save(store / "reconstructed.npy", sae.decode_numpy(activations, latents))
+        timings["doc_codes_s"] = time.perf_counter() - start
+
+        return write_manifest(
+            building, "concepts", len(ids), source=source, encoder=encoder,
+            sae={"name": Path(sae_path).name, "path": str(Path(sae_path).resolve()), "sha256": sae_checksum(sae_path),
+                 "n_latents": sae.config.n_latents, "k": sae.config.k, "d_in": sae.config.d_in},
+            doc_k=doc_k, doc_quantizer=doc_quantizer.to_dict(),
+            query={"k": query_k, "mode": query_mode, "quantizer": query_quantizer.to_dict()},
+            postings=postings, empty_documents=int((impacts.max(axis=1) == 0).sum()),
+            lucene_bytes=lucene_bytes, doc_codes_bytes=directory_bytes(store),
+            timings={name: round(seconds, 3) for name, seconds in timings.items()})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

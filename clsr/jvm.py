@@ -14,6 +14,9 @@ imported as-is in the environment clsr targets:
   ``OPENAI_API_KEY``. clsr sets a placeholder key only for the duration of that import and
   removes it again; a key the user set is never touched. The placeholder is never sent anywhere:
   clsr makes no OpenAI call.
+
+``python -m clsr.jvm pyserini.search.lucene ARGS...`` runs an unmodified Pyserini command-line
+module under this set-up, for machines where ``python -m pyserini...`` itself cannot start its JVM.
 """
 
 from __future__ import annotations
@@ -116,3 +119,21 @@ def java_class(name: str) -> Any:
     from jnius import autoclass
 
     return autoclass(name)
+
+
+def run_pyserini_module(module: str, argv: list[str]) -> None:
+    """Run `python -m <module> <argv>` (a Pyserini CLI) in this process, after the clsr start-up."""
+    import runpy
+
+    pyserini_lucene()
+    sys.argv = [module, *argv]
+    with _openai_placeholder_key():  # some Pyserini CLIs import more OpenAI-dependent modules
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        sys.exit("usage: python -m clsr.jvm PYSERINI_MODULE [ARGS...]\n"
+                 "  e.g. python -m clsr.jvm pyserini.search.lucene --index IDX --topics T.tsv --impact "
+                 "--encoder queries.jsonl --output run.trec")
+    run_pyserini_module(sys.argv[1], sys.argv[2:])

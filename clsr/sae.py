@@ -145,8 +145,9 @@ class TopKSae(nn.Module):
     def decode_numpy(self, values: np.ndarray, indices: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         out = np.zeros((len(values), self.config.d_in), np.float32)
         for start in range(0, len(values), batch_size):
-            v = torch.as_tensor(values[start:start + batch_size], device=self.device)
-            i = torch.as_tensor(indices[start:start + batch_size], dtype=torch.long, device=self.device)
+            # Copies: the codes may be a read-only memory map (an index's doc_codes/).
+            v = torch.tensor(np.asarray(values[start:start + batch_size]), dtype=torch.float32, device=self.device)
+            i = torch.tensor(np.asarray(indices[start:start + batch_size]), dtype=torch.long, device=self.device)
             out[start:start + len(v)] = self.decode(v, i).float().cpu().numpy()
         return out
 

@@ -18,6 +18,21 @@ def test_nothing_that_survives_top_k_is_quantised_to_zero():
     assert Quantizer.from_dict(q.to_dict()) == q
 
 
+def test_queries_are_quantised_per_vector_to_the_full_range():
+    q = Quantizer(scale=None, bits=8)
+    impacts = q.quantize([[0.5, 0.25, 0.0, 0.001], [2.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(impacts, [[255, 128, 0, 1], [255, 128, 0, 0], [0, 0, 0, 0]])
+    assert Quantizer.from_dict(q.to_dict()) == q and "largest activation" in q.to_dict()["rule"]
+
+
+def test_scores_must_fit_float32_exactly():
+    from clsr.concepts import check_exact_scores
+
+    check_exact_scores(128, Quantizer(1.0, 8), Quantizer(None, 8))  # 128 * 255 * 255 < 2**24
+    with pytest.raises(ValueError, match="beyond 2\\*\\*24"):
+        check_exact_scores(128, Quantizer(1.0, 10), Quantizer(None, 8))
+
+
 def test_fit_maps_the_percentile_to_the_top_impact():
     activations = np.linspace(0, 2.0, 2001)
     q = Quantizer.fit(activations, bits=8, percentile=100)

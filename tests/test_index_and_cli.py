@@ -59,7 +59,7 @@ def test_a_folder_without_manifest_is_not_an_index(tmp_path):
 
 @pytest.mark.slow
 def test_cli_index_search_evaluate_on_scifact(shared_data, tmp_path, capsys):
-    clsr(["index", "--corpus", "scifact", "--index", str(tmp_path / "bm25")])
+    clsr(["index", "--kind", "bm25", "--corpus", "scifact", "--index", str(tmp_path / "bm25")])
     clsr(["search", "--index", str(tmp_path / "bm25"), "--topics", "scifact", "--output", str(tmp_path / "run.tsv"),
           "--output-format", "msmarco", "--hits", "100", "--threads", "2"])
     lines = (tmp_path / "run.tsv").read_text().splitlines()

@@ -1,0 +1,110 @@
+"""clsr's concept encoders as Pyserini encoders: drop-in replacements for SPLADE's.
+
+    from clsr.pyserini_encoders import ClsrQueryEncoder
+    from pyserini.search.lucene import LuceneImpactSearcher
+
+    searcher = LuceneImpactSearcher("indexes/scifact-concepts", query_encoder=ClsrQueryEncoder("indexes/scifact-concepts"))
+
+works as it does with ``SpladeQueryEncoder``. Importing this module starts the JVM and imports
+Pyserini the clsr way (see ``clsr.jvm``): ``pyserini.encode`` loads Anserini classes and builds an
+OpenAI client when imported.
+"""
+
+from __future__ import annotations
+
+import os
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .jvm import pyserini_lucene
+
+pyserini_lucene()
+
+from pyserini.encode import DocumentEncoder, QueryEncoder  # noqa: E402  (needs the JVM and Pyserini set up first)
+
+from .concepts import ConceptEncoder  # noqa: E402
+from .data import document_text  # noqa: E402
+
+
+def _concept_encoder(index_dir: str | os.PathLike | None, concept_encoder: ConceptEncoder | None,
+                     options: dict) -> ConceptEncoder:
+    if (index_dir is None) == (concept_encoder is None):
+        raise ValueError("give either an index folder or a ConceptEncoder")
+    if concept_encoder is not None:
+        return concept_encoder
+    from .search import load_concept_encoder
+
+    return load_concept_encoder(index_dir, **options)
+
+
+class ClsrQueryEncoder(QueryEncoder):
+    """Query text -> {"c<latent>": integer weight}, with the encoder, SAE and query settings of an index.
+
+    Texts are encoded with their whitespace normalised (see `cache_key`), so that clsr, this class
+    and the query cache that stock Pyserini reads all encode the very same string.
+
+    Options (encoder, sae_path, query_k, query_mode, force, device, dtype) are those of
+    ``clsr.search.load_concept_encoder``.
+    """
+
+    def __init__(self, index_dir: str | os.PathLike | None = None, *, concept_encoder: ConceptEncoder | None = None,
+                 **options):
+        self.concept_encoder = _concept_encoder(index_dir, concept_encoder, options)
+        self._encoded: dict[str, dict[str, int]] = {}
+
+    def encode(self, text: str, **kwargs) -> dict[str, int]:
+        key = cache_key(text)
+        vector = self._encoded.get(key)
+        return vector if vector is not None else self.concept_encoder.encode_queries([key])[0]
+
+    def prime(self, texts: Sequence[str], progress: bool = False) -> None:
+        """Encode many queries in batches now, so that `encode` (called by Pyserini one by one) only looks them up."""
+        todo = list(dict.fromkeys(key for key in map(cache_key, texts) if key not in self._encoded))
+        if todo:
+            embeddings = self.concept_encoder.dense.encode_queries(todo, progress=progress, desc="encoding queries")
+            self._encoded.update(zip(todo, self.concept_encoder.query_vectors(embeddings)))
+
+    def forget(self) -> None:
+        self._encoded.clear()
+
+
+class ClsrDocumentEncoder(DocumentEncoder):
+    """Passages -> {"c<latent>": integer impact}, exactly as the index they come from stores them."""
+
+    def __init__(self, index_dir: str | os.PathLike | None = None, *, concept_encoder: ConceptEncoder | None = None,
+                 **options):
+        self.concept_encoder = _concept_encoder(index_dir, concept_encoder, options)
+
+    def encode(self, texts: Sequence[str], titles: Sequence[str] | None = None, **kwargs) -> list[dict[str, int]]:
+        if titles is not None:
+            texts = [document_text(title, text) for title, text in zip(titles, texts)]
+        return self.concept_encoder.encode_documents(list(texts))
+
+
+def cache_key(text: str) -> str:
+    """A query's text as the cache stores it: one line, whitespace runs as single spaces.
+
+    Pyserini reads topics from qid<TAB>text lines and looks each up by ``text.strip()``; a tab or
+    newline inside a query would otherwise break the file or miss the lookup.
+    """
+    return " ".join(text.split())
+
+
+def write_query_cache(encoder: ClsrQueryEncoder, topics: Mapping[str, str], output: str | os.PathLike,
+                      topics_tsv: str | os.PathLike | None = None) -> None:
+    """Pyserini's pre-encoded query JSONL ({"id", "contents", "vector"}), and optionally the matching topics TSV."""
+    qids = list(topics)
+    texts = [cache_key(topics[qid]) for qid in qids]
+    encoder.prime(texts, progress=len(texts) > 100)
+    try:
+        vectors = [encoder.encode(text) for text in texts]  # looked up, not re-encoded
+    finally:
+        encoder.forget()
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        for qid, text, vector in zip(qids, texts, vectors):
+            f.write(json.dumps({"id": qid, "contents": text, "vector": vector}) + "\n")
+    if topics_tsv is not None:
+        Path(topics_tsv).parent.mkdir(parents=True, exist_ok=True)
+        Path(topics_tsv).write_text("".join(f"{qid}\t{text}\n" for qid, text in zip(qids, texts)), encoding="utf-8")

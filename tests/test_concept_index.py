@@ -1,0 +1,187 @@
+"""The Lucene concept index: exact integer scores, the Pyserini drop-in, and safe builds."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from clsr.cli import main as clsr
+from clsr.concepts import concept_term, dot
+from clsr.index import (MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest)
+from clsr.jvm import java_environment
+from clsr.sae import SaeConfig, SaeMismatchError, TopKSae, default_sae_path
+
+SEARCH_OPTIONS = {"dtype": "fp32"}  # the slice's documents were encoded in fp32
+
+
+@pytest.fixture(scope="module")
+def sae() -> TopKSae:
+    return TopKSae.load_from_disk(default_sae_path())
+
+
+@pytest.fixture(scope="module")
+def concept_index(tmp_path_factory, scifact_slice, sae):
+    index_dir = tmp_path_factory.mktemp("concepts") / "index"
+    build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, index_dir, sae=sae,
+                        sae_path=default_sae_path(), encoder=scifact_slice.encoder.config.to_dict(), doc_k=64,
+                        source="scifact slice", progress=False)
+    return index_dir
+
+
+@pytest.fixture(scope="module")
+def searcher(concept_index):
+    from clsr.search import ClsrSearcher
+
+    return ClsrSearcher(concept_index, **SEARCH_OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def topics_file(tmp_path_factory, scifact_slice):
+    path = tmp_path_factory.mktemp("topics") / "queries.jsonl"
+    first = dict(list(scifact_slice.topics.items())[:40])
+    path.write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in first.items()))
+    return path, first
+
+
+def test_manifest_records_what_the_index_depends_on(concept_index, scifact_slice):
+    manifest = read_manifest(concept_index)
+    assert manifest["kind"] == "concepts" and manifest["documents"] == 300 and manifest["doc_k"] == 64
+    assert manifest["encoder"] == scifact_slice.encoder.config.to_dict()
+    assert manifest["sae"]["name"] == "minilm-l6-v2-topk128-8192" and len(manifest["sae"]["sha256"]) == 64
+    assert manifest["doc_quantizer"]["bits"] == 8 and manifest["doc_quantizer"]["scale"] > 0
+    assert manifest["query"] == {"k": 128, "mode": "topk", "quantizer": manifest["query"]["quantizer"]}
+    assert manifest["query"]["quantizer"]["scale"] is None  # per query
+    # Every document has exactly 64 positive concepts, so 64 postings each.
+    assert manifest["postings"] == 300 * 64 and manifest["empty_documents"] == 0
+
+
+def test_doc_codes_hold_the_same_impacts_as_lucene(concept_index, searcher):
+    from clsr.jvm import pyserini_lucene
+
+    pyserini_lucene()
+    from pyserini.index.lucene import LuceneIndexReader
+
+    reader = LuceneIndexReader(str(concept_index))
+    codes = DocCodes(concept_index)
+    quantizer = searcher.concept_encoder.doc_quantizer
+    for docid in codes.ids[:5]:
+        activations, latents = codes.code(docid)
+        for latent, impact in zip(latents[:8], quantizer.quantize(activations[:8])):
+            postings = reader.get_postings_list(concept_term(int(latent)), analyzer=None)
+            tf = {reader.convert_internal_docid_to_collection_docid(p.docid): p.tf for p in postings}
+            assert tf[docid] == impact
+    # The reconstructed embeddings are the decoded codes.
+    values, indices = np.asarray(codes.activations), np.asarray(codes.latents).astype(np.int64)
+    np.testing.assert_allclose(codes.reconstructed, searcher.concept_encoder.sae.decode_numpy(values, indices),
+                               atol=1e-6)
+
+
+def test_lucene_scores_are_the_integer_dot_products(searcher, scifact_slice):
+    for query in list(scifact_slice.topics.values())[:10]:
+        vector = searcher.query_encoder.encode(query)
+        assert all(isinstance(w, int) and 1 <= w <= 255 for w in vector.values()) and max(vector.values()) == 255
+        hits = searcher.search(query, 20)
+        assert len(hits) == 20
+        for hit in hits:
+            activations, latents = searcher.doc_codes.code(hit.docid)
+            impacts = searcher.concept_encoder.doc_quantizer.quantize(activations)
+            doc_vector = {concept_term(int(l)): int(i) for l, i in zip(latents, impacts) if i}
+            assert hit.score == dot(vector, doc_vector) == sum(c.contribution for c in hit.concepts)
+            assert [c.contribution for c in hit.concepts] == sorted((c.contribution for c in hit.concepts),
+                                                                     reverse=True)
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_pyserini_impact_searcher_takes_the_clsr_query_encoder(concept_index, searcher, scifact_slice):
+    from clsr.jvm import pyserini_lucene
+    from clsr.pyserini_encoders import ClsrDocumentEncoder, ClsrQueryEncoder
+
+    pyserini = pyserini_lucene().LuceneImpactSearcher(str(concept_index), ClsrQueryEncoder(concept_index,
+                                                                                            **SEARCH_OPTIONS))
+    query = list(scifact_slice.topics.values())[3]
+    assert [(h.docid, h.score) for h in pyserini.search(query, 10)] == \
+        [(h.docid, h.score) for h in searcher.search(query, 10)]
+    # The document encoder gives each passage the vector the index holds.
+    document = scifact_slice.documents[0]
+    (vector,) = ClsrDocumentEncoder(concept_index, **SEARCH_OPTIONS).encode([document.text])
+    activations, latents = searcher.doc_codes.code(document.id)
+    impacts = searcher.concept_encoder.doc_quantizer.quantize(activations)
+    assert vector == {concept_term(int(l)): int(i) for l, i in zip(latents, impacts) if i}
+
+
+def test_clsr_search_python_api_and_stock_pyserini_give_identical_runs(concept_index, searcher, topics_file,
+                                                                       tmp_path):
+    path, topics = topics_file
+    clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "clsr.trec"),
+          "--hits", "100", "--dtype", "fp32"])
+    clsr(["encode-queries", "--index", str(concept_index), "--topics", str(path), "--dtype", "fp32",
+          "--output", str(tmp_path / "queries.jsonl"), "--topics-output", str(tmp_path / "topics.tsv")])
+    stock = subprocess.run(
+        [sys.executable, "-m", "clsr.jvm", "pyserini.search.lucene", "--index", str(concept_index),
+         "--topics", str(tmp_path / "topics.tsv"), "--impact", "--encoder", str(tmp_path / "queries.jsonl"),
+         "--hits", "100", "--output", str(tmp_path / "stock.trec")],
+        capture_output=True, text=True, env=java_environment(), timeout=300)
+    assert stock.returncode == 0, stock.stderr[-2000:]
+
+    def lines(path):  # everything but the run tag
+        return sorted(line.split()[:5] for line in open(path))
+
+    api = searcher.batch_search(topics, k=100)
+    api_lines = sorted([qid, "Q0", docid, str(rank), f"{score:.6f}"]
+                       for qid, hits in api.items() for rank, (docid, score) in enumerate(hits, 1))
+    assert len(api_lines) == 40 * 100
+    assert lines(tmp_path / "clsr.trec") == api_lines == lines(tmp_path / "stock.trec")
+
+
+def test_a_different_sae_or_encoder_is_refused_unless_forced(concept_index, tmp_path, capsys):
+    from clsr.dense import encoder_config
+    from clsr.search import load_concept_encoder
+
+    other = TopKSae(SaeConfig(384, 512, 128, encoder=encoder_config("minilm").to_dict()))
+    other.save_to_disk(tmp_path / "other-sae")
+    with pytest.raises(SaeMismatchError, match=r"(?s)index .*minilm-l6-v2-topk128-8192.*given .*other-sae"):
+        load_concept_encoder(concept_index, sae_path=tmp_path / "other-sae")
+    assert load_concept_encoder(concept_index, sae_path=tmp_path / "other-sae", force=True).sae.config.n_latents == 512
+    with pytest.raises(InvalidIndexError, match=r"(?s)index .*pooling='mean'.*query encoder: .*pooling='cls'"):
+        load_concept_encoder(concept_index, encoder=encoder_config("minilm", pooling="cls"))
+    with pytest.raises(SystemExit, match="clsr search: error: the SAE does not match the index"):
+        clsr(["search", "--index", str(concept_index), "--topics", "scifact", "--output", str(tmp_path / "r.trec"),
+              "--sae", str(tmp_path / "other-sae")])
+
+
+def test_rebuild_needs_overwrite_and_a_failed_rebuild_keeps_the_old_index(concept_index, scifact_slice, sae,
+                                                                         tmp_path, monkeypatch):
+    import clsr.index
+
+    arguments = dict(sae=sae, sae_path=default_sae_path(), encoder=scifact_slice.encoder.config.to_dict(),
+                     progress=False)
+    target = tmp_path / "index"
+    build_concept_index(scifact_slice.doc_ids[:50], scifact_slice.doc_vectors[:50], target, doc_k=32, **arguments)
+    with pytest.raises(InvalidIndexError, match="already exists; pass --overwrite"):
+        build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, target, **arguments)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clsr.index, "run_anserini_indexer", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, target, overwrite=True, **arguments)
+    with pytest.raises(KeyboardInterrupt):
+        build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, tmp_path / "new", **arguments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no half-built index, no leftovers
+    assert read_manifest(target)["documents"] == 50 and read_manifest(target)["doc_k"] == 32
+
+
+def test_bad_inputs_name_the_problem(scifact_slice, sae, tmp_path):
+    arguments = dict(sae=sae, sae_path=default_sae_path(), encoder=scifact_slice.encoder.config.to_dict(),
+                     progress=False)
+    with pytest.raises(InvalidIndexError, match="beyond 2\\*\\*24"):
+        build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, tmp_path / "i", bits=12, **arguments)
+    with pytest.raises(SaeMismatchError, match="384-d vectors .* are 10-d"):
+        build_concept_index(["a"], np.ones((1, 10), np.float32), tmp_path / "i", **arguments)
+    with pytest.raises(InvalidIndexError, match="not unique"):
+        build_concept_index(["a", "a"], scifact_slice.doc_vectors[:2], tmp_path / "i", **arguments)
+    assert not (tmp_path / "i").exists()
+    assert not (tmp_path / "i" / MANIFEST_NAME).exists()
