@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 from clsr.data import load_qrels, load_topics, resolve
-from clsr.experiment import (build_baselines, latencies_ms, machine_info, method_report, percentile,
-                             sae_fidelity_runs, sae_statistics, versions)
+from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
+                             machine_info, method_report, percentile, sae_fidelity_runs, sae_statistics, versions)
 from clsr.sae import TopKSae, default_sae_path
-from clsr.search import Bm25Searcher, DenseSearcher
+from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
 HERE = Path(__file__).resolve().parent
 DEPTH = 1000
@@ -67,10 +67,15 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
         shown_path = shown_path.relative_to(HERE.parent) if shown_path.is_relative_to(HERE.parent) else shown_path
         sae_report = {"path": str(shown_path), "n_latents": sae.config.n_latents, "k": sae.config.k,
                       **sae_statistics(sae, vectors, documents)}
-        for k in SAE_KS:
-            if k <= sae.config.k:
-                for name, run in sae_fidelity_runs(sae, vectors, documents, list(topics), dense.ids, k, DEPTH).items():
-                    methods[name] = method_report(run, qrels, relevance_threshold=relevance_threshold)
+        for k in (k for k in SAE_KS if k <= sae.config.k):
+            index_dir = HERE / "work" / name / f"concepts-k{k}"
+            manifest = build_concept_index_for(baselines, index_dir, sae_path, doc_k=k)
+            searcher = ClsrSearcher(index_dir, encoder=baselines.encoder.config)
+            methods[f"sparse_lucene_k{k}"] = concept_search_report(searcher, topics, qrels, DEPTH, relevance_threshold)
+            # The same query and document codes in float, scored exactly: what quantisation costs.
+            for method, run in sae_fidelity_runs(sae, vectors, documents, list(topics), dense.ids, k, DEPTH,
+                                                 query_k=manifest["query"]["k"]).items():
+                methods[method] = method_report(run, qrels, relevance_threshold=relevance_threshold)
 
     return {"dataset": str(dataset), "split": split, "queries": len(topics), "relevance_threshold": relevance_threshold,
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -93,13 +98,34 @@ def markdown(result: dict) -> str:
             f"| {m['recall@1000']:.4f} | {cell(m, 'index_bytes', '.2f', 2**-20)} | {cell(m, 'search_ms_p50', '.2f')} "
             f"| {cell(m, 'search_ms_p95', '.2f')} | {cell(m, 'e2e_ms_p50', '.2f')} "
             f"| {m.get('encode_docs_per_s', '–')} |")
+    lucene_rows = {n: m for n, m in result["methods"].items() if n.startswith("sparse_lucene_")}
+    bm25 = result["methods"].get("bm25")
+    if lucene_rows and bm25:
+        lines += ["", "Concept indexes (Lucene, same run as BM25; size and latency ratios to BM25):", "",
+                  "| method | doc K | query | nDCG@10 − exact | index MB | ×BM25 size | postings | index docs/s "
+                  "| search p50 ms | ×BM25 | p95 ms | top-10 p50 ms | e2e p50 ms | encoding overhead |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, m in lucene_rows.items():
+            exact = result["methods"].get(name.replace("sparse_lucene_", "sparse_"), {}).get("ndcg@10")
+            delta = f"{m['ndcg@10'] - exact:+.4f}" if exact is not None else "–"
+            lines.append(
+                f"| {name} | {m['doc_k']} | {m['query_mode']} {m['query_k']} | {delta} "
+                f"| {m['index_bytes'] / 2**20:.2f} | {m['index_bytes'] / bm25['index_bytes']:.2f} | {m['postings']:,} "
+                f"| {m['index_docs_per_s']:,.0f} | {m['search_ms_p50']:.2f} "
+                f"| {m['search_ms_p50'] / bm25['search_ms_p50']:.2f} | {m['search_ms_p95']:.2f} "
+                f"| {m['search_ms_p50_top10']:.2f} | {m['e2e_ms_p50']:.2f} | {m['encoding_overhead']:+.1%} |")
+        lines += ["", "Index MB is the Lucene index; `doc_codes/` (codes and reconstructions for the hybrid and "
+                  "explanations) is reported as `doc_codes_bytes` in the JSON. Index docs/s covers SAE coding, "
+                  "writing the JsonVectorCollection and Lucene indexing (dense encoding is the dense row's). "
+                  "Encoding overhead is the query's concept encoding against dense encoding alone, p50 per query."]
     if result.get("sae"):
         sae = result["sae"]
         lines += ["", f"SAE {sae['path']} ({sae['n_latents']} latents, trained k={sae['k']}): "
                   f"FVU docs {sae['fvu_docs']}, queries {sae['fvu_queries']}; MSE docs {sae['mse_docs']}, "
                   f"queries {sae['mse_queries']}; dead at the end of training: {sae['dead_fraction']}; "
                   f"unused on this collection's documents and queries: {sae['unused_fraction']:.2%}. "
-                  "sparse_k* and reconstructed_k* are exact (no index yet): no size or latency."]
+                  "sparse_kK: the concept index's query and document codes in float, scored exactly (no "
+                  "quantisation); reconstructed_kK: exact search of decoded queries against decoded documents."]
     machine, v = result["machine"], result["versions"]
     lines += ["", f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores, "
               f"{machine['memory_gib']} GiB), one search thread, top {DEPTH}. "

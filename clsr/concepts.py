@@ -111,8 +111,9 @@ def check_exact_scores(doc_k: int, doc_quantizer: Quantizer, query_quantizer: Qu
 def impact_vectors(values: np.ndarray, indices: np.ndarray, quantizer: Quantizer) -> list[dict[str, int]]:
     """Rows of (activation, latent) pairs as {term: impact} dicts, zero impacts left out."""
     impacts = quantizer.quantize(values)
-    return [{concept_term(int(latent)): int(impact) for latent, impact in zip(row_latents, row_impacts) if impact > 0}
-            for row_latents, row_impacts in zip(indices, impacts)]
+    # tolist() first: Python ints are much cheaper to hash and format than numpy scalars (query latency).
+    return [{concept_term(latent): impact for latent, impact in zip(row_latents, row_impacts) if impact > 0}
+            for row_latents, row_impacts in zip(np.asarray(indices).tolist(), impacts.tolist())]
 
 
 class ConceptEncoder:

@@ -47,14 +47,15 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
 
 
 def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
-                            query_k: int | None = None, query_mode: str = "topk", threads: int = 1) -> dict:
+                            query_k: int | None = None, query_mode: str = "topk", bits: int = 8,
+                            threads: int = 1) -> dict:
     """A fresh concept index of the baselines' corpus (embeddings from the cache); returns its manifest."""
     from .sae import TopKSae
 
     encoded = encode_corpus(baselines.encoder, baselines.documents)
     return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
                                sae_path=sae_path, encoder=baselines.encoder.config.to_dict(), doc_k=doc_k,
-                               query_k=query_k, query_mode=query_mode, threads=threads, overwrite=True,
+                               query_k=query_k, query_mode=query_mode, bits=bits, threads=threads, overwrite=True,
                                progress=False)
 
 
@@ -72,8 +73,8 @@ def concept_search_report(searcher, topics: dict[str, str], qrels: Qrels, depth:
     top10_ms = latencies_ms(lambda q: searcher.impact_searcher.search(q, 10), texts)
     searcher.query_encoder.forget()
     end_to_end_ms = latencies_ms(lambda q: searcher.impact_searcher.search(q, depth), texts)
-    dense_ms = latencies_ms(lambda q: searcher.concept_encoder.dense.encode_queries([q]), texts)
-    concept_ms = latencies_ms(lambda q: searcher.concept_encoder.encode_queries([q]), texts)
+    dense_ms, concept_ms = paired_latencies_ms(lambda q: searcher.concept_encoder.dense.encode_queries([q]),
+                                               lambda q: searcher.concept_encoder.encode_queries([q]), texts)
     manifest = searcher.manifest
     lucene = manifest["timings"]
     return method_report(
@@ -103,6 +104,22 @@ def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object
         start = time.perf_counter()
         search_one(item)
         times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def paired_latencies_ms(first: Callable[[object], object], second: Callable[[object], object],
+                        inputs: Sequence[object]) -> tuple[list[float], list[float]]:
+    """Latencies of two functions on the same inputs, timed alternately on each input (order swapped
+    every other input), so that drifts in machine load hit both alike: for a ratio of the two."""
+    for item in inputs:
+        first(item), second(item)
+    times: tuple[list[float], list[float]] = ([], [])
+    for n, item in enumerate(inputs):
+        order = (0, 1) if n % 2 == 0 else (1, 0)
+        for which in order:
+            start = time.perf_counter()
+            (first, second)[which](item)
+            times[which].append((time.perf_counter() - start) * 1000)
     return times
 
 
@@ -189,11 +206,15 @@ def code_matrix(values: np.ndarray, indices: np.ndarray, n_latents: int):
 
 
 def sae_fidelity_runs(sae, queries: np.ndarray, documents: np.ndarray, qids: Sequence[str],
-                      doc_ids: Sequence[str], k: int, depth: int = 1000) -> dict[str, Run]:
-    """Exact `sparse_k{k}` (top-k code . top-k code) and `reconstructed_k{k}` runs."""
+                      doc_ids: Sequence[str], k: int, depth: int = 1000, query_k: int | None = None) -> dict[str, Run]:
+    """Exact `sparse_k{k}` (query code . top-k document code) and `reconstructed_k{k}` runs.
+
+    The sparse query code has `query_k` concepts (default k, as documents); reconstructions use k on both sides.
+    """
     n_latents = sae.config.n_latents
     query_codes, doc_codes = sae.encode_numpy(queries, k), sae.encode_numpy(documents, k)
-    sparse_scores = (code_matrix(*query_codes, n_latents) @ code_matrix(*doc_codes, n_latents).T).toarray()
+    sparse_query_codes = query_codes if query_k in (None, k) else sae.encode_numpy(queries, query_k)
+    sparse_scores = (code_matrix(*sparse_query_codes, n_latents) @ code_matrix(*doc_codes, n_latents).T).toarray()
     reconstructed_scores = sae.decode_numpy(*query_codes) @ sae.decode_numpy(*doc_codes).T
     return {f"sparse_k{k}": top_hits(sparse_scores, qids, doc_ids, depth),
             f"reconstructed_k{k}": top_hits(reconstructed_scores, qids, doc_ids, depth)}

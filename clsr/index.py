@@ -184,6 +184,26 @@ def _write_vector_shards(latents: np.ndarray, impacts: np.ndarray, ids: Sequence
     return postings
 
 
+def index_impact_vectors(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], lucene_dir: Path, *,
+                         threads: int = 1, progress: bool = True) -> tuple[int, dict[str, float]]:
+    """Lucene impact index of (latent, integer impact) rows, via a JsonVectorCollection and Anserini.
+
+    Returns the number of postings and the seconds spent writing the collection and indexing it.
+    """
+    with tempfile.TemporaryDirectory() as collection:
+        start = time.perf_counter()
+        shards = max(threads, -(-len(ids) // DOCUMENTS_PER_SHARD))  # one file per thread at least
+        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress)
+        write_s = time.perf_counter() - start
+        if progress:
+            tqdm.write(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})")
+        start = time.perf_counter()
+        run_anserini_indexer(["-collection", "JsonVectorCollection", "-input", collection, "-index", str(lucene_dir),
+                              "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
+                              "-threads", str(threads), "-optimize"])  # -optimize: one segment, faster search
+        return postings, {"write_s": write_s, "lucene_s": time.perf_counter() - start}
+
+
 def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: str | os.PathLike, *, sae,
                         sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
                         query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
@@ -211,7 +231,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
     except ValueError as e:
         raise InvalidIndexError(str(e)) from None
     timings = {}
-    with atomic_directory(index_dir, overwrite) as building, tempfile.TemporaryDirectory() as collection:
+    with atomic_directory(index_dir, overwrite) as building:
         start = time.perf_counter()
         activations = np.zeros((len(ids), doc_k), np.float32)
         latents = np.zeros((len(ids), doc_k), np.int32)
@@ -223,18 +243,8 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         impacts = doc_quantizer.quantize(activations)
         timings["concepts_s"] = time.perf_counter() - start
 
-        start = time.perf_counter()
-        shards = max(threads, -(-len(ids) // DOCUMENTS_PER_SHARD))
-        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress)
-        timings["write_s"] = time.perf_counter() - start
-
-        start = time.perf_counter()
-        if progress:
-            tqdm.write(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})")
-        run_anserini_indexer(["-collection", "JsonVectorCollection", "-input", collection, "-index", str(building),
-                              "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
-                              "-threads", str(threads), "-optimize"])  # one segment: faster search
-        timings["lucene_s"] = time.perf_counter() - start
+        postings, seconds = index_impact_vectors(latents, impacts, ids, building, threads=threads, progress=progress)
+        timings.update(seconds)
         lucene_bytes = directory_bytes(building)
 
         start = time.perf_counter()
