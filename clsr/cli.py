@@ -64,6 +64,26 @@ def _add_concept_query_options(parser: argparse.ArgumentParser) -> None:
                        help="search even if the encoder or SAE differs from the one in the index's manifest")
 
 
+def _add_hybrid_options(parser: argparse.ArgumentParser, tuning: bool = False) -> None:
+    from .fusion import DEFAULT_ALPHA
+
+    group = parser.add_argument_group("hybrid (concept index + dense scores of reconstructed documents)")
+    if not tuning:
+        group.add_argument("--hybrid", action="store_true", help="fuse the concept search with dense scores")
+        group.add_argument("--fusion", choices=["interpolation", "rrf"], default="interpolation",
+                           help="default interpolation")
+        group.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                           help=f"weight of the sparse run in the interpolation (default {DEFAULT_ALPHA}; "
+                                "pick one with clsr tune-alpha)")
+    group.add_argument("--normalization", choices=["minmax", "zscore"], default="minmax",
+                       help="per-query score normalisation before interpolation (default minmax)")
+    group.add_argument("--hybrid-mode", choices=["rerank", "full"], default="rerank",
+                       help="rerank: rescore the sparse top --depth; full: also search all reconstructions")
+    group.add_argument("--hybrid-query", choices=["original", "reconstructed"], default="original",
+                       help="the query embedding for the dense score: as encoded, or through the SAE")
+    group.add_argument("--depth", type=int, default=1000, help="hits per component run (default 1000)")
+
+
 def _concept_options(args: argparse.Namespace, manifest: dict) -> dict:
     """Keyword options for ClsrSearcher / ClsrQueryEncoder from the command line."""
     from .dense import EncoderConfig
@@ -136,9 +156,18 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     topics = load_topics(args.topics, args.split)
     manifest = read_manifest(args.index)
-    if manifest["kind"] == "concepts":
+    if manifest["kind"] == "concepts" and args.hybrid:
+        from .fusion import HybridSearcher
+
+        searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
+                                  method=args.fusion, alpha=args.alpha, normalization=args.normalization,
+                                  depth=args.depth, **_concept_options(args, manifest))
+        run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
+    elif manifest["kind"] == "concepts":
         searcher = open_searcher(args.index, **_concept_options(args, manifest))
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
+    elif args.hybrid:
+        sys.exit(f"clsr search: error: --hybrid needs a concept index; {args.index} is a {manifest['kind']} index")
     else:
         from .dense import EncoderConfig
 
@@ -151,6 +180,40 @@ def cmd_search(args: argparse.Namespace) -> None:
         run = {qid: [hit for hit in hits if hit[0] != qid] for qid, hits in run.items()}
     write_run(run, args.output, tag=args.run_tag, output_format=args.output_format)
     print(f"wrote {sum(map(len, run.values()))} hits for {len(run)} queries to {args.output}")
+
+
+def cmd_fuse(args: argparse.Namespace) -> None:
+    from .evaluate import read_run, write_run
+    from .fusion import fuse
+
+    runs = [read_run(path) for path in args.runs]
+    fused = fuse(runs, args.method, args.alpha, args.normalization, args.rrf_k, k=args.hits)
+    write_run(fused, args.output, tag=args.run_tag)
+    print(f"fused {len(runs)} runs ({args.method}) into {args.output}: {len(fused)} queries")
+
+
+def cmd_tune_alpha(args: argparse.Namespace) -> None:
+    from .data import load_qrels, load_topics
+    from .evaluate import evaluate
+    from .fusion import HybridSearcher, tune_alpha
+    from .index import read_manifest
+    from .sae_data import EVALUATION_SPLITS
+
+    if args.split in EVALUATION_SPLITS:
+        sys.exit(f"clsr tune-alpha: error: refusing to tune on the {args.split!r} split: it is for reporting; "
+                 "tune on a train or dev split")
+    topics, qrels = load_topics(args.topics, args.split), load_qrels(args.topics, args.split)
+    searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
+                              normalization=args.normalization, depth=args.depth,
+                              **_concept_options(args, read_manifest(args.index)))
+    curve = tune_alpha(searcher, topics, qrels, metric=args.metric, relevance_threshold=args.relevance_threshold)
+    best = max(curve, key=lambda alpha: (curve[alpha], -abs(alpha - 0.5)))
+    if args.json:
+        print(json.dumps({"metric": args.metric, "split": args.split, "curve": curve, "best_alpha": best}, indent=2))
+        return
+    print(f"{args.metric} on {args.topics} {args.split} ({len(topics)} queries), alpha = weight of the sparse run:")
+    for alpha, value in curve.items():
+        print(f"  alpha {alpha:.1f}  {value:.4f}  {'#' * round(value * 50)}{'  <- best' if alpha == best else ''}")
 
 
 def cmd_encode_queries(args: argparse.Namespace) -> None:
@@ -266,8 +329,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove-query", action="store_true", help="drop a hit whose docid is the query's id")
     p.add_argument("--run-tag", default="clsr", help="tag in the run file's last column")
     _add_concept_query_options(p)
+    _add_hybrid_options(p)
     _add_encoder_options(p, default_help="the index's")
     p.set_defaults(func=cmd_search)
+
+    p = commands.add_parser("fuse", help="fuse run files (interpolation or RRF), e.g. CL-SR with BM25",
+                            description="Fuses TREC run files from clsr or Pyserini (BM25, SPLADE, dense); the "
+                                        "output is a TREC run that python -m pyserini.fusion and trec_eval read.")
+    p.add_argument("--runs", nargs="+", required=True, help="TREC run files (interpolation: exactly two)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--method", choices=["interpolation", "rrf"], default="rrf", help="default rrf (any number of runs)")
+    p.add_argument("--alpha", type=float, default=0.5, help="interpolation weight of the first run (default 0.5)")
+    p.add_argument("--normalization", choices=["minmax", "zscore"], default="minmax",
+                   help="per-query score normalisation before interpolation (default minmax)")
+    p.add_argument("--rrf-k", type=int, default=60, help="RRF constant (default 60)")
+    p.add_argument("--hits", type=int, default=1000, help="hits per query in the output (default 1000)")
+    p.add_argument("--run-tag", default="clsr-fusion")
+    p.set_defaults(func=cmd_fuse)
+
+    p = commands.add_parser("tune-alpha", help="pick the hybrid's alpha on a train or dev split (never test)",
+                            description="Prints the metric over alpha = 0, 0.1, ..., 1 for the hybrid search of a "
+                                        "concept index. Test-type splits (test, dev.small, dl19, dl20) are refused.")
+    p.add_argument("--index", required=True, help="a concept index")
+    p.add_argument("--topics", required=True, help="a BEIR folder or collection name (topics and qrels)")
+    p.add_argument("--split", required=True, help="a train or dev split, e.g. train or dev")
+    p.add_argument("--metric", default="ndcg@10", help="metric to maximise (default ndcg@10)")
+    p.add_argument("--relevance-threshold", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_concept_query_options(p)
+    _add_hybrid_options(p, tuning=True)
+    _add_encoder_options(p, default_help="the index's")
+    p.set_defaults(func=cmd_tune_alpha)
 
     p = commands.add_parser("encode-queries", help="pre-encode topics for stock Pyserini (--impact --encoder FILE)",
                             description="Writes the JSONL query cache Pyserini's CachedDataQueryEncoder reads "

@@ -12,10 +12,12 @@ OpenAI client when imported.
 
 from __future__ import annotations
 
-import os
 import json
+import os
 from pathlib import Path
 from typing import Mapping, Sequence
+
+import numpy as np
 
 from .jvm import pyserini_lucene
 
@@ -52,21 +54,27 @@ class ClsrQueryEncoder(QueryEncoder):
                  **options):
         self.concept_encoder = _concept_encoder(index_dir, concept_encoder, options)
         self._encoded: dict[str, dict[str, int]] = {}
+        self._embeddings: dict[str, np.ndarray] = {}
 
     def encode(self, text: str, **kwargs) -> dict[str, int]:
         key = cache_key(text)
         vector = self._encoded.get(key)
         return vector if vector is not None else self.concept_encoder.encode_queries([key])[0]
 
-    def prime(self, texts: Sequence[str], progress: bool = False) -> None:
-        """Encode many queries in batches now, so that `encode` (called by Pyserini one by one) only looks them up."""
-        todo = list(dict.fromkeys(key for key in map(cache_key, texts) if key not in self._encoded))
+    def prime(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Encode many queries in batches now, so that `encode` (called by Pyserini one by one) only looks
+        them up. Returns the texts' dense embeddings, in order (the hybrid fuser scores with them)."""
+        keys = [cache_key(text) for text in texts]
+        todo = list(dict.fromkeys(key for key in keys if key not in self._encoded))
         if todo:
             embeddings = self.concept_encoder.dense.encode_queries(todo, progress=progress, desc="encoding queries")
             self._encoded.update(zip(todo, self.concept_encoder.query_vectors(embeddings)))
+            self._embeddings.update(zip(todo, embeddings))
+        return np.stack([self._embeddings[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
 
     def forget(self) -> None:
         self._encoded.clear()
+        self._embeddings.clear()
 
 
 class ClsrDocumentEncoder(DocumentEncoder):

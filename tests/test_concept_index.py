@@ -185,3 +185,33 @@ def test_bad_inputs_name_the_problem(scifact_slice, sae, tmp_path):
         build_concept_index(["a", "a"], scifact_slice.doc_vectors[:2], tmp_path / "i", **arguments)
     assert not (tmp_path / "i").exists()
     assert not (tmp_path / "i" / MANIFEST_NAME).exists()
+
+
+def test_hybrid_search_is_the_fusion_of_its_component_runs(concept_index, searcher, topics_file, tmp_path):
+    from clsr.evaluate import read_run
+    from clsr.fusion import interpolate
+    from clsr.pyserini_encoders import cache_key
+
+    path, topics = topics_file
+    clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "hybrid.trec"),
+          "--hybrid", "--alpha", "0.3", "--depth", "100", "--hits", "50", "--dtype", "fp32"])
+    # By hand: the sparse top 100, rescored by the original query embedding against stored reconstructions.
+    sparse = searcher.batch_search(topics, k=100)
+    embeddings = searcher.concept_encoder.dense.encode_queries([cache_key(t) for t in topics.values()])
+    codes = DocCodes(concept_index)
+    dense = {qid: [(docid, float(codes.reconstructed[codes.row(docid)] @ vector)) for docid, _ in sparse[qid]]
+             for qid, vector in zip(topics, embeddings)}
+    expected = interpolate(sparse, {q: sorted(h, key=lambda x: -x[1]) for q, h in dense.items()}, 0.3, k=50)
+    written = read_run(tmp_path / "hybrid.trec")
+    assert sum(map(len, written.values())) == 40 * 50
+    for qid in topics:
+        assert [d for d, _ in written[qid]] == [d for d, _ in expected[qid]]
+        assert [s for _, s in written[qid]] == pytest.approx([s for _, s in expected[qid]], abs=1e-6)  # 6 decimals
+    # The fusion moved documents: it is not the sparse ranking.
+    assert any([d for d, _ in written[q]] != [d for d, _ in sparse[q][:50]] for q in topics)
+
+
+def test_tune_alpha_refuses_test_splits(concept_index):
+    for split in ("test", "dev.small", "dl19"):
+        with pytest.raises(SystemExit, match=f"refusing to tune on the '{split}' split"):
+            clsr(["tune-alpha", "--index", str(concept_index), "--topics", "scifact", "--split", split])

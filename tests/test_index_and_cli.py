@@ -77,3 +77,26 @@ def test_cli_errors_are_one_clear_line(tmp_path, capsys):
         clsr(["index", "--corpus", str(tmp_path / "corpus.jsonl"), "--index", str(tmp_path / "idx")])
     assert "corpus.jsonl:2: malformed JSON" in str(exit_info.value)
     assert not (tmp_path / "idx").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_all_three_methods_on_a_small_collection(scifact_slice, tmp_path, capsys):
+    from clsr.demo import run_demo
+
+    collection = tmp_path / "slice"
+    (collection / "qrels").mkdir(parents=True)
+    (collection / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": d.id, "title": "", "text": d.text}) + "\n" for d in scifact_slice.documents))
+    (collection / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, t in scifact_slice.topics.items()))
+    (collection / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q, judged in scifact_slice.qrels.items() for d, g in judged.items()))
+    run_demo(str(collection), tmp_path / "work")
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("BM25 ", "Dense ", "CL-SR "))}
+    assert set(rows) == {"BM25", "Dense", "CL-SR"}
+    # On 300 passages that include every judged one, all three methods find most relevant passages.
+    assert all(float(row[-5]) > 0.7 for row in rows.values()), rows  # nDCG@10
+    assert "top shared concepts: c" in out
+    (runs,) = (tmp_path / "work").glob("*/runs")
+    assert sorted(p.name for p in runs.iterdir()) == ["bm25.trec", "cl-sr.trec", "dense.trec"]

@@ -1,0 +1,182 @@
+"""Fusing runs (interpolation with min-max or z-score per query, reciprocal rank fusion) and the
+hybrid searcher, which fuses the concept index with dense scores of the reconstructed documents.
+
+Runs are clsr's ``Run`` (query id -> [(docid, score), ...]); any TREC run file works, including
+Pyserini's BM25, SPLADE and dense runs (``clsr.evaluate.read_run``), and the fused run is written
+as a TREC file that ``python -m pyserini.fusion`` and ``trec_eval`` read.
+
+Run ``python -m clsr.fusion --runs a.trec b.trec --output fused.trec`` (or ``clsr fuse``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .evaluate import Run
+
+NORMALIZATIONS = ("minmax", "zscore")
+RRF_K = 60
+HYBRID_MODES = ("rerank", "full")
+QUERY_SIDES = ("original", "reconstructed")
+DEFAULT_ALPHA = 0.5  # weight of the sparse run; `clsr tune-alpha` picks one on a train or dev split
+
+
+def normalize(scores: Sequence[float], method: str = "minmax") -> list[float]:
+    """One query's scores, min-max scaled to [0, 1] or z-scored; a constant list maps to zeros."""
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, not {method!r}")
+    if not scores:
+        return []
+    if method == "minmax":
+        low, high = min(scores), max(scores)
+        return [(s - low) / (high - low) if high > low else 0.0 for s in scores]
+    mean = sum(scores) / len(scores)
+    deviation = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    return [(s - mean) / deviation if deviation > 0 else 0.0 for s in scores]
+
+
+def _ranked(scores: dict[str, float], k: int | None) -> list[tuple[str, float]]:
+    # Ties by docid, descending, as trec_eval orders them: the written run means what it shows.
+    ranked = sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    return ranked[:k] if k else ranked
+
+
+def interpolate(first: Run, second: Run, alpha: float, normalization: str = "minmax",
+                k: int | None = 1000) -> Run:
+    """alpha * norm(first) + (1 - alpha) * norm(second), per query.
+
+    A document missing from one run gets that run's lowest normalised score for the query (its
+    score is at most that, as it ranked below the cut); a query missing from one run is the other
+    run's, normalised.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+    fused: Run = {}
+    for qid in dict.fromkeys([*first, *second]):
+        normalized = []
+        for run in (first, second):
+            hits = run.get(qid, [])
+            normalized.append(dict(zip((d for d, _ in hits), normalize([s for _, s in hits], normalization))))
+        floors = [min(n.values()) if n else 0.0 for n in normalized]
+        docids = dict.fromkeys([*normalized[0], *normalized[1]])
+        scores = {d: alpha * normalized[0].get(d, floors[0]) + (1 - alpha) * normalized[1].get(d, floors[1])
+                  for d in docids}
+        fused[qid] = _ranked(scores, k)
+    return fused
+
+
+def reciprocal_rank_fusion(runs: Sequence[Run], rrf_k: int = RRF_K, k: int | None = 1000) -> Run:
+    """sum over runs of 1 / (rrf_k + rank), ranks from 1, as Cormack et al. (2009) and pyserini.fusion."""
+    fused: Run = {}
+    for qid in dict.fromkeys(q for run in runs for q in run):
+        scores: dict[str, float] = {}
+        for run in runs:
+            for rank, (docid, _) in enumerate(run.get(qid, []), 1):
+                scores[docid] = scores.get(docid, 0.0) + 1.0 / (rrf_k + rank)
+        fused[qid] = _ranked(scores, k)
+    return fused
+
+
+def fuse(runs: Sequence[Run], method: str = "interpolation", alpha: float = 0.5, normalization: str = "minmax",
+         rrf_k: int = RRF_K, k: int | None = 1000) -> Run:
+    """Dispatch on `method`: `interpolation` (exactly two runs, alpha on the first) or `rrf` (any number)."""
+    if method == "rrf":
+        return reciprocal_rank_fusion(runs, rrf_k, k)
+    if method == "interpolation":
+        if len(runs) != 2:
+            raise ValueError(f"interpolation fuses exactly two runs, not {len(runs)}; use rrf for more")
+        return interpolate(runs[0], runs[1], alpha, normalization, k)
+    raise ValueError(f"fusion method must be interpolation or rrf, not {method!r}")
+
+
+class HybridSearcher:
+    """The concept index fused with dense scores of the documents' reconstructed embeddings.
+
+    The dense score is the query embedding (``original``, or ``reconstructed`` through the SAE)
+    times the reconstruction the index build stored in ``doc_codes/``. ``rerank`` rescores the
+    sparse top-``depth`` candidates (no dense index needed); ``full`` searches all reconstructions
+    exactly (FAISS flat) and fuses the two top-``depth`` lists. Other options go to ClsrSearcher.
+    """
+
+    def __init__(self, index_dir: str | os.PathLike, *, mode: str = "rerank", query_side: str = "original",
+                 method: str = "interpolation", alpha: float = DEFAULT_ALPHA, normalization: str = "minmax",
+                 depth: int = 1000, **options):
+        from .search import ClsrSearcher
+
+        if mode not in HYBRID_MODES or query_side not in QUERY_SIDES:
+            raise ValueError(f"mode must be one of {HYBRID_MODES} and query_side one of {QUERY_SIDES}")
+        fuse([{}, {}], method, alpha, normalization)  # validates method, alpha and normalisation up front
+        self.sparse = ClsrSearcher(index_dir, **options)
+        self.mode, self.query_side, self.depth = mode, query_side, depth
+        self.method, self.alpha, self.normalization = method, alpha, normalization
+        self.reconstructed = np.ascontiguousarray(self.sparse.doc_codes.reconstructed, dtype=np.float32)
+        self._faiss = None
+        if mode == "full":
+            import faiss
+
+            self._faiss = faiss.IndexFlatIP(self.reconstructed.shape[1])
+            self._faiss.add(self.reconstructed)
+
+    def query_vectors(self, embeddings: np.ndarray) -> np.ndarray:
+        if self.query_side == "original":
+            return embeddings
+        encoder = self.sparse.concept_encoder
+        return encoder.sae.reconstruct_numpy(embeddings, min(encoder.query_k, encoder.sae.config.k))
+
+    def component_runs(self, queries: Mapping[str, str], threads: int = 1, batch_size: int = 1,
+                       progress: bool | None = None) -> tuple[Run, Run]:
+        """The sparse run and the dense-reconstruction run, each `depth` deep, before fusion."""
+        qids = list(queries)
+        embeddings = self.sparse.query_encoder.prime([queries[q] for q in qids], progress=bool(progress))
+        sparse = self.sparse.batch_search(queries, k=self.depth, threads=threads, batch_size=batch_size,
+                                          progress=progress)
+        vectors = self.query_vectors(embeddings)
+        dense: Run = {}
+        if self.mode == "full":
+            scores, rows = self._faiss.search(np.ascontiguousarray(vectors, np.float32),
+                                              min(self.depth, len(self.reconstructed)))
+            ids = self.sparse.doc_codes.ids
+            for qid, row_scores, row_ids in zip(qids, scores, rows):
+                dense[qid] = [(ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
+        else:
+            row_of = self.sparse.doc_codes.row
+            for qid, vector in zip(qids, vectors):
+                docids = [docid for docid, _ in sparse[qid]]
+                scores = self.reconstructed[[row_of(d) for d in docids]] @ vector if docids else []
+                dense[qid] = sorted(zip(docids, map(float, scores)), key=lambda hit: hit[1], reverse=True)
+        return sparse, dense
+
+    def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
+                     progress: bool | None = None) -> Run:
+        sparse, dense = self.component_runs(queries, threads, batch_size, progress)
+        return fuse([sparse, dense], self.method, self.alpha, self.normalization, k=k)
+
+    def search(self, query: str, k: int = 10):
+        return self.batch_search({"query": query}, k=k, progress=False)["query"]
+
+
+def tune_alpha(searcher: HybridSearcher, topics: Mapping[str, str], qrels, metric: str = "ndcg@10",
+               alphas: Sequence[float] = tuple(i / 10 for i in range(11)), relevance_threshold: int = 1
+               ) -> dict[float, float]:
+    """`metric` of the interpolated hybrid at each alpha; the component runs are searched once."""
+    from .evaluate import evaluate
+
+    sparse, dense = searcher.component_runs(topics)
+    return {alpha: round(evaluate(interpolate(sparse, dense, alpha, searcher.normalization), qrels, [metric],
+                                  relevance_threshold)[metric], 4) for alpha in alphas}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import sys
+
+    from .cli import main as cli_main
+
+    cli_main(["fuse", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    main()
