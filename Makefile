@@ -28,6 +28,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/quality.py --dataset scifact --out benchmarks/results/scifact.json
 	$(BIN)/python benchmarks/quality.py --dataset nfcorpus --out benchmarks/results/nfcorpus.json
+	$(BIN)/python benchmarks/readme_results.py
 
 clean:
 	rm -rf $(VENV) cache runs benchmarks/work

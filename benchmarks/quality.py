@@ -18,9 +18,14 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from clsr.data import load_qrels, load_topics, resolve
+from clsr.fusion import DEFAULT_ALPHA, HybridSearcher, best_alpha, interpolate, interpolation_curve
+from clsr.index import DOC_CODES_DIR
 from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
-                             machine_info, method_report, percentile, sae_fidelity_runs, sae_statistics, versions)
+                             machine_info, method_report, percentile, sae_fidelity_runs, sae_statistics, top_hits,
+                             versions)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -29,6 +34,55 @@ DEPTH = 1000
 
 
 SAE_KS = (32, 64, 128)
+HYBRID_KS = (64, 128)
+TUNING_SPLITS = ("dev", "train")  # alpha is tuned on the first that exists, never on the reported split
+
+
+def tuning_split(source, split: str) -> str | None:
+    folder = Path(str(source)) / "qrels"
+    return next((s for s in TUNING_SPLITS if s != split and (folder / f"{s}.tsv").exists()), None)
+
+
+def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relevance_threshold: int,
+                bm25_runs: dict | None) -> dict:
+    """hybrid_k{k} (and, for the largest K, its alternatives and the fusion with BM25), alpha tuned on `tuning`."""
+    rows = {}
+    variants = [("", "original")] + ([("_reconstructed_query", "reconstructed")] if k == max(HYBRID_KS) else [])
+    codes_bytes = sum((index_dir / DOC_CODES_DIR / f).stat().st_size for f in ("latents.npy", "activations.npy"))
+    for suffix, query_side in variants:
+        searcher = HybridSearcher(index_dir, query_side=query_side, encoder=baselines.encoder.config)
+        alpha, curve = DEFAULT_ALPHA, None
+        if tuning is not None:
+            tune_sparse, tune_dense = searcher.component_runs(tuning["topics"])
+            curve = interpolation_curve(tune_sparse, tune_dense, tuning["qrels"],
+                                        relevance_threshold=relevance_threshold)
+            searcher.alpha = alpha = best_alpha(curve)
+        run = searcher.batch_search(topics, k=DEPTH, progress=False)
+        texts = list(topics.values())
+        searcher.sparse.query_encoder.prime(texts)
+        search_ms = latencies_ms(lambda q: searcher.search(q, DEPTH), texts)
+        searcher.sparse.query_encoder.forget()
+        end_to_end = latencies_ms(lambda q: searcher.search(q, DEPTH), texts)
+        name = f"hybrid_k{k}{suffix}"
+        rows[name] = method_report(run, qrels, search_ms, relevance_threshold=relevance_threshold,
+                                   e2e_ms_p50=round(percentile(end_to_end, 0.5), 3),
+                                   index_bytes=searcher.sparse.manifest["lucene_bytes"] + codes_bytes,
+                                   alpha=alpha, alpha_tuned_on=tuning["split"] if tuning else None,
+                                   alpha_curve=curve, query_side=query_side, mode=searcher.mode)
+        if suffix == "" and k == max(HYBRID_KS) and bm25_runs is not None:
+            # CL-SR + BM25: the hybrid's run interpolated with BM25's, alpha (on CL-SR) tuned the same way.
+            bm25_alpha, bm25_curve = DEFAULT_ALPHA, None
+            if tuning is not None:
+                tune_hybrid = searcher.batch_search(tuning["topics"], k=DEPTH, progress=False)
+                bm25_curve = interpolation_curve(tune_hybrid, bm25_runs["tuning"], tuning["qrels"],
+                                                 relevance_threshold=relevance_threshold)
+                bm25_alpha = best_alpha(bm25_curve)
+            fused = interpolate(run, bm25_runs["test"], bm25_alpha)
+            rows["clsr_bm25"] = method_report(fused, qrels, relevance_threshold=relevance_threshold,
+                                              index_bytes=rows[name]["index_bytes"] + bm25_runs["index_bytes"],
+                                              alpha=bm25_alpha, alpha_tuned_on=tuning["split"] if tuning else None,
+                                              alpha_curve=bm25_curve, fused=[name, "bm25"])
+    return rows
 
 
 def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path | None) -> dict:
@@ -42,11 +96,20 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
     texts = list(topics.values())
     methods = {}
 
+    split_for_tuning = tuning_split(source, split)
+    tuning = None
+    if split_for_tuning is not None:
+        tuning = {"split": split_for_tuning, "topics": load_topics(source, split_for_tuning),
+                  "qrels": load_qrels(source, split_for_tuning)}
+
     bm25 = Bm25Searcher(baselines.bm25_dir)
     run = bm25.batch_search(topics, k=DEPTH)
+    bm25_runs = {"test": run, "index_bytes": None,
+                 "tuning": bm25.batch_search(tuning["topics"], k=DEPTH) if tuning else None}
     timings = latencies_ms(lambda q: bm25.search(q, DEPTH), texts)
     methods["bm25"] = method_report(run, qrels, timings, baselines.bm25_dir, relevance_threshold,
                                     e2e_ms_p50=round(percentile(timings, 0.5), 3))
+    bm25_runs["index_bytes"] = methods["bm25"]["index_bytes"]
 
     dense = DenseSearcher(baselines.dense_dir, encoder=baselines.encoder)
     vectors = dense.encoder.encode_queries(texts)
@@ -76,8 +139,17 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
             for method, run in sae_fidelity_runs(sae, vectors, documents, list(topics), dense.ids, k, DEPTH,
                                                  query_k=manifest["query"]["k"]).items():
                 methods[method] = method_report(run, qrels, relevance_threshold=relevance_threshold)
+            # The original query against the decoded document codes, exactly: the hybrid's dense side alone.
+            decoded = np.asarray(searcher.doc_codes.reconstructed)
+            methods[f"original_vs_decoded_k{k}"] = method_report(
+                top_hits(vectors @ decoded.T, list(topics), searcher.doc_codes.ids, DEPTH), qrels,
+                relevance_threshold=relevance_threshold)
+            if k in HYBRID_KS:
+                methods.update(hybrid_rows(index_dir, k, baselines, topics, qrels, tuning, relevance_threshold,
+                                           bm25_runs))
 
     return {"dataset": str(dataset), "split": split, "queries": len(topics), "relevance_threshold": relevance_threshold,
+            "alpha_tuned_on": split_for_tuning, "default_alpha": DEFAULT_ALPHA,
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "methods": methods, "sae": sae_report, "machine": machine_info(), "versions": versions()}
 
@@ -113,11 +185,13 @@ def markdown(result: dict) -> str:
                 f"| {m['index_bytes'] / 2**20:.2f} | {m['index_bytes'] / bm25['index_bytes']:.2f} | {m['postings']:,} "
                 f"| {m['index_docs_per_s']:,.0f} | {m['search_ms_p50']:.2f} "
                 f"| {m['search_ms_p50'] / bm25['search_ms_p50']:.2f} | {m['search_ms_p95']:.2f} "
-                f"| {m['search_ms_p50_top10']:.2f} | {m['e2e_ms_p50']:.2f} | {m['encoding_overhead']:+.1%} |")
+                f"| {m['search_ms_p50_top10']:.2f} | {m['e2e_ms_p50']:.2f} | {m['encoding_overhead']:+.1%} "
+                f"/ {m['encoding_overhead_batched']:+.1%} |")
         lines += ["", "Index MB is the Lucene index; `doc_codes/` (codes and reconstructions for the hybrid and "
                   "explanations) is reported as `doc_codes_bytes` in the JSON. Index docs/s covers SAE coding, "
                   "writing the JsonVectorCollection and Lucene indexing (dense encoding is the dense row's). "
-                  "Encoding overhead is the query's concept encoding against dense encoding alone, p50 per query."]
+                  "Encoding overhead: the queries' concept encoding (dense + SAE + quantisation) against dense encoding "
+                  "alone, p50 one query at a time / all topics in batches of 32 (as `clsr search` encodes them)."]
     if result.get("sae"):
         sae = result["sae"]
         lines += ["", f"SAE {sae['path']} ({sae['n_latents']} latents, trained k={sae['k']}): "
@@ -126,12 +200,57 @@ def markdown(result: dict) -> str:
                   f"unused on this collection's documents and queries: {sae['unused_fraction']:.2%}. "
                   "sparse_kK: the concept index's query and document codes in float, scored exactly (no "
                   "quantisation); reconstructed_kK: exact search of decoded queries against decoded documents."]
+    hybrids = {n: m for n, m in result["methods"].items() if n.startswith("hybrid_") or n == "clsr_bm25"}
+    if hybrids:
+        tuned = result.get("alpha_tuned_on")
+        lines += ["", ("Hybrid rows: sparse top 1000 rescored with the query embedding (original, or reconstructed "
+                       "where named) against the stored reconstructions, min-max interpolated; "
+                       + (f"alpha (the sparse run's weight) tuned on the {tuned} split: "
+                          if tuned else f"**no train/dev split here: alpha is the documented default "
+                                        f"{result.get('default_alpha')}**: ")
+                       + ", ".join(f"{n} {m['alpha']}" for n, m in hybrids.items())
+                       + ". clsr_bm25 interpolates hybrid_k128's run with BM25's. A hybrid's index MB is the "
+                         "Lucene index plus the document codes (latents and activations) it decodes; "
+                         "original_vs_decoded_kK is its dense side alone, exactly.")]
+    if "msmarco" in str(result["dataset"]):
+        lines += ["", "**Smoke test only**: a 5,000-passage subset holding every DL19-judged passage; the numbers "
+                  "are not comparable with official MS MARCO or DL19 results."]
     machine, v = result["machine"], result["versions"]
     lines += ["", f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores, "
               f"{machine['memory_gib']} GiB), one search thread, top {DEPTH}. "
               f"clsr {v['clsr']}, Pyserini {v['pyserini']} (Anserini {v['anserini']}), torch {v['torch']}, "
               f"faiss {v['faiss-cpu']}.", ""]
     return "\n".join(lines)
+
+
+def plot_tradeoff(result: dict, path: Path) -> None:
+    """nDCG@10 against index size and against search latency, one point per method that has both."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = {n: m for n, m in result["methods"].items() if "index_bytes" in m}
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for axis, key, label in ((axes[0], "index_bytes", "index size (MB)"), (axes[1], "search_ms_p50", "search p50 (ms)")):
+        for name, m in methods.items():
+            if key not in m:
+                continue
+            x = m[key] / 2**20 if key == "index_bytes" else m[key]
+            colour = "tab:grey" if name in ("bm25", "dense") else "tab:blue" if name.startswith("sparse") else "tab:red"
+            axis.scatter(x, m["ndcg@10"], color=colour)
+            axis.annotate(name, (x, m["ndcg@10"]), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        axis.set_xlabel(label)
+        axis.set_ylabel("nDCG@10")
+        axis.grid(alpha=0.3)
+    axes[0].set_xscale("log")
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    figure.suptitle(f"{result['dataset']} ({result['split']}): quality against cost, one thread, top 1000")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,14 +261,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON file to write; the .md table goes beside it")
     parser.add_argument("--sae", help="SAE folder for the sparse_k*/reconstructed_k* rows (default: the bundled one)")
     parser.add_argument("--no-sae", action="store_true", help="baselines only")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rewrite the markdown table and plot from the existing JSON, measuring nothing")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     sae_path = None if args.no_sae else Path(args.sae) if args.sae else default_sae_path()
-    result = measure(args.dataset, args.split, args.relevance_threshold, sae_path)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.report_only:
+        result = json.loads(out.read_text())
+    else:
+        result = measure(args.dataset, args.split, args.relevance_threshold, sae_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
+    plot_tradeoff(result, out.with_name(out.stem + "-tradeoff.png"))
     sys.stdout.write(markdown(result))
 
 

@@ -194,8 +194,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 def cmd_tune_alpha(args: argparse.Namespace) -> None:
     from .data import load_qrels, load_topics
-    from .evaluate import evaluate
-    from .fusion import HybridSearcher, tune_alpha
+    from .fusion import HybridSearcher, best_alpha, tune_alpha
     from .index import read_manifest
     from .sae_data import EVALUATION_SPLITS
 
@@ -207,13 +206,46 @@ def cmd_tune_alpha(args: argparse.Namespace) -> None:
                               normalization=args.normalization, depth=args.depth,
                               **_concept_options(args, read_manifest(args.index)))
     curve = tune_alpha(searcher, topics, qrels, metric=args.metric, relevance_threshold=args.relevance_threshold)
-    best = max(curve, key=lambda alpha: (curve[alpha], -abs(alpha - 0.5)))
+    best = best_alpha(curve)
     if args.json:
         print(json.dumps({"metric": args.metric, "split": args.split, "curve": curve, "best_alpha": best}, indent=2))
         return
     print(f"{args.metric} on {args.topics} {args.split} ({len(topics)} queries), alpha = weight of the sparse run:")
     for alpha, value in curve.items():
         print(f"  alpha {alpha:.1f}  {value:.4f}  {'#' * round(value * 50)}{'  <- best' if alpha == best else ''}")
+
+
+def cmd_describe(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    from .describe import CATALOGUE_NAME, build_catalogue, write_catalogue
+
+    entries = build_catalogue(args.index, top_passages=args.top_passages)
+    output = Path(args.output) if args.output else Path(args.index) / CATALOGUE_NAME
+    write_catalogue(entries, output)
+    regions = Counter(e.region for e in entries)
+    print(f"described {len(entries)} concepts ({', '.join(f'{n} {r}' for r, n in regions.most_common())}) "
+          f"in {output}")
+    for entry in sorted((e for e in entries if e.df), key=lambda e: e.rank)[:args.show]:
+        print(f"  {entry.concept:<7} df {entry.df:>5}  {entry.region:<5}  {entry.description}")
+
+
+def cmd_explain(args: argparse.Namespace) -> None:
+    from .describe import CATALOGUE_NAME, load_catalogue
+    from .explain import explain, format_explanation
+    from .index import read_manifest
+    from .search import ClsrSearcher
+
+    searcher = ClsrSearcher(args.index, **_concept_options(args, read_manifest(args.index)))
+    catalogue_path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+    catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else None
+    explanation = explain(searcher, args.query, args.docid, catalogue, top=args.top)
+    if args.json:
+        print(json.dumps(explanation, indent=2))
+    else:
+        print(format_explanation(explanation))
+        if catalogue is None:
+            print(f"\n(no descriptions: run `clsr describe --index {args.index}` to write {CATALOGUE_NAME})")
 
 
 def cmd_encode_queries(args: argparse.Namespace) -> None:
@@ -360,6 +392,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hybrid_options(p, tuning=True)
     _add_encoder_options(p, default_help="the index's")
     p.set_defaults(func=cmd_tune_alpha)
+
+    p = commands.add_parser("describe", help="catalogue and describe every concept of a concept index",
+                            description="For each concept: document frequency, rank, region (head/torso/tail), "
+                                        "mean and max activation, top passages and a keyword description "
+                                        "(c-TF-IDF of its top passages against the corpus; offline).")
+    p.add_argument("--index", required=True, help="a concept index")
+    p.add_argument("--output", help="catalogue file (default: concepts.jsonl in the index folder)")
+    p.add_argument("--top-passages", type=int, default=10, help="top activating passages kept per concept")
+    p.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
+    p.set_defaults(func=cmd_describe)
+
+    p = commands.add_parser("explain", help="why a document matched a query, concept by concept",
+                            description="The concepts a query and a document share, each with query weight, "
+                                        "document weight, contribution (their product; they sum to the Lucene "
+                                        "score) and description, plus the query's and the document's top concepts.")
+    p.add_argument("--index", required=True, help="a concept index")
+    p.add_argument("--query", required=True, help="query text")
+    p.add_argument("--docid", required=True, help="document id")
+    p.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's, if written by clsr describe)")
+    p.add_argument("--top", type=int, default=10, help="top query and document concepts shown (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _add_concept_query_options(p)
+    _add_encoder_options(p, default_help="the index's")
+    p.set_defaults(func=cmd_explain)
 
     p = commands.add_parser("encode-queries", help="pre-encode topics for stock Pyserini (--impact --encoder FILE)",
                             description="Writes the JSONL query cache Pyserini's CachedDataQueryEncoder reads "

@@ -131,9 +131,9 @@ class HybridSearcher:
                        progress: bool | None = None) -> tuple[Run, Run]:
         """The sparse run and the dense-reconstruction run, each `depth` deep, before fusion."""
         qids = list(queries)
-        embeddings = self.sparse.query_encoder.prime([queries[q] for q in qids], progress=bool(progress))
-        sparse = self.sparse.batch_search(queries, k=self.depth, threads=threads, batch_size=batch_size,
-                                          progress=progress)
+        with self.sparse.query_encoder.encoded([queries[q] for q in qids], progress=bool(progress)) as embeddings:
+            sparse = self.sparse.batch_search(queries, k=self.depth, threads=threads, batch_size=batch_size,
+                                              progress=progress)
         vectors = self.query_vectors(embeddings)
         dense: Run = {}
         if self.mode == "full":
@@ -163,11 +163,23 @@ def tune_alpha(searcher: HybridSearcher, topics: Mapping[str, str], qrels, metri
                alphas: Sequence[float] = tuple(i / 10 for i in range(11)), relevance_threshold: int = 1
                ) -> dict[float, float]:
     """`metric` of the interpolated hybrid at each alpha; the component runs are searched once."""
+    sparse, dense = searcher.component_runs(topics)
+    return interpolation_curve(sparse, dense, qrels, searcher.normalization, metric, alphas, relevance_threshold)
+
+
+def interpolation_curve(first: Run, second: Run, qrels, normalization: str = "minmax", metric: str = "ndcg@10",
+                        alphas: Sequence[float] = tuple(i / 10 for i in range(11)), relevance_threshold: int = 1
+                        ) -> dict[float, float]:
+    """`metric` of interpolate(first, second, alpha) at each alpha."""
     from .evaluate import evaluate
 
-    sparse, dense = searcher.component_runs(topics)
-    return {alpha: round(evaluate(interpolate(sparse, dense, alpha, searcher.normalization), qrels, [metric],
+    return {alpha: round(evaluate(interpolate(first, second, alpha, normalization), qrels, [metric],
                                   relevance_threshold)[metric], 4) for alpha in alphas}
+
+
+def best_alpha(curve: dict[float, float]) -> float:
+    """The alpha with the best score; ties go to the alpha nearest 0.5 (the least extreme)."""
+    return max(curve, key=lambda alpha: (curve[alpha], -abs(alpha - 0.5)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

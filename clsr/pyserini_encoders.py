@@ -12,10 +12,11 @@ OpenAI client when imported.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -72,9 +73,23 @@ class ClsrQueryEncoder(QueryEncoder):
             self._embeddings.update(zip(todo, embeddings))
         return np.stack([self._embeddings[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
 
-    def forget(self) -> None:
-        self._encoded.clear()
-        self._embeddings.clear()
+    def forget(self, texts: Sequence[str] | None = None) -> None:
+        """Drop the given texts' encodings (all when None)."""
+        if texts is None:
+            self._encoded.clear()
+            self._embeddings.clear()
+        for key in map(cache_key, texts or ()):
+            self._encoded.pop(key, None)
+            self._embeddings.pop(key, None)
+
+    @contextlib.contextmanager
+    def encoded(self, texts: Sequence[str], progress: bool = False) -> Iterator[np.ndarray]:
+        """Prime `texts` for the block (yielding their embeddings); forget afterwards only what was new."""
+        new = [text for text in dict.fromkeys(texts) if cache_key(text) not in self._encoded]
+        try:
+            yield self.prime(texts, progress=progress)
+        finally:
+            self.forget(new)
 
 
 class ClsrDocumentEncoder(DocumentEncoder):

@@ -182,12 +182,9 @@ class ClsrSearcher:
         return tuple(sorted(shared, key=lambda c: (-c.contribution, c.concept)))
 
     def search(self, query: str, k: int = 10) -> list[ConceptHit]:
-        self.query_encoder.prime([query])  # encoded once, for Lucene and for the shared concepts
-        try:
+        with self.query_encoder.encoded([query]):  # encoded once, for Lucene and for the shared concepts
             vector = self.query_encoder.encode(query)
             hits = self.impact_searcher.search(query, k)
-        finally:
-            self.query_encoder.forget()
         return [ConceptHit(h.docid, float(h.score), self.shared_concepts(vector, h.docid)) for h in hits]
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
@@ -202,10 +199,9 @@ class ClsrSearcher:
         qids = list(queries)
         progress = len(qids) > 100 if progress is None else progress
         texts = [queries[q] for q in qids]
-        self.query_encoder.prime(texts, progress=progress)
         run: Run = {}
         step = max(batch_size, threads, 1)
-        try:
+        with self.query_encoder.encoded(texts, progress=progress):
             with tqdm(total=len(qids), desc="searching", unit="query", disable=not progress) as bar:
                 for start in range(0, len(qids), step):
                     chunk_ids, chunk_texts = qids[start:start + step], texts[start:start + step]
@@ -215,8 +211,6 @@ class ClsrSearcher:
                         results = self.impact_searcher.batch_search(chunk_texts, chunk_ids, k, threads)
                     run.update({qid: [Hit(h.docid, float(h.score)) for h in results[qid]] for qid in chunk_ids})
                     bar.update(len(chunk_ids))
-        finally:
-            self.query_encoder.forget()
         return run
 
 

@@ -1,0 +1,78 @@
+"""Write the README's results section from benchmarks/results/*.json (never typed by hand).
+
+    python benchmarks/readme_results.py            # rewrites the block between the markers in README.md
+
+The block sits between ``<!-- results:start -->`` and ``<!-- results:end -->``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+DATASETS = ("scifact", "nfcorpus")
+ROWS = [("bm25", "BM25 (Pyserini, k1 0.9, b 0.4)"), ("dense", "Dense, all-MiniLM-L6-v2 (exact)"),
+        ("sparse_lucene_k32", "Sparse latent K=32 (Lucene)"), ("sparse_lucene_k64", "Sparse latent K=64 (Lucene)"),
+        ("sparse_lucene_k128", "Sparse latent K=128 (Lucene)"), ("reconstructed_k32", "Reconstructed K=32"),
+        ("reconstructed_k64", "Reconstructed K=64"), ("reconstructed_k128", "Reconstructed K=128"),
+        ("hybrid_k64", "Hybrid K=64"), ("hybrid_k128", "Hybrid K=128"),
+        ("hybrid_k128_reconstructed_query", "Hybrid K=128, reconstructed query"),
+        ("original_vs_decoded_k128", "Original query · decoded K=128 codes (exact)"), ("clsr_bm25", "CL-SR + BM25")]
+
+
+def section(results: dict[str, dict]) -> str:
+    names = [d for d in DATASETS if d in results]
+    header = "| method | " + " | ".join(f"{d} nDCG@10 | ×dense | R@100 | index MB | search p50 ms | e2e p50 ms"
+                                         for d in names) + " |"
+    lines = [header, "|---|" + "---|" * (6 * len(names))]
+    for key, label in ROWS:
+        cells = []
+        for d in names:
+            m = results[d]["methods"].get(key)
+            dense = results[d]["methods"]["dense"]["ndcg@10"]
+            if m is None:
+                cells.append("– | – | – | – | – | –")
+                continue
+
+            def number(field: str, fmt: str, scale: float = 1.0) -> str:
+                return format(m[field] * scale, fmt) if m.get(field) is not None else "–"
+
+            cells.append(f"{m['ndcg@10']:.4f} | {m['ndcg@10'] / dense:.3f} | {m['recall@100']:.4f} | "
+                         f"{number('index_bytes', '.2f', 2**-20)} | {number('search_ms_p50', '.1f')} | "
+                         f"{number('e2e_ms_p50', '.1f')}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    first = results[names[0]]
+    machine, versions = first["machine"], first["versions"]
+    tuned = ", ".join(f"{d}: {results[d].get('alpha_tuned_on') or 'default'}" for d in names)
+    alphas = "; ".join(f"{d} " + ", ".join(f"{k} {m['alpha']}" for k, m in results[d]["methods"].items()
+                                           if "alpha" in m) for d in names)
+    lines += ["", f"Test splits ({', '.join(str(d) + ' ' + str(results[d]['queries']) + ' queries' for d in names)}); one search "
+              f"thread, top 1000. Hybrid alpha tuned on the train/dev split ({tuned}): {alphas}. "
+              f"Measured {first['measured'][:10]} on {machine['cpu']} ({machine['cores']} cores, "
+              f"{machine['memory_gib']} GiB); clsr {versions['clsr']}, Pyserini {versions['pyserini']} "
+              f"(Anserini {versions['anserini']}), torch {versions['torch']}. Full tables: "
+              + ", ".join(f"[{d}](benchmarks/results/{d}.md)" for d in names) + "; plots: "
+              + ", ".join(f"[{d}](benchmarks/results/{d}-tradeoff.png)" for d in names) + "."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    results = {d: json.loads((RESULTS / f"{d}.json").read_text()) for d in DATASETS if (RESULTS / f"{d}.json").exists()}
+    if not results:
+        sys.exit("no benchmarks/results/<dataset>.json yet; run make bench")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        sys.exit(f"README.md lacks the {START} ... {END} markers")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    readme.write_text(f"{before}{START}\n{section(results)}\n{END}{after}")
+    print(f"README.md results section rewritten from {', '.join(results)}")
+
+
+if __name__ == "__main__":
+    main()
