@@ -64,6 +64,46 @@ def _add_concept_query_options(parser: argparse.ArgumentParser) -> None:
                        help="search even if the encoder or SAE differs from the one in the index's manifest")
 
 
+def _add_steering_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("steering (concept indexes)")
+    group.add_argument("--boost", action="append", default=[], metavar="cID=FACTOR",
+                       help="multiply a concept's query weight, e.g. c123=2.0 (a concept the query lacks is added "
+                            "at its mean weight times FACTOR); repeatable")
+    group.add_argument("--suppress", action="append", default=[], metavar="cID",
+                       help="remove a concept from every query; repeatable")
+    group.add_argument("--boost-concept", action="append", default=[], metavar="TEXT[=FACTOR]",
+                       help='boost the concepts whose descriptions best match TEXT, e.g. "employment, salary=3" '
+                            "(needs concepts.jsonl from clsr describe); prints which it picked")
+    group.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
+
+
+def _steering(args: argparse.Namespace) -> dict[int, float]:
+    from .concepts import concept_latent, parse_steering
+
+    try:
+        steering = parse_steering(args.boost, args.suppress)
+    except ValueError as e:
+        sys.exit(f"clsr {args.command}: error: {e}")
+    if args.boost_concept:
+        from .describe import CATALOGUE_NAME, load_catalogue, pick_concepts
+
+        path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+        if not path.exists():
+            sys.exit(f"clsr {args.command}: error: --boost-concept needs {path}; run `clsr describe --index "
+                     f"{args.index}` first")
+        catalogue = load_catalogue(path)
+        for item in args.boost_concept:
+            text, _, factor = item.rpartition("=") if "=" in item else (item, "", "")
+            picked = pick_concepts(catalogue, text)
+            if not picked:
+                sys.exit(f"clsr {args.command}: error: no concept description matches {text!r}")
+            for term, _ in picked:
+                steering[concept_latent(term)] = float(factor) if factor else 2.0
+            print(f"--boost-concept {text!r}: boosting " + ", ".join(
+                f"{term} ({catalogue[term].description})" for term, _ in picked), file=sys.stderr)
+    return steering
+
+
 def _add_hybrid_options(parser: argparse.ArgumentParser, tuning: bool = False) -> None:
     from .fusion import DEFAULT_ALPHA
 
@@ -156,15 +196,16 @@ def cmd_search(args: argparse.Namespace) -> None:
 
     topics = load_topics(args.topics, args.split)
     manifest = read_manifest(args.index)
+    steering = _steering(args) if manifest["kind"] == "concepts" else {}
     if manifest["kind"] == "concepts" and args.hybrid:
         from .fusion import HybridSearcher
 
         searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
                                   method=args.fusion, alpha=args.alpha, normalization=args.normalization,
-                                  depth=args.depth, **_concept_options(args, manifest))
+                                  depth=args.depth, steering=steering, **_concept_options(args, manifest))
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
     elif manifest["kind"] == "concepts":
-        searcher = open_searcher(args.index, **_concept_options(args, manifest))
+        searcher = open_searcher(args.index, steering=steering, **_concept_options(args, manifest))
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
     elif args.hybrid:
         sys.exit(f"clsr search: error: --hybrid needs a concept index; {args.index} is a {manifest['kind']} index")
@@ -362,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-tag", default="clsr", help="tag in the run file's last column")
     _add_concept_query_options(p)
     _add_hybrid_options(p)
+    _add_steering_options(p)
     _add_encoder_options(p, default_help="the index's")
     p.set_defaults(func=cmd_search)
 

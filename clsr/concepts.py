@@ -16,7 +16,7 @@ original query against the reconstructed document, whose ranking is that of q . 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -116,6 +116,52 @@ def impact_vectors(values: np.ndarray, indices: np.ndarray, quantizer: Quantizer
             for row_latents, row_impacts in zip(np.asarray(indices).tolist(), impacts.tolist())]
 
 
+def steer_codes(values: np.ndarray, indices: np.ndarray, steering: Mapping[int, float]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (activations, latents) with concept weights edited: {latent: factor}.
+
+    A concept the row has gets its activation times the factor (0 removes it). A concept it lacks,
+    with a factor > 0, is added at the row's mean positive activation times the factor, so that
+    ``--boost c12=2`` can pull in a concept the query did not have. Rows come back sorted, strongest first.
+    """
+    if not steering:
+        return values, indices
+    added = [latent for latent, factor in steering.items() if factor > 0]
+    rows_values, rows_indices = [], []
+    for row_values, row_indices in zip(np.asarray(values, np.float32), np.asarray(indices)):
+        weights = {int(l): float(v) for l, v in zip(row_indices, row_values) if v > 0}
+        mean = float(np.mean(list(weights.values()))) if weights else 1.0
+        for latent in added:
+            weights.setdefault(latent, mean)
+        for latent, factor in steering.items():
+            if latent in weights:
+                weights[latent] *= factor
+        ordered = sorted(((v, l) for l, v in weights.items() if v > 0), reverse=True)
+        rows_values.append([v for v, _ in ordered])
+        rows_indices.append([l for _, l in ordered])
+    width = max((len(r) for r in rows_values), default=0)
+    out_values = np.zeros((len(rows_values), width), np.float32)
+    out_indices = np.zeros((len(rows_values), width), np.int32)
+    for row, (row_values, row_indices) in enumerate(zip(rows_values, rows_indices)):
+        out_values[row, :len(row_values)] = row_values
+        out_indices[row, :len(row_indices)] = row_indices
+    return out_values, out_indices
+
+
+def parse_steering(boost: Sequence[str] = (), suppress: Sequence[str] = ()) -> dict[int, float]:
+    """``["c12=2.0", "c7"]`` boosts (a bare term means x2) and ``["c77"]`` suppressions as {latent: factor}."""
+    steering: dict[int, float] = {}
+    for item in boost:
+        term, _, factor = item.partition("=")
+        try:
+            steering[concept_latent(term.strip())] = float(factor) if factor else 2.0
+        except ValueError as e:
+            raise ValueError(f"--boost {item!r}: expected c<latent>=<factor>, e.g. c123=2.0 ({e})") from None
+    for term in suppress:
+        steering[concept_latent(term.strip())] = 0.0
+    return steering
+
+
 class ConceptEncoder:
     """Text to concept impacts, for documents and queries, with one dense encoder and one SAE.
 
@@ -135,6 +181,7 @@ class ConceptEncoder:
         self.query_k = query_k or sae.config.k
         self.query_mode = query_mode
         self.doc_quantizer, self.query_quantizer = doc_quantizer, query_quantizer
+        self.steering: dict[int, float] = {}  # {latent: factor}, applied to query codes; see steer_codes
         if query_mode == "topk":
             sae.check_k(self.query_k)
         elif not 0 < self.query_k <= sae.config.n_latents:
@@ -156,9 +203,19 @@ class ConceptEncoder:
             raise ValueError("no document quantiser: it is fitted on the corpus when an index is built")
         return impact_vectors(*self.document_codes(self.dense.encode_documents(texts)), self.doc_quantizer)
 
+    def steered_query_codes(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return steer_codes(*self.query_codes(embeddings), self.steering)
+
     def query_vectors(self, embeddings: np.ndarray) -> list[dict[str, int]]:
-        """Query embeddings (from ``dense.encode_queries``) to {term: impact} dicts."""
-        return impact_vectors(*self.query_codes(embeddings), self.query_quantizer)
+        """Query embeddings (from ``dense.encode_queries``) to {term: impact} dicts, steering applied."""
+        return impact_vectors(*self.steered_query_codes(embeddings), self.query_quantizer)
+
+    def steer_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """The embeddings moved by the steering, through the decoder: q + sum_c (a'_c - a_c) W_dec[c]."""
+        if not self.steering:
+            return embeddings
+        before, after = self.query_codes(embeddings), self.steered_query_codes(embeddings)
+        return embeddings + self.sae.decode_numpy(*after) - self.sae.decode_numpy(*before)
 
     def encode_queries(self, texts: Sequence[str]) -> list[dict[str, int]]:
         return self.query_vectors(self.dense.encode_queries(texts))

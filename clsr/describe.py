@@ -167,3 +167,19 @@ def load_catalogue(path: str | os.PathLike) -> dict[str, ConceptEntry]:
     path = Path(path)
     path = path / CATALOGUE_NAME if path.is_dir() else path
     return {row["concept"]: ConceptEntry(**row) for _, row in read_jsonl(path)}
+
+
+def pick_concepts(catalogue: dict[str, ConceptEntry], text: str, limit: int = 3) -> list[tuple[str, int]]:
+    """The concepts whose descriptions best match `text`: (term, number of shared keywords), best first.
+
+    Ties go to the more frequent concept. Matching is on lower-cased words, so "employment, salary"
+    picks concepts described with those words.
+    """
+    wanted = {w.lower() for w in WORD.findall(text)}
+    scored = []
+    for term, entry in catalogue.items():
+        keywords = {w.strip().lower() for w in entry.description.split(",") if w.strip()}
+        overlap = len(wanted & keywords)
+        if overlap:
+            scored.append((-overlap, entry.rank, term))
+    return [(term, -negative) for negative, _, term in sorted(scored)[:limit]]

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .concepts import steer_codes
 from .evaluate import Run
 
 NORMALIZATIONS = ("minmax", "zscore")
@@ -122,10 +123,12 @@ class HybridSearcher:
             self._faiss.add(self.reconstructed)
 
     def query_vectors(self, embeddings: np.ndarray) -> np.ndarray:
-        if self.query_side == "original":
-            return embeddings
+        """The dense side's query vectors; steering moves them along the decoder's concept directions."""
         encoder = self.sparse.concept_encoder
-        return encoder.sae.reconstruct_numpy(embeddings, min(encoder.query_k, encoder.sae.config.k))
+        if self.query_side == "original":
+            return encoder.steer_embeddings(embeddings)
+        values, indices = encoder.sae.encode_numpy(embeddings, min(encoder.query_k, encoder.sae.config.k))
+        return encoder.sae.decode_numpy(*steer_codes(values, indices, encoder.steering))
 
     def component_runs(self, queries: Mapping[str, str], threads: int = 1, batch_size: int = 1,
                        progress: bool | None = None) -> tuple[Run, Run]:

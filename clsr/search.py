@@ -152,16 +152,19 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
 class ClsrSearcher:
     """Search a concept index with Pyserini's LuceneImpactSearcher; hits name the concepts they share.
 
-    Options are those of :func:`load_concept_encoder` (encoder, sae_path, query_k, query_mode, force, ...).
+    ``steering`` ({latent: factor}) edits every query's concept weights before search (see
+    ``clsr.concepts.steer_codes``). Other options are those of :func:`load_concept_encoder`
+    (encoder, sae_path, query_k, query_mode, force, ...).
     """
 
-    def __init__(self, index_dir: str | os.PathLike, **options):
+    def __init__(self, index_dir: str | os.PathLike, steering: Mapping[int, float] | None = None, **options):
         from .jvm import pyserini_lucene
         from .pyserini_encoders import ClsrQueryEncoder
 
         self.index_dir = str(index_dir)
         self.manifest = read_manifest(index_dir)
         self.concept_encoder = load_concept_encoder(index_dir, **options)
+        self.concept_encoder.steering = dict(steering or {})  # {latent: factor}: --boost / --suppress
         self.query_encoder = ClsrQueryEncoder(concept_encoder=self.concept_encoder)
         self.doc_codes = DocCodes(index_dir)
         self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(self.index_dir, self.query_encoder)

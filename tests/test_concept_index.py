@@ -215,3 +215,49 @@ def test_tune_alpha_refuses_test_splits(concept_index):
     for split in ("test", "dev.small", "dl19"):
         with pytest.raises(SystemExit, match=f"refusing to tune on the '{split}' split"):
             clsr(["tune-alpha", "--index", str(concept_index), "--topics", "scifact", "--split", split])
+
+
+def test_boosting_a_concept_raises_its_documents_and_suppressing_removes_it(concept_index, scifact_slice):
+    from clsr.search import ClsrSearcher
+
+    query = list(scifact_slice.topics.values())[0]
+    plain = ClsrSearcher(concept_index, **SEARCH_OPTIONS)
+    hits = plain.search(query, 300)
+    # A document far down the ranking, and its strongest concept that the query lacks.
+    target = hits[150].docid
+    activations, latents = plain.doc_codes.code(target)
+    query_terms = set(plain.query_encoder.encode(query))
+    boosted = next(int(l) for l in latents if concept_term(int(l)) not in query_terms)
+    steered = ClsrSearcher(concept_index, steering={boosted: 8.0}, **SEARCH_OPTIONS)
+    rank = {h.docid: r for r, h in enumerate(steered.search(query, 300))}
+    assert concept_term(boosted) in steered.query_encoder.encode(query)
+    assert rank[target] < 150
+    carriers = {d for d in plain.doc_codes.ids if boosted in plain.doc_codes.code(d)[1].tolist()}
+    top_before = sum(h.docid in carriers for h in hits[:20])
+    top_after = sum(h.docid in carriers for h in steered.search(query, 20))
+    assert top_after > top_before
+
+    strongest = hits[0].concepts[0].concept
+    suppressed = ClsrSearcher(concept_index, steering={int(strongest[1:]): 0.0}, **SEARCH_OPTIONS)
+    assert strongest not in suppressed.query_encoder.encode(query)
+    assert all(strongest not in {c.concept for c in h.concepts} for h in suppressed.search(query, 20))
+    for hit in suppressed.search(query, 20):
+        assert hit.score == sum(c.contribution for c in hit.concepts)
+
+
+def test_explain_contributions_sum_to_the_lucene_score(concept_index, searcher, scifact_slice, capsys):
+    from clsr.explain import explain
+
+    query = list(scifact_slice.topics.values())[5]
+    hits = searcher.search(query, 5)
+    for rank, hit in enumerate(hits, 1):
+        explanation = explain(searcher, query, hit.docid)
+        assert explanation["rank"] == rank and explanation["score"] == hit.score
+        assert sum(c["contribution"] for c in explanation["shared"]) == explanation["score"]
+        assert explanation["query_concepts"][0]["weight"] == 255
+    clsr(["explain", "--index", str(concept_index), "--query", query, "--docid", hits[0].docid, "--json",
+          "--dtype", "fp32"])
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) >= {"score", "shared", "query_concepts", "doc_concepts"}
+    assert printed["score"] == hits[0].score
+    assert set(printed["shared"][0]) == {"concept", "query_weight", "doc_weight", "contribution", "description"}

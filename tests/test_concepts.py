@@ -69,3 +69,16 @@ def test_projected_query_weights_are_the_positive_projections_on_every_atom():
     direct = queries @ sae.W_dec.detach().numpy().T
     # With every concept kept, projection scores are max(0, q.atom) . z_d exactly.
     np.testing.assert_allclose(projected @ codes.T, np.maximum(direct, 0) @ codes.T, rtol=1e-5, atol=1e-5)
+
+
+def test_steering_edits_query_codes():
+    from clsr.concepts import parse_steering, steer_codes
+
+    steering = parse_steering(["c3=2", "c11=1.0"], ["c7"])
+    assert steering == {3: 2.0, 11: 1.0, 7: 0.0}
+    values, indices = steer_codes(np.array([[0.5, 0.25, 0.0]]), np.array([[7, 3, 9]]), steering)
+    # c7 suppressed; c3 doubled; c11, absent, enters at the row's mean activation (0.375) x 1.
+    np.testing.assert_allclose(values, [[0.5, 0.375]])
+    np.testing.assert_array_equal(indices, [[3, 11]])
+    with pytest.raises(ValueError, match="--boost 'x3=2'"):
+        parse_steering(["x3=2"])
