@@ -219,8 +219,33 @@ def cmd_search(args: argparse.Namespace) -> None:
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
     if args.remove_query:  # as Pyserini: for collections whose queries are documents too (e.g. ArguAna)
         run = {qid: [hit for hit in hits if hit[0] != qid] for qid, hits in run.items()}
+    if args.explain:
+        if manifest["kind"] != "concepts":
+            sys.exit(f"clsr search: error: --explain needs a concept index; {args.index} is a {manifest['kind']} index")
+        _write_explained_run(getattr(searcher, "sparse", searcher), topics, run, args)
+        print(f"wrote {sum(map(len, run.values()))} explained hits for {len(run)} queries to {args.output}")
+        return
     write_run(run, args.output, tag=args.run_tag, output_format=args.output_format)
     print(f"wrote {sum(map(len, run.values()))} hits for {len(run)} queries to {args.output}")
+
+
+def _write_explained_run(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
+    """JSONL, a line per hit: qid, docid, rank, score and the top three shared concepts with descriptions."""
+    from .describe import CATALOGUE_NAME, load_catalogue
+
+    path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+    catalogue = load_catalogue(path) if path.exists() else {}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as f, searcher.query_encoder.encoded(list(topics.values())):
+        for qid, hits in run.items():
+            vector = searcher.query_encoder.encode(topics[qid])
+            for rank, (docid, score) in enumerate(hits, 1):
+                shared = searcher.shared_concepts(vector, docid)[:3]
+                f.write(json.dumps({"qid": qid, "docid": docid, "rank": rank, "score": score, "concepts": [
+                    {"concept": c.concept, "query_weight": c.query_weight, "doc_weight": c.doc_weight,
+                     "contribution": c.contribution,
+                     "description": catalogue[c.concept].description if c.concept in catalogue else ""}
+                    for c in shared]}) + "\n")
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
@@ -261,7 +286,16 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
     from .describe import CATALOGUE_NAME, build_catalogue, write_catalogue
 
-    entries = build_catalogue(args.index, top_passages=args.top_passages)
+    describer = None
+    if args.llm_url or args.llm_model:
+        if not (args.llm_url and args.llm_model):
+            sys.exit("clsr describe: error: the LLM describer needs both --llm-url and --llm-model")
+        import os
+
+        from .describe import LlmDescriber
+
+        describer = LlmDescriber(args.llm_url, args.llm_model, api_key=os.environ.get(args.llm_api_key_env))
+    entries = build_catalogue(args.index, corpus=args.corpus, top_passages=args.top_passages, describer=describer)
     output = Path(args.output) if args.output else Path(args.index) / CATALOGUE_NAME
     write_catalogue(entries, output)
     regions = Counter(e.region for e in entries)
@@ -400,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1,
                    help="queries handed to Lucene at once, searched by --threads threads (default 1: one by one)")
     p.add_argument("--remove-query", action="store_true", help="drop a hit whose docid is the query's id")
+    p.add_argument("--explain", action="store_true",
+                   help="write JSONL instead of a run: each hit with its top three shared concepts and their "
+                        "descriptions (concept indexes; descriptions from concepts.jsonl if present)")
     p.add_argument("--run-tag", default="clsr", help="tag in the run file's last column")
     _add_concept_query_options(p)
     _add_hybrid_options(p)
@@ -440,9 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
                                         "mean and max activation, top passages and a keyword description "
                                         "(c-TF-IDF of its top passages against the corpus; offline).")
     p.add_argument("--index", required=True, help="a concept index")
+    p.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
     p.add_argument("--output", help="catalogue file (default: concepts.jsonl in the index folder)")
     p.add_argument("--top-passages", type=int, default=10, help="top activating passages kept per concept")
     p.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
+    group = p.add_argument_group("LLM describer (optional; off unless both are given)")
+    group.add_argument("--llm-url", help="an OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
+    group.add_argument("--llm-model", help="the model name to ask for 1-8 word labels")
+    group.add_argument("--llm-api-key-env", default="CLSR_LLM_API_KEY",
+                       help="environment variable holding the API key, if the endpoint needs one")
     p.set_defaults(func=cmd_describe)
 
     p = commands.add_parser("explain", help="why a document matched a query, concept by concept",

@@ -30,6 +30,35 @@ HEAD_SHARE, TORSO_SHARE = 0.5, 0.9
 WORD = re.compile(r"[A-Za-z][A-Za-z\-]+")
 
 
+class LlmDescriber:
+    """Labels from any OpenAI-compatible chat endpoint (``{base_url}/chat/completions``); opt-in only.
+
+    It is shown a concept's top passages and asked for a 1-8 word label. clsr never builds one
+    unless asked (``clsr describe --llm-url ... --llm-model ...``), so by default nothing is sent.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
+                 passage_chars: int = 400):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.timeout, self.passage_chars = model, api_key, timeout, passage_chars
+
+    def describe(self, passages: Sequence[str]) -> str:
+        import urllib.request
+
+        listing = "\n".join(f"{n}. {text[:self.passage_chars]}" for n, text in enumerate(passages, 1))
+        body = {"model": self.model, "temperature": 0, "messages": [
+            {"role": "system", "content": "You name the common theme of passages that activate one feature of a "
+                                          "text embedding model. Answer with a label of 1 to 8 words, nothing else."},
+            {"role": "user", "content": f"Passages:\n{listing}\n\nLabel:"}]}
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers)
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            answer = json.loads(response.read())["choices"][0]["message"]["content"]
+        return " ".join(answer.strip().strip('"').split()[:8])
+
+
 class ConceptEntry(NamedTuple):
     concept: str
     latent: int
@@ -107,9 +136,13 @@ class KeywordDescriber:
         return ", ".join(surfaces[stem].most_common(1)[0][0] for stem in best)
 
 
-def build_catalogue(index_dir: str | os.PathLike, *, top_passages: int = 10, snippet_chars: int = 160,
-                    describer: KeywordDescriber | None = None, progress: bool = True) -> list[ConceptEntry]:
-    """The catalogue of every latent of a concept index, described with the offline describer by default."""
+def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, top_passages: int = 10,
+                    snippet_chars: int = 160, describer=None, progress: bool = True) -> list[ConceptEntry]:
+    """The catalogue of every latent of a concept index, described with the offline describer by default.
+
+    The passages' texts come from `corpus`, by default the source recorded in the index's manifest.
+    `describer` is anything with ``describe(passages) -> str`` (KeywordDescriber, LlmDescriber).
+    """
     import textwrap
 
     from tqdm.auto import tqdm
@@ -129,7 +162,12 @@ def build_catalogue(index_dir: str | os.PathLike, *, top_passages: int = 10, sni
     np.maximum.at(activation_max, latents[fired], activations[fired])
     rank, region = regions(df)
 
-    texts = {d.id: d.text for d in load_corpus(manifest["source"])}
+    corpus = corpus or manifest.get("source")
+    if not corpus:
+        from .index import InvalidIndexError
+
+        raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
+    texts = {d.id: d.text for d in load_corpus(corpus)}
     describer = describer or KeywordDescriber(texts.values())
     rows, _ = np.nonzero(fired)
     order = np.lexsort((-activations[fired], latents[fired]))  # by latent, strongest first

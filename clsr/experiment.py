@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Baselines:
+    source: str
     documents: list[Document]
     bm25_dir: Path
     dense_dir: Path
@@ -43,7 +44,7 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
     if not (dense_dir / MANIFEST_NAME).exists():
         build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
                           source=source, overwrite=True)
-    return Baselines(documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s)
+    return Baselines(source, documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s)
 
 
 def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
@@ -55,7 +56,8 @@ def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Pat
     encoded = encode_corpus(baselines.encoder, baselines.documents)
     return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
                                sae_path=sae_path, encoder=baselines.encoder.config.to_dict(), doc_k=doc_k,
-                               query_k=query_k, query_mode=query_mode, bits=bits, threads=threads, overwrite=True,
+                               query_k=query_k, query_mode=query_mode, bits=bits, source=baselines.source,
+                               threads=threads, overwrite=True,
                                progress=False)
 
 

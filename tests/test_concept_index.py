@@ -261,3 +261,15 @@ def test_explain_contributions_sum_to_the_lucene_score(concept_index, searcher, 
     assert set(printed) >= {"score", "shared", "query_concepts", "doc_concepts"}
     assert printed["score"] == hits[0].score
     assert set(printed["shared"][0]) == {"concept", "query_weight", "doc_weight", "contribution", "description"}
+
+
+def test_search_explain_writes_each_hit_with_its_top_shared_concepts(concept_index, searcher, topics_file, tmp_path):
+    path, topics = topics_file
+    clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "hits.jsonl"),
+          "--hits", "5", "--explain", "--dtype", "fp32"])
+    lines = [json.loads(line) for line in open(tmp_path / "hits.jsonl")]
+    assert len(lines) == 40 * 5
+    first = lines[0]
+    expected = searcher.search(topics[first["qid"]], 1)[0]
+    assert (first["docid"], first["rank"], first["score"]) == (expected.docid, 1, expected.score)
+    assert [c["concept"] for c in first["concepts"]] == [c.concept for c in expected.concepts[:3]]

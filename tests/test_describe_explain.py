@@ -64,3 +64,48 @@ def test_descriptions_come_from_the_passages_that_activate_the_concept(planted_i
     assert set(catalogue["c1"].description.split(", ")[:2]) == {"turbine", "engine"}
     assert catalogue["c2"].description.split(", ")[0] in {"volcano", "eruption", "lava"}
     assert catalogue["c5"].description == ""
+
+
+def test_no_network_call_without_an_llm(planted_index, monkeypatch):
+    import socket
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network call was made")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    entries = build_catalogue(planted_index, top_passages=3, progress=False)
+    assert entries[0].description
+
+
+def test_llm_describer_asks_an_openai_compatible_endpoint(planted_index):
+    import http.server
+    import threading
+
+    from clsr.describe import LlmDescriber
+
+    asked = []
+
+    class Endpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            asked.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            answer = json.dumps({"choices": [{"message": {"content": '"Apple orchards and harvests"'}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        describer = LlmDescriber(f"http://127.0.0.1:{server.server_port}/v1", "test-model")
+        assert describer.describe(["apple orchard harvest", "apple cider orchard"]) == "Apple orchards and harvests"
+    finally:
+        server.shutdown()
+    path, body = asked[0]
+    assert path == "/v1/chat/completions" and body["model"] == "test-model"
+    assert "apple cider orchard" in body["messages"][-1]["content"]
