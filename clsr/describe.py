@@ -27,7 +27,7 @@ import numpy as np
 
 CATALOGUE_NAME = "concepts.jsonl"
 HEAD_SHARE, TORSO_SHARE = 0.5, 0.9
-WORD = re.compile(r"[A-Za-z][A-Za-z\-]+")
+WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 
 
 class LlmDescriber:

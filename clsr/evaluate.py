@@ -6,7 +6,7 @@ The numbers equal ``python -m pyserini.eval.trec_eval -c`` on the same run and q
   whatever ranks the run file states; a run without scores (MS MARCO format) scores 1/rank;
 * metrics are averaged over every query in the qrels (``-c``): a query with no hits scores 0;
 * ``ndcg@10`` uses the graded relevance (``ndcg_cut.10``);
-* ``mrr@10`` is ``-M 10 recip_rank``; ``recall@k`` is ``recall.k``. Both count a document as
+* ``mrr@10`` is ``-M 10 recip_rank``; ``recall@k`` is ``recall.k``; ``precision@k`` is ``P.k``. All three count a document as
   relevant when its grade is at least ``relevance_threshold`` (trec_eval's ``-l``; 2 for TREC DL).
 
 Run ``python -m clsr.evaluate --qrels QRELS --run RUN`` (or ``clsr evaluate``).
@@ -88,11 +88,16 @@ def _recall(ranked: Sequence[str], relevant: set[str], cutoff: int) -> float:
     return len(relevant.intersection(ranked[:cutoff])) / len(relevant) if relevant else 0.0
 
 
+def _precision(ranked: Sequence[str], relevant: set[str], cutoff: int) -> float:
+    # trec_eval's P_k: divided by k even when fewer than k documents were retrieved.
+    return len(relevant.intersection(ranked[:cutoff])) / cutoff
+
+
 def _metric(name: str):
     measure, _, cutoff = name.partition("@")
-    functions = {"ndcg": _ndcg, "mrr": _reciprocal_rank, "recall": _recall}
+    functions = {"ndcg": _ndcg, "mrr": _reciprocal_rank, "recall": _recall, "precision": _precision}
     if measure not in functions or not cutoff.isdigit():
-        raise ValueError(f"unknown metric {name!r}; use ndcg@K, mrr@K or recall@K")
+        raise ValueError(f"unknown metric {name!r}; use ndcg@K, mrr@K, recall@K or precision@K")
     return measure, functions[measure], int(cutoff)
 
 

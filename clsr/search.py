@@ -184,6 +184,32 @@ class ClsrSearcher:
                   for term, impact in zip(map(concept_term, latents.tolist()), impacts) if impact and term in searchable]
         return tuple(sorted(shared, key=lambda c: (-c.contribution, c.concept)))
 
+    def search_vector(self, vector: Mapping[str, int], k: int = 10) -> list[Hit]:
+        """Search with a ready {term: integer weight} query (e.g. an edited one), as Pyserini would."""
+        from jnius import autoclass
+
+        java_map, java_int = autoclass("java.util.HashMap")(), autoclass("java.lang.Integer")
+        for term, weight in self.searchable(vector).items():
+            java_map.put(term, java_int(int(weight)))
+        return [Hit(h.docid, float(h.score)) for h in self.impact_searcher.object.search(java_map, k)]
+
+    def rescore_with_doc_steering(self, vector: Mapping[str, int], hits: Sequence[tuple[str, float]],
+                                  steering: Mapping[int, float]) -> list[Hit]:
+        """Document-side amplification, for experiments: `hits` (scored by Lucene for `vector`) rescored
+        as if every document's weight for each steered concept were multiplied by its factor."""
+        from .concepts import concept_term
+
+        terms = {concept_term(latent): factor for latent, factor in steering.items()}
+        searchable = self.searchable(vector)
+        rescored = []
+        for docid, score in hits:
+            activations, latents = self.doc_codes.code(docid)
+            impacts = dict(zip(map(concept_term, latents.tolist()),
+                               self.concept_encoder.doc_quantizer.quantize(activations).tolist()))
+            extra = sum((factor - 1) * searchable.get(t, 0) * impacts.get(t, 0) for t, factor in terms.items())
+            rescored.append(Hit(docid, float(score + extra)))
+        return sorted(rescored, key=lambda hit: (hit.score, hit.docid), reverse=True)
+
     def search(self, query: str, k: int = 10) -> list[ConceptHit]:
         with self.query_encoder.encoded([query]):  # encoded once, for Lucene and for the shared concepts
             vector = self.query_encoder.encode(query)

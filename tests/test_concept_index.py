@@ -273,3 +273,15 @@ def test_search_explain_writes_each_hit_with_its_top_shared_concepts(concept_ind
     expected = searcher.search(topics[first["qid"]], 1)[0]
     assert (first["docid"], first["rank"], first["score"]) == (expected.docid, 1, expected.score)
     assert [c["concept"] for c in first["concepts"]] == [c.concept for c in expected.concepts[:3]]
+
+
+def test_document_side_amplification_rescores_by_the_edited_document_weights(searcher, scifact_slice):
+    query = list(scifact_slice.topics.values())[2]
+    vector = searcher.query_encoder.encode(query)
+    hits = searcher.search(query, 30)
+    concept = hits[0].concepts[0].concept
+    rescored = dict(searcher.rescore_with_doc_steering(vector, [(h.docid, h.score) for h in hits],
+                                                       {int(concept[1:]): 3.0}))
+    for hit in hits:
+        boosted = sum(c.contribution for c in hit.concepts if c.concept == concept)
+        assert rescored[hit.docid] == hit.score + 2 * boosted

@@ -80,9 +80,11 @@ def compare_with_pyserini(qrels, run_file, tmp_path, threshold: int):
     write_trec_qrels(qrels, qrels_file)
     level = ["-l", str(threshold)] if threshold > 1 else []
     ndcg = pyserini_trec_eval(qrels_file, run_file, "-m", "ndcg_cut.10")
-    binary = pyserini_trec_eval(qrels_file, run_file, *level, "-m", "recall.100,1000")
+    binary = pyserini_trec_eval(qrels_file, run_file, *level, "-m", "recall.100,1000", "-m", "P.10")
     mrr = pyserini_trec_eval(qrels_file, run_file, *level, "-M", "10", "-m", "recip_rank")
-    ours = evaluate(read_run(run_file), qrels, relevance_threshold=threshold)
+    ours = evaluate(read_run(run_file), qrels, ["ndcg@10", "mrr@10", "recall@100", "recall@1000", "precision@10"],
+                    relevance_threshold=threshold)
+    assert ours["precision@10"] == pytest.approx(binary["P_10"], abs=1e-4)
     assert ours["ndcg@10"] == pytest.approx(ndcg["ndcg_cut_10"], abs=1e-4)
     assert ours["recall@100"] == pytest.approx(binary["recall_100"], abs=1e-4)
     assert ours["recall@1000"] == pytest.approx(binary["recall_1000"], abs=1e-4)
