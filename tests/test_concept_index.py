@@ -285,3 +285,21 @@ def test_document_side_amplification_rescores_by_the_edited_document_weights(sea
     for hit in hits:
         boosted = sum(c.contribution for c in hit.concepts if c.concept == concept)
         assert rescored[hit.docid] == hit.score + 2 * boosted
+
+
+def test_boost_concept_by_description_picks_and_names_the_concepts(concept_index, topics_file, tmp_path, capsys):
+    from clsr.describe import CATALOGUE_NAME, build_catalogue, load_catalogue, pick_concepts, write_catalogue
+
+    catalogue_path = tmp_path / CATALOGUE_NAME
+    write_catalogue(build_catalogue(concept_index, corpus="scifact", top_passages=5, progress=False), catalogue_path)
+    catalogue = load_catalogue(catalogue_path)
+    described = next(e for e in sorted(catalogue.values(), key=lambda e: e.rank) if e.region == "torso")
+    words = described.description.split(", ")[:2]
+    picked = pick_concepts(catalogue, " ".join(words))
+    assert picked[0][1] == 2 and described.concept in {term for term, _ in picked}
+    path, _ = topics_file
+    clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "run.trec"),
+          "--hits", "10", "--dtype", "fp32", "--catalogue", str(catalogue_path),
+          "--boost-concept", f"{', '.join(words)}=3"])
+    err = capsys.readouterr().err
+    assert f"--boost-concept '{', '.join(words)}': boosting " in err and picked[0][0] in err
