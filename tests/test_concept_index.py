@@ -303,3 +303,18 @@ def test_boost_concept_by_description_picks_and_names_the_concepts(concept_index
           "--boost-concept", f"{', '.join(words)}=3"])
     err = capsys.readouterr().err
     assert f"--boost-concept '{', '.join(words)}': boosting " in err and picked[0][0] in err
+
+
+def test_hybrid_steering_moves_the_dense_query_through_the_decoder(concept_index, scifact_slice):
+    from clsr.fusion import HybridSearcher
+
+    query = list(scifact_slice.topics.values())[4]
+    plain = HybridSearcher(concept_index, **SEARCH_OPTIONS)
+    embedding = plain.sparse.concept_encoder.dense.encode_queries([query])
+    code = plain.sparse.concept_encoder.query_codes(embedding)
+    latent = int(code[1][0][0])  # the query's strongest concept
+    steered = HybridSearcher(concept_index, steering={latent: 3.0}, **SEARCH_OPTIONS)
+    moved = steered.query_vectors(embedding) - plain.query_vectors(embedding)
+    atom = plain.sparse.concept_encoder.sae.W_dec.detach().numpy()[latent]
+    # Tripling the concept adds 2 x its activation along its decoder direction, and nothing else.
+    np.testing.assert_allclose(moved[0], 2 * code[0][0][0] * atom, atol=1e-5)
