@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from .data import load_qrels, load_topics, resolve
+from .describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_catalogue
 from .evaluate import write_run
 from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report
 from .index import MANIFEST_NAME
@@ -40,6 +41,9 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
     concept_dir = work_dir / f"concepts-k{DEMO_DOC_K}"
     if not (concept_dir / MANIFEST_NAME).exists():
         build_concept_index_for(baselines, concept_dir, default_sae_path(), doc_k=DEMO_DOC_K, threads=threads)
+    if not (concept_dir / CATALOGUE_NAME).exists():
+        write_catalogue(build_catalogue(concept_dir), concept_dir / CATALOGUE_NAME)
+    catalogue = load_catalogue(concept_dir / CATALOGUE_NAME)
     concepts = ClsrSearcher(concept_dir, encoder=baselines.encoder.config, dtype=baselines.encoder.dtype)
     clsr_name = f"CL-SR (K={DEMO_DOC_K})"
 
@@ -79,6 +83,7 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
             print(f"   {mark}{rank}. {docid:<10} {score:8.3f}  {snippet}")
             if name == clsr_name:
                 shared = concepts.shared_concepts(concepts.query_encoder.encode(query), docid)
-                print("        top shared concepts: " + ", ".join(
-                    f"{c.concept} ({c.query_weight}x{c.doc_weight})" for c in shared[:3]))
+                print("        top shared concepts: " + "; ".join(
+                    f"{c.concept} {c.query_weight}x{c.doc_weight} ({catalogue[c.concept].description})"
+                    for c in shared[:3]))
     print("  (* = judged relevant)")
