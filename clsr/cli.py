@@ -314,7 +314,10 @@ def cmd_explain(args: argparse.Namespace) -> None:
     searcher = ClsrSearcher(args.index, **_concept_options(args, read_manifest(args.index)))
     catalogue_path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
     catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else None
-    explanation = explain(searcher, args.query, args.docid, catalogue, top=args.top)
+    try:
+        explanation = explain(searcher, args.query, args.docid, catalogue, top=args.top)
+    except KeyError as e:
+        sys.exit(f"clsr explain: error: {e.args[0]} ({args.index})")
     if args.json:
         print(json.dumps(explanation, indent=2))
     else:
@@ -386,7 +389,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="clsr", description="Concept-Level Sparse Retrieval on Pyserini/Lucene: index, search and evaluate.")
+        prog="clsr", description="Concept-Level Sparse Retrieval on Pyserini/Lucene: index passages as SAE concepts, "
+                                "search, fuse, explain and steer, and evaluate.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -557,8 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_options(p)
     p.set_defaults(func=cmd_train_sae)
 
-    p = commands.add_parser("demo", help="BM25 and dense side by side on a collection",
-                            description="Builds (or reuses) the indexes, runs the test queries, prints a table.")
+    p = commands.add_parser("demo", help="CL-SR, BM25 and dense side by side on a collection",
+                            description="Builds (or reuses) the concept, BM25 and dense indexes and the concept "
+                                        "catalogue, runs the test queries, prints a table and explained hits.")
     p.add_argument("--dataset", default="scifact", help=SOURCE_HELP + " (default scifact)")
     p.add_argument("--split", default="test")
     p.add_argument("--work-dir", default="runs/demo", help="where indexes and runs go (default runs/demo)")

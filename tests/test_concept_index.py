@@ -318,3 +318,8 @@ def test_hybrid_steering_moves_the_dense_query_through_the_decoder(concept_index
     atom = plain.sparse.concept_encoder.sae.W_dec.detach().numpy()[latent]
     # Tripling the concept adds 2 x its activation along its decoder direction, and nothing else.
     np.testing.assert_allclose(moved[0], 2 * code[0][0][0] * atom, atol=1e-5)
+
+
+def test_explain_names_an_unknown_document(concept_index):
+    with pytest.raises(SystemExit, match="clsr explain: error: document 'nope' is not in this index"):
+        clsr(["explain", "--index", str(concept_index), "--query", "cells", "--docid", "nope"])
