@@ -123,13 +123,15 @@ class KeywordDescriber:
 
     def describe(self, passages: Sequence[str]) -> str:
         term_frequency: Counter = Counter()
+        passage_count: Counter = Counter()
         surfaces: dict[str, Counter] = {}
         for text in passages:
-            for stem, surface in self.tokens(text):
+            tokens = self.tokens(text)
+            passage_count.update({stem for stem, _ in tokens})
+            for stem, surface in tokens:
                 term_frequency[stem] += 1
                 surfaces.setdefault(stem, Counter())[surface] += 1
         # Terms must recur across the concept's passages, not just repeat within one.
-        passage_count = Counter(stem for text in passages for stem in {s for s, _ in self.tokens(text)})
         weights = {stem: tf * math.log(1 + self.documents / self.document_frequency.get(stem, 1))
                    for stem, tf in term_frequency.items() if passage_count[stem] >= min(2, len(passages))}
         best = sorted(weights, key=lambda stem: (-weights[stem], stem))[:self.keywords]

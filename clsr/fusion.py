@@ -16,7 +16,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .concepts import steer_codes
 from .evaluate import Run
 
 NORMALIZATIONS = ("minmax", "zscore")
@@ -124,6 +123,8 @@ class HybridSearcher:
 
     def query_vectors(self, embeddings: np.ndarray) -> np.ndarray:
         """The dense side's query vectors; steering moves them along the decoder's concept directions."""
+        from .concepts import steer_codes  # here, not at import: `clsr fuse` needs no torch
+
         encoder = self.sparse.concept_encoder
         if self.query_side == "original":
             return encoder.steer_embeddings(embeddings)
