@@ -25,8 +25,8 @@ import numpy as np
 
 from clsr.data import resolve
 from clsr.describe import KeywordDescriber, regions
-from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions
-from clsr.index import MANIFEST_NAME, DocCodes
+from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
+from clsr.index import DocCodes
 from clsr.sae import default_sae_path
 
 HERE = Path(__file__).resolve().parent
@@ -133,8 +133,7 @@ def measure(dataset: str, out_dir: Path) -> dict:
     name = Path(str(source)).name
     baselines = build_baselines(str(source), HERE / "work" / name)
     index_dir = HERE / "work" / name / f"concepts-k{DOC_K}"
-    if not (index_dir / MANIFEST_NAME).exists():
-        build_concept_index_for(baselines, index_dir, default_sae_path(), DOC_K)
+    build_concept_index_for(baselines, index_dir, default_sae_path(), DOC_K, reuse=True)
     codes = DocCodes(index_dir)
     texts = {d.id: d.text for d in baselines.documents}
     zipf = zipf_plot(codes, baselines.bm25_dir, name, out_dir / f"{name}-zipf.png")
@@ -168,13 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # the Zipf plots go beside the report
     result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "datasets": [measure(d, out.parent) for d in args.dataset], "machine": machine_info(),
               "versions": versions()}
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    sys.stdout.write(markdown(result))
+    write_report(result, out, markdown(result))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ from pathlib import Path
 from clsr.concepts import impact_vectors, steer_codes
 from clsr.data import load_qrels, load_topics, resolve
 from clsr.evaluate import evaluate
-from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions
-from clsr.index import MANIFEST_NAME
+from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
 from clsr.sae import default_sae_path
 from clsr.search import ClsrSearcher
 
@@ -72,8 +71,7 @@ def measure(dataset: str) -> dict:
     name = Path(str(source)).name
     baselines = build_baselines(str(source), HERE / "work" / name)
     index_dir = HERE / "work" / name / f"concepts-k{DOC_K}"
-    if not (index_dir / MANIFEST_NAME).exists():
-        build_concept_index_for(baselines, index_dir, default_sae_path(), DOC_K)
+    build_concept_index_for(baselines, index_dir, default_sae_path(), DOC_K, reuse=True)
     searcher = ClsrSearcher(index_dir, encoder=baselines.encoder.config)
     encoder = searcher.concept_encoder
     topics, qrels = load_topics(source, "test"), load_qrels(source, "test")
@@ -161,13 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "datasets": [measure(d) for d in args.dataset], "machine": machine_info(), "versions": versions()}
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
+    write_report(result, out, markdown(result))
     plot(result, out.with_name("control.png"))
-    sys.stdout.write(markdown(result))
 
 
 if __name__ == "__main__":

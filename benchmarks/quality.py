@@ -15,7 +15,6 @@ import datetime
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from clsr.fusion import DEFAULT_ALPHA, HybridSearcher, best_alpha, interpolate, 
 from clsr.index import DOC_CODES_DIR
 from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
                              machine_info, method_report, percentile, sae_fidelity_runs, sae_statistics, top_hits,
-                             versions)
+                             versions, write_report)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -73,7 +72,7 @@ def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relev
             # CL-SR + BM25: the hybrid's run interpolated with BM25's, alpha (on CL-SR) tuned the same way.
             bm25_alpha, bm25_curve = DEFAULT_ALPHA, None
             if tuning is not None:
-                tune_hybrid = searcher.batch_search(tuning["topics"], k=DEPTH, progress=False)
+                tune_hybrid = interpolate(tune_sparse, tune_dense, alpha, k=DEPTH)  # = the tuned hybrid's run
                 bm25_curve = interpolation_curve(tune_hybrid, bm25_runs["tuning"], tuning["qrels"],
                                                  relevance_threshold=relevance_threshold)
                 bm25_alpha = best_alpha(bm25_curve)
@@ -271,11 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         result = json.loads(out.read_text())
     else:
         result = measure(args.dataset, args.split, args.relevance_threshold, sae_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
+    write_report(result, out, markdown(result))
     plot_tradeoff(result, out.with_name(out.stem + "-tradeoff.png"))
-    sys.stdout.write(markdown(result))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from clsr.data import load_qrels, load_topics, resolve
 from clsr.evaluate import evaluate
-from clsr.experiment import build_baselines, build_concept_index_for, machine_info, sae_fidelity_runs, versions
+from clsr.experiment import (build_baselines, build_concept_index_for, machine_info, sae_fidelity_runs, versions,
+                             write_report)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import ClsrSearcher, DenseSearcher
 
@@ -89,11 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "datasets": [measure(d, args.split, sae_path) for d in args.dataset],
               "machine": machine_info(), "versions": versions()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    sys.stdout.write(markdown(result))
+    write_report(result, Path(args.out), markdown(result))
 
 
 if __name__ == "__main__":

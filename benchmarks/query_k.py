@@ -19,7 +19,7 @@ from pathlib import Path
 
 from clsr.data import load_qrels, load_topics, resolve
 from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
-                             machine_info, method_report, percentile, versions)
+                             machine_info, method_report, versions, write_report)
 from clsr.sae import default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher
 
@@ -87,11 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "datasets": [measure(d, args.split, sae_path) for d in args.dataset],
               "machine": machine_info(), "versions": versions()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    sys.stdout.write(markdown(result))
+    write_report(result, Path(args.out), markdown(result))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from clsr.concepts import Quantizer, concept_term
-from clsr.experiment import latencies_ms, machine_info, percentile, versions
+from clsr.experiment import latencies_ms, machine_info, percentile, versions, write_report
 from clsr.index import directory_bytes, index_impact_vectors
 
 HERE = Path(__file__).resolve().parent
@@ -152,11 +152,7 @@ def main(argv: list[str] | None = None) -> None:
               "settings": {"doc_k": args.doc_k, "query_k": args.query_k, "queries": args.queries,
                            "threads": args.threads, "zipf_exponent": round(exponent, 4), "seed": args.seed},
               "rows": rows, "machine": machine_info(), "versions": versions()}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(result))
-    sys.stdout.write(markdown(result))
+    write_report(result, Path(args.out), markdown(result))
 
 
 if __name__ == "__main__":

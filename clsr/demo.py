@@ -10,7 +10,6 @@ from .data import load_qrels, load_topics, resolve
 from .describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_catalogue
 from .evaluate import write_run
 from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report
-from .index import MANIFEST_NAME
 from .sae import default_sae_path
 from .search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -39,8 +38,8 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
     query_vectors = dense.encoder.encode_queries(query_texts, progress=True, desc="encoding queries")
 
     concept_dir = work_dir / f"concepts-k{DEMO_DOC_K}"
-    if not (concept_dir / MANIFEST_NAME).exists():
-        build_concept_index_for(baselines, concept_dir, default_sae_path(), doc_k=DEMO_DOC_K, threads=threads)
+    build_concept_index_for(baselines, concept_dir, default_sae_path(), doc_k=DEMO_DOC_K, threads=threads,
+                            reuse=True)
     if not (concept_dir / CATALOGUE_NAME).exists():
         write_catalogue(build_catalogue(concept_dir), concept_dir / CATALOGUE_NAME)
     catalogue = load_catalogue(concept_dir / CATALOGUE_NAME)

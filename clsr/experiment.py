@@ -15,7 +15,8 @@ import numpy as np
 from .data import Document, Qrels, load_corpus, resolve
 from .dense import DenseEncoder, encode_corpus, encoder_config
 from .evaluate import DEFAULT_METRICS, Run, evaluate
-from .index import build_bm25_index, build_concept_index, build_dense_index, directory_bytes, MANIFEST_NAME
+from .index import (build_bm25_index, build_concept_index, build_dense_index, directory_bytes, read_manifest,
+                    MANIFEST_NAME)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,15 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
 
 def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
                             query_k: int | None = None, query_mode: str = "topk", bits: int = 8,
-                            threads: int = 1) -> dict:
-    """A fresh concept index of the baselines' corpus (embeddings from the cache); returns its manifest."""
+                            threads: int = 1, reuse: bool = False) -> dict:
+    """A concept index of the baselines' corpus (embeddings from the cache); returns its manifest.
+
+    Built afresh (benchmarks time the build) unless `reuse` and one is already there.
+    """
     from .sae import TopKSae
 
+    if reuse and (index_dir / MANIFEST_NAME).exists():
+        return read_manifest(index_dir)
     encoded = encode_corpus(baselines.encoder, baselines.documents)
     return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
                                sae_path=sae_path, encoder=baselines.encoder.config.to_dict(), doc_k=doc_k,
@@ -152,6 +158,18 @@ def method_report(run: Run, qrels: Qrels, search_ms: Sequence[float] | None = No
         report["search_ms_p95"] = round(percentile(search_ms, 0.95), 3)
     report.update(extra)
     return report
+
+
+def write_report(result: dict, out: Path, markdown: str) -> None:
+    """A benchmark's JSON at `out`, its markdown table beside it (.md), and the table on stdout."""
+    import json
+    import sys
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    sys.stdout.write(markdown)
 
 
 def machine_info() -> dict:
