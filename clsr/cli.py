@@ -363,11 +363,13 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     recipe = DataRecipe(sentences=args.sentences, spans_per_doc=args.spans_per_doc, neighbours=args.neighbours,
                         seed=args.seed)
     query_splits = {dataset: args.train_split for dataset in args.dataset} if args.train_split else None
-    data, provenance = build_training_data(args.dataset, encoder, recipe, query_splits)
+    data, provenance = build_training_data(args.dataset, encoder, recipe, query_splits,
+                                           unjudged_queries=args.unjudged_queries or ())
     config = TrainConfig(n_latents=args.n_latents, k=args.k, batch_size=args.batch_size, epochs=args.epochs,
                          lr=args.lr, seed=args.seed, auxk_alpha=args.auxk_alpha, dead_after=args.dead_after,
                          kl_weight=args.kl_weight, kl_sparse_weight=args.kl_sparse_weight, tau=args.tau,
-                         tau_sparse=args.tau_sparse, kl_queries=args.kl_queries, device=args.device)
+                         tau_sparse=args.tau_sparse, kl_queries=args.kl_queries, multi_k=tuple(args.multi_k or ()),
+                         max_steps=args.max_steps, device=args.device)
     print(f"training on {len(data.vectors)} vectors ({len(data.queries)} KL queries) from "
           f"{', '.join(map(str, args.dataset))}: {dataclasses.asdict(config)}")
     trainer = Trainer(data, config, args.output, encoder=encoder.config.to_dict(),
@@ -553,6 +555,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=0.05, help="softmax temperature of the KL target")
     p.add_argument("--tau-sparse", type=float, default=0.05, help="temperature of the code dot products")
     p.add_argument("--kl-queries", type=int, default=64, help="training queries per step for the KL terms")
+    p.add_argument("--multi-k", type=int, action="append",
+                   help="a smaller K whose FVU and code KL are also trained (Multi-TopK; repeat for several), "
+                        "so that indexes built with --doc-k K' keep their quality")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps, even mid-epoch")
+    p.add_argument("--unjudged-queries", action="append", metavar="DATASET",
+                   help="train on every query of this dataset's queries file (only for a folder without qrels, "
+                        "e.g. general-english's unjudged questions)")
     p.add_argument("--neighbours", type=int, default=8, help="nearest documents per training query (default 8)")
     p.add_argument("--spans-per-doc", type=int, default=5, help="random 4-20-word spans per passage (default 5)")
     p.add_argument("--no-sentences", dest="sentences", action="store_false", help="do not add sentence splits")

@@ -207,5 +207,13 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
     (tmp / "meta.json").write_text(json.dumps({
         "count": len(ids), "dim": int(embeddings.shape[1]), "encoder": encoder.config.to_dict(),
         "dtype": encoder.dtype, "docs_per_s": docs_per_s}, indent=2))
-    os.replace(tmp, directory)
+    try:
+        os.replace(tmp, directory)
+    except OSError:
+        if not (directory / "meta.json").exists():
+            raise
+        # Another process encoded the same corpus meanwhile: its entry is as good as ours.
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
     return EncodedCorpus(ids, embeddings, docs_per_s)

@@ -72,11 +72,14 @@ def _encode(encoder: DenseEncoder, texts: Sequence[Document], what: str) -> np.n
 
 
 def build_training_data(datasets: Sequence[str], encoder: DenseEncoder, recipe: DataRecipe = DataRecipe(),
-                        query_splits: dict[str, list[str]] | None = None) -> tuple[TrainingData, dict]:
+                        query_splits: dict[str, list[str]] | None = None,
+                        unjudged_queries: Sequence[str] = ()) -> tuple[TrainingData, dict]:
     """Assemble (and cache) the training arrays for `datasets`; returns them with a provenance dict.
 
     `query_splits` maps a dataset to the splits whose queries to train on (default: every qrels split
-    but the evaluation ones). Asking for an evaluation split is an error.
+    but the evaluation ones). Asking for an evaluation split is an error. Datasets named in
+    `unjudged_queries` train on every query of their queries file instead; that is refused for a
+    folder that has qrels, whose queries may be evaluation queries.
     """
     rng = np.random.default_rng(recipe.seed)
     parts: dict[str, list[np.ndarray]] = {"documents": [], "sentences": [], "spans": [], "queries": []}
@@ -96,8 +99,15 @@ def build_training_data(datasets: Sequence[str], encoder: DenseEncoder, recipe: 
         spans = [Document(f"{d.id}#w{i}", s) for d in documents
                  for i, s in enumerate(random_spans(d.text, rng, recipe.spans_per_doc))]
         queries = {}
-        for split in splits:
-            queries.update(load_topics(source, split))
+        if dataset in unjudged_queries:
+            if not isinstance(source, Path) or not source.is_dir() or (source / "qrels").exists():
+                raise DataError(f"{dataset}: only a folder without qrels/ can lend all its queries to training "
+                                "(judged queries may be evaluation queries); name training splits instead")
+            queries.update(load_topics(source, None))
+            splits = ["all (unjudged)"]
+        else:
+            for split in splits:
+                queries.update(load_topics(source, split))
         doc_vectors = _encode(encoder, documents, f"{dataset} passages")
         span_vectors = _encode(encoder, spans, f"{dataset} spans")
         query_vectors = encoder.encode_queries(list(queries.values())) if queries else np.zeros((0, encoder.dim), np.float32)

@@ -10,6 +10,12 @@ Loss per step (every term is scale-free, so the weights mean something):
   round trip keeps the query-document score distribution;
 * ``kl_sparse_weight * KL(softmax(q.D/tau) || softmax(z_q.z_d/tau_sparse))``: the same target for the
   dot product of the top-K codes, which is what the concept index scores.
+* Multi-TopK (Gao et al. 2024, "Scaling and evaluating sparse autoencoders", sec. 5.3): for each
+  smaller K' in ``multi_k`` the FVU and the code KL are added again on the K' largest activations,
+  so that cutting a code to K' (a smaller index) keeps working instead of degrading sharply.
+
+A trainer can also start from an existing SAE (``init_from``): all weights including ``b_dec`` are
+kept, which is how `clsr.sae_adaptation` fine-tunes a shipped SAE to a new corpus.
 
 KL terms are nats per query. Adam with linear warm-up then cosine decay; deterministic for a seed
 on CPU; a checkpoint (safetensors + JSON) after every epoch, from which ``resume`` continues exactly.
@@ -53,7 +59,14 @@ class TrainConfig:
     tau: float = 0.05
     tau_sparse: float = 0.05
     kl_queries: int = 64  # training queries per step for the KL terms
+    multi_k: tuple[int, ...] = ()  # smaller Ks whose FVU and code KL are added (Multi-TopK)
+    max_steps: int | None = None  # a step budget; training stops there even mid-epoch
     device: str = "cpu"
+
+    def __post_init__(self):
+        object.__setattr__(self, "multi_k", tuple(self.multi_k))  # JSON gives a list back
+        if bad := [k for k in self.multi_k if not 0 < k < self.k]:
+            raise ValueError(f"multi_k {bad}: each must be in 1..{self.k - 1} (below k={self.k})")
 
     @property
     def learning_rate(self) -> float:
@@ -90,13 +103,32 @@ def _kl(target_logits: Tensor, predicted_logits: Tensor) -> Tensor:
     return (target.exp() * (target - predicted_logits.log_softmax(-1))).sum(-1).mean()
 
 
+def _fvu(x: Tensor, reconstruction: Tensor) -> Tensor:
+    """Fraction of variance unexplained, as `TopKSae.forward` computes it."""
+    return (x - reconstruction).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp(min=1e-12)
+
+
 def _dense_codes(acts: Tensor, indices: Tensor, n_latents: int) -> Tensor:
     return torch.zeros(len(acts), n_latents, dtype=acts.dtype, device=acts.device).scatter(1, indices, acts)
 
 
+def passage_fvu(sae: TopKSae, passages: np.ndarray, k: int | None = None, sample: int = 5000, seed: int = 0) -> float:
+    """FVU of the SAE on (a seeded sample of at most `sample`) passage embeddings, at k (default: trained K).
+
+    This is the number `clsr index` compares a new corpus against: the SAE's fit on the kind of
+    vector it indexes (passages), not on the sentences and spans it was also trained on.
+    """
+    rows = np.arange(len(passages))
+    if len(rows) > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), sample, replace=False))
+    x = np.asarray(passages[rows], np.float32)
+    reconstruction = sae.reconstruct_numpy(x, k)
+    return float(((x - reconstruction) ** 2).sum() / max(((x - x.mean(0)) ** 2).sum(), 1e-12))
+
+
 class Trainer:
     def __init__(self, data: TrainingData, config: TrainConfig, output_dir: str | os.PathLike,
-                 encoder: dict | None = None, provenance: dict | None = None):
+                 encoder: dict | None = None, provenance: dict | None = None, init_from: TopKSae | None = None):
         self.data, self.config, self.output_dir = data, config, Path(output_dir)
         d_in = data.vectors.shape[1]
         for name in ("queries", "documents"):
@@ -109,8 +141,17 @@ class Trainer:
         sae_config = SaeConfig(d_in, config.n_latents, config.k, encoder=encoder,
                                training={**dataclasses.asdict(config), **(provenance or {})})
         self.sae = TopKSae(sae_config, device=config.device)
+        self.warm_started = init_from is not None
+        if init_from is not None:
+            if (init_from.config.d_in, init_from.config.n_latents, init_from.config.k) != (d_in, config.n_latents, config.k):
+                raise ValueError(f"init_from has shape d_in={init_from.config.d_in}, n_latents="
+                                 f"{init_from.config.n_latents}, k={init_from.config.k}; the training config has "
+                                 f"d_in={d_in}, n_latents={config.n_latents}, k={config.k}")
+            self.sae.load_state_dict({name: t.to(config.device) for name, t in init_from.state_dict().items()})
         self.steps_per_epoch = math.ceil(len(data.vectors) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
+        if config.max_steps is not None:
+            self.total_steps = min(self.total_steps, config.max_steps)
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.since_fired = torch.zeros(config.n_latents, dtype=torch.long, device=config.device)
@@ -137,6 +178,11 @@ class Trainer:
         out = sae(vectors, dead_mask=dead_mask)
         loss = out.fvu + config.auxk_alpha * out.auxk_loss
         terms = {"fvu": out.fvu.item(), "auxk": out.auxk_loss.item()}
+        for small_k in config.multi_k:
+            # Activations are sorted, so the K' largest are the first K' of the K already chosen.
+            fvu_small = _fvu(vectors, sae.decode(out.latent_acts[:, :small_k], out.latent_indices[:, :small_k]))
+            loss = loss + fvu_small
+            terms[f"fvu_k{small_k}"] = fvu_small.item()
         if queries is not None and documents is not None:
             target = queries @ documents.T / config.tau
             q_out, d_out = sae(queries), sae(documents)
@@ -145,11 +191,14 @@ class Trainer:
                 loss = loss + config.kl_weight * kl
                 terms["kl"] = kl.item()
             if config.kl_sparse_weight:
-                z_q = _dense_codes(q_out.latent_acts, q_out.latent_indices, config.n_latents)
-                z_d = _dense_codes(d_out.latent_acts, d_out.latent_indices, config.n_latents)
-                kl_sparse = _kl(target, z_q @ z_d.T / config.tau_sparse)
-                loss = loss + config.kl_sparse_weight * kl_sparse
-                terms["kl_sparse"] = kl_sparse.item()
+                for small_k in (config.k, *config.multi_k):
+                    z_q = _dense_codes(q_out.latent_acts[:, :small_k], q_out.latent_indices[:, :small_k],
+                                       config.n_latents)
+                    z_d = _dense_codes(d_out.latent_acts[:, :small_k], d_out.latent_indices[:, :small_k],
+                                       config.n_latents)
+                    kl_sparse = _kl(target, z_q @ z_d.T / config.tau_sparse)
+                    loss = loss + config.kl_sparse_weight * kl_sparse
+                    terms["kl_sparse" if small_k == config.k else f"kl_sparse_k{small_k}"] = kl_sparse.item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sae.remove_gradient_parallel_to_decoder_directions()
@@ -174,7 +223,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         config, data = self.config, self.data
-        if self.step == 0:
+        if self.step == 0 and not self.warm_started:
             self._init_b_dec()
         use_pairs = bool(config.kl_weight or config.kl_sparse_weight)
         with tqdm(total=self.total_steps, initial=self.step, desc="training SAE", unit="step",
@@ -185,7 +234,11 @@ class Trainer:
                 order = rng.permutation(len(data.vectors))
                 query_order = rng.permutation(len(data.queries)) if use_pairs else None
                 sums: dict[str, float] = {}
+                steps_this_epoch = 0
                 for i in range(self.steps_per_epoch):
+                    if self.step >= self.total_steps:
+                        break
+                    steps_this_epoch += 1
                     rows = order[i * config.batch_size:(i + 1) * config.batch_size]
                     queries = documents = None
                     if use_pairs:
@@ -200,16 +253,21 @@ class Trainer:
                                     dead=f"{self.dead_fraction():.1%}", refresh=False)
                     bar.update()
                 self.epoch = epoch + 1
-                summary = {name: total / self.steps_per_epoch for name, total in sums.items()}
+                summary = {name: total / max(steps_this_epoch, 1) for name, total in sums.items()}
                 summary["dead_fraction"] = self.dead_fraction()
                 self.save_checkpoint()
                 log.info("epoch %d: %s", self.epoch, summary)
                 self.final_summary = summary
                 if on_epoch:
                     on_epoch(self.epoch, summary)
+                if self.step >= self.total_steps:
+                    break
+        training = dict(self.sae.config.training)
         if self.final_summary:
-            self.sae.config = dataclasses.replace(self.sae.config, training={
-                **self.sae.config.training, "final_epoch": {k: round(v, 6) for k, v in self.final_summary.items()}})
+            training["final_epoch"] = {k: round(v, 6) for k, v in self.final_summary.items()}
+        if self.data.documents is not None and len(self.data.documents):
+            training["reference_fvu"] = round(passage_fvu(self.sae, self.data.documents), 6)
+        self.sae.config = dataclasses.replace(self.sae.config, training=training)
         self.sae.save_to_disk(self.output_dir)
         return self.sae
 
