@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -171,20 +173,28 @@ def cmd_index(args: argparse.Namespace) -> None:
                                      source=source, overwrite=args.overwrite)
     else:
         from .dense import EncoderConfig, encode_corpus
-        from .sae import TopKSae, default_sae_path
+        from .sae import TopKSae
 
-        sae_path = Path(args.sae) if args.sae else default_sae_path()
-        if sae_path is None:
-            sys.exit("clsr index: error: this clsr has no bundled SAE; pass --sae (train one with `clsr train-sae`)")
+        sae_path = _sae_path(args)
         sae = TopKSae.load_from_disk(sae_path)
         trained_on = EncoderConfig.from_dict(sae.config.encoder) if sae.config.encoder else None
         encoder = _encoder(args, trained_on)
         sae.check_encoder(encoder.config.to_dict())  # before encoding a whole corpus for nothing
         encoded = encode_corpus(encoder, load_corpus(source))
-        manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
-                                       encoder=encoder.config.to_dict(), doc_k=args.doc_k, query_k=args.query_k,
-                                       query_mode=args.query_mode, bits=args.bits, source=source,
-                                       threads=args.threads, overwrite=args.overwrite)
+        with contextlib.ExitStack() as stack:
+            if args.adapt:
+                from .sae_adaptation import adapt_to_corpus
+
+                Path(args.index).resolve().parent.mkdir(parents=True, exist_ok=True)
+                adapted = stack.enter_context(tempfile.TemporaryDirectory(prefix=".adapted-sae-",
+                                                                          dir=Path(args.index).resolve().parent))
+                sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted, _adapt_config(args))
+                _print_adaptation(report, encode_seconds)
+                sae_path = Path(adapted)
+            manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                           encoder=encoder.config.to_dict(), doc_k=args.doc_k, query_k=args.query_k,
+                                           query_mode=args.query_mode, bits=args.bits, source=source,
+                                           threads=args.threads, overwrite=args.overwrite, embed_sae=args.adapt)
     print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}")
 
 
@@ -264,19 +274,32 @@ def cmd_tune_alpha(args: argparse.Namespace) -> None:
     from .index import read_manifest
     from .sae_data import EVALUATION_SPLITS
 
-    if args.split in EVALUATION_SPLITS:
-        sys.exit(f"clsr tune-alpha: error: refusing to tune on the {args.split!r} split: it is for reporting; "
-                 "tune on a train or dev split")
-    topics, qrels = load_topics(args.topics, args.split), load_qrels(args.topics, args.split)
+    manifest = read_manifest(args.index)
+    if args.pseudo_queries:
+        from .data import load_corpus
+        from .fusion import pseudo_queries
+
+        corpus = args.corpus or manifest.get("source")
+        if not corpus:
+            sys.exit("clsr tune-alpha: error: the index does not record its corpus; pass --corpus")
+        topics, qrels = pseudo_queries(load_corpus(corpus), args.pseudo_queries, seed=args.seed)
+        where = f"{len(topics)} pseudo-queries from {corpus}"
+    else:
+        if args.split is None:
+            sys.exit("clsr tune-alpha: error: --topics needs --split (a train or dev split)")
+        if args.split in EVALUATION_SPLITS:
+            sys.exit(f"clsr tune-alpha: error: refusing to tune on the {args.split!r} split: it is for reporting; "
+                     "tune on a train or dev split, or on --pseudo-queries")
+        topics, qrels = load_topics(args.topics, args.split), load_qrels(args.topics, args.split)
+        where = f"{args.topics} {args.split} ({len(topics)} queries)"
     searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
-                              normalization=args.normalization, depth=args.depth,
-                              **_concept_options(args, read_manifest(args.index)))
+                              normalization=args.normalization, depth=args.depth, **_concept_options(args, manifest))
     curve = tune_alpha(searcher, topics, qrels, metric=args.metric, relevance_threshold=args.relevance_threshold)
     best = best_alpha(curve)
     if args.json:
-        print(json.dumps({"metric": args.metric, "split": args.split, "curve": curve, "best_alpha": best}, indent=2))
+        print(json.dumps({"metric": args.metric, "tuned_on": where, "curve": curve, "best_alpha": best}, indent=2))
         return
-    print(f"{args.metric} on {args.topics} {args.split} ({len(topics)} queries), alpha = weight of the sparse run:")
+    print(f"{args.metric} on {where}, alpha = weight of the sparse run:")
     for alpha, value in curve.items():
         print(f"  alpha {alpha:.1f}  {value:.4f}  {'#' * round(value * 50)}{'  <- best' if alpha == best else ''}")
 
@@ -383,6 +406,55 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     print(f"saved the SAE to {args.output}")
 
 
+def _sae_path(args: argparse.Namespace) -> Path:
+    """--sae, or the bundled default SAE."""
+    from .sae import default_sae_path
+
+    sae_path = Path(args.sae) if args.sae else default_sae_path()
+    if sae_path is None:
+        sys.exit(f"clsr {args.command}: error: this clsr has no bundled SAE; pass --sae "
+                 "(train one with `clsr train-sae`)")
+    return sae_path
+
+
+def _add_adaptation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("adaptation (fine-tuning the SAE on the corpus, no judgments)")
+    group.add_argument("--adapt-steps", type=int, default=1500,
+                       help="training steps of 512 vectors (default 1500: about 5 minutes on 2 CPU cores)")
+    group.add_argument("--adapt-lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    group.add_argument("--no-revive", dest="revive", action="store_false",
+                       help="keep latents that never fire on this corpus as they are (default: re-initialise "
+                            "them on its worst-reconstructed vectors)")
+
+
+def _adapt_config(args: argparse.Namespace):
+    from .sae_adaptation import AdaptConfig
+
+    return AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr, revive=args.revive, device=args.device)
+
+
+def _print_adaptation(report, encode_seconds: float) -> None:
+    print(f"adapted the SAE in {report.seconds:.0f} s (+{encode_seconds:.0f} s encoding): passage FVU "
+          f"{report.fvu_before:.3f} -> {report.fvu_after:.3f}; {report.revived} latents dead on this corpus revived; "
+          f"{report.kept}/{report.compared} base concepts ({report.kept_share:.0%}) kept their direction "
+          f"(cosine > 0.9)")
+
+
+def cmd_adapt_sae(args: argparse.Namespace) -> None:
+    from .data import resolve
+    from .dense import EncoderConfig
+    from .sae import TopKSae
+    from .sae_adaptation import adapt_to_corpus
+
+    base_path = _sae_path(args)
+    trained_on = TopKSae.load_from_disk(base_path).config.encoder
+    encoder = _encoder(args, EncoderConfig.from_dict(trained_on) if trained_on else None)
+    _, report, encode_seconds = adapt_to_corpus(base_path, str(resolve(args.corpus)), encoder, args.output,
+                                                _adapt_config(args))
+    _print_adaptation(report, encode_seconds)
+    print(f"saved the adapted SAE to {args.output}; index with it: clsr index --sae {args.output} ...")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -424,6 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="searchers' default query mode (default topk)")
     group.add_argument("--bits", type=int, default=8,
                        help="impact bits (default 8: impacts 1..255); more than 8 can overflow float32 scores")
+    group.add_argument("--adapt", action="store_true",
+                       help="adapt the SAE to this corpus first (as `clsr adapt-sae`) and keep it in the index's sae/")
+    _add_adaptation_options(p)
     _add_encoder_options(p, default_help="the encoder the SAE was trained on")
     p.set_defaults(func=cmd_index)
 
@@ -464,12 +539,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-tag", default="clsr-fusion")
     p.set_defaults(func=cmd_fuse)
 
-    p = commands.add_parser("tune-alpha", help="pick the hybrid's alpha on a train or dev split (never test)",
+    p = commands.add_parser("tune-alpha", help="pick the hybrid's alpha on a train or dev split (never test), "
+                                               "or on pseudo-queries drawn from the corpus",
                             description="Prints the metric over alpha = 0, 0.1, ..., 1 for the hybrid search of a "
-                                        "concept index. Test-type splits (test, dev.small, dl19, dl20) are refused.")
+                                        "concept index. Test-type splits (test, dev.small, dl19, dl20) are refused. "
+                                        "With no tuning split, --pseudo-queries N draws N sentences or spans from "
+                                        "the indexed corpus, each with its source passage as the one relevant "
+                                        "document: no judgments are read.")
     p.add_argument("--index", required=True, help="a concept index")
-    p.add_argument("--topics", required=True, help="a BEIR folder or collection name (topics and qrels)")
-    p.add_argument("--split", required=True, help="a train or dev split, e.g. train or dev")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--topics", help="a BEIR folder or collection name (topics and qrels)")
+    what.add_argument("--pseudo-queries", type=int, metavar="N", help="tune on N pseudo-queries from the corpus")
+    p.add_argument("--split", help="with --topics: a train or dev split, e.g. train or dev")
+    p.add_argument("--corpus", help="with --pseudo-queries: the corpus (default: the one the index was built from)")
+    p.add_argument("--seed", type=int, default=0, help="pseudo-query sampling seed")
     p.add_argument("--metric", default="ndcg@10", help="metric to maximise (default ndcg@10)")
     p.add_argument("--relevance-threshold", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -570,6 +653,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_options(p)
     p.set_defaults(func=cmd_train_sae)
 
+    p = commands.add_parser("adapt-sae", help="fine-tune an SAE on a new corpus's own text (no judgments)",
+                            description="Warm-starts from an SAE (default: the bundled one), revives latents that "
+                                        "never fire on the corpus, and trains a fixed number of steps on the "
+                                        "corpus's passages, sentences and random spans (spans stand in as the KL "
+                                        "terms' queries). Concept ids keep their meaning where the corpus uses "
+                                        "them. Never reads queries or qrels.")
+    p.add_argument("--corpus", required=True, help=SOURCE_HELP)
+    p.add_argument("--output", required=True, help="folder for the adapted sae.safetensors and config.json")
+    p.add_argument("--sae", help="SAE to start from (default: the bundled one)")
+    _add_adaptation_options(p)
+    _add_encoder_options(p, default_help="the encoder the SAE was trained on")
+    p.set_defaults(func=cmd_adapt_sae)
+
     p = commands.add_parser("demo", help="CL-SR, BM25 and dense side by side on a collection",
                             description="Builds (or reuses) the concept, BM25 and dense indexes and the concept "
                                         "catalogue, runs the test queries, prints a table and explained hits.")
@@ -587,11 +683,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     from .data import DataError
     from .index import InvalidIndexError
-    from .sae import SaeMismatchError
+    from .sae import SaeMismatchError, SaeNotFoundError
 
     try:
         args.func(args)
-    except (DataError, InvalidIndexError, SaeMismatchError) as e:
+    except (DataError, InvalidIndexError, SaeMismatchError, SaeNotFoundError) as e:
         sys.exit(f"clsr {args.command}: error: {e}")
 
 

@@ -171,6 +171,31 @@ def tune_alpha(searcher: HybridSearcher, topics: Mapping[str, str], qrels, metri
     return interpolation_curve(sparse, dense, qrels, searcher.normalization, metric, alphas, relevance_threshold)
 
 
+def pseudo_queries(documents: Sequence, n: int = 300, seed: int = 0, min_words: int = 6,
+                   max_words: int = 16) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Self-supervised tuning topics drawn from the corpus itself: (topics, qrels), no judgments read.
+
+    For `n` passages drawn at random (of those with at least `min_words` words), the query is one
+    of their sentences of `min_words`..`max_words` words if they have any, else a random span of
+    that length, and the source passage is its one relevant document. Such queries stand in for a
+    tuning split where there is none, as the spans do for the SAE's KL terms (issue 10).
+    """
+    from .sae_data import random_spans, split_sentences
+
+    rng = np.random.default_rng(seed)
+    candidates = [d for d in documents if len(d.text.split()) >= min_words]
+    topics: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for row in rng.permutation(len(candidates))[:n]:
+        doc = candidates[row]
+        sentences = [s for s in split_sentences(doc.text, min_words) if len(s.split()) <= max_words]
+        text = sentences[int(rng.integers(len(sentences)))] if sentences else random_spans(
+            doc.text, rng, 1, min_words, max_words)[0]
+        qid = f"pseudo-{len(topics)}"
+        topics[qid], qrels[qid] = text, {doc.id: 1}
+    return topics, qrels
+
+
 def interpolation_curve(first: Run, second: Run, qrels, normalization: str = "minmax", metric: str = "ndcg@10",
                         alphas: Sequence[float] = tuple(i / 10 for i in range(11)), relevance_threshold: int = 1
                         ) -> dict[float, float]:

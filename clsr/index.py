@@ -207,13 +207,16 @@ def index_impact_vectors(latents: np.ndarray, impacts: np.ndarray, ids: Sequence
 def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: str | os.PathLike, *, sae,
                         sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
                         query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
-                        threads: int = 1, overwrite: bool = False, progress: bool = True) -> dict:
+                        threads: int = 1, overwrite: bool = False, progress: bool = True,
+                        embed_sae: bool = False) -> dict:
     """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
 
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
     trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
+    ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index).
+    The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
     """
-    from .sae import sae_checksum
+    from .sae import CONFIG_NAME, WEIGHTS_NAME, sae_checksum
 
     if len(ids) != len(embeddings):
         raise InvalidIndexError(f"{len(ids)} ids but {len(embeddings)} embeddings")
@@ -230,8 +233,15 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         check_exact_scores(doc_k, Quantizer(scale=1.0, bits=bits), query_quantizer)
     except ValueError as e:
         raise InvalidIndexError(str(e)) from None
+    sae_fit = check_sae_fit(sae, embeddings)
     timings = {}
     with atomic_directory(index_dir, overwrite) as building:
+        sae_record = {"name": Path(sae_path).name, "path": str(Path(sae_path).resolve())}
+        if embed_sae:
+            (building / EMBEDDED_SAE_DIR).mkdir()
+            for name in (CONFIG_NAME, WEIGHTS_NAME):
+                shutil.copy2(Path(sae_path) / name, building / EMBEDDED_SAE_DIR / name)
+            sae_record = {"name": EMBEDDED_SAE_DIR, "path": EMBEDDED_SAE_DIR}  # relative: the index can move
         start = time.perf_counter()
         activations = np.zeros((len(ids), doc_k), np.float32)
         latents = np.zeros((len(ids), doc_k), np.int32)
@@ -258,13 +268,40 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
 
         return write_manifest(
             building, "concepts", len(ids), source=source, encoder=encoder,
-            sae={"name": Path(sae_path).name, "path": str(Path(sae_path).resolve()), "sha256": sae_checksum(sae_path),
-                 "n_latents": sae.config.n_latents, "k": sae.config.k, "d_in": sae.config.d_in},
+            sae={**sae_record, "sha256": sae_checksum(sae_path), "n_latents": sae.config.n_latents,
+                 "k": sae.config.k, "d_in": sae.config.d_in, "adapted_from": (sae.config.training.get("adaptation")
+                                                                              or {}).get("base_sae")},
+            sae_fit=sae_fit,
             doc_k=doc_k, doc_quantizer=doc_quantizer.to_dict(),
             query={"k": query_k, "mode": query_mode, "quantizer": query_quantizer.to_dict()},
             postings=postings, empty_documents=int((impacts.max(axis=1) == 0).sum()),
             lucene_bytes=lucene_bytes, doc_codes_bytes=directory_bytes(store),
             timings={name: round(seconds, 3) for name, seconds in timings.items()})
+
+
+EMBEDDED_SAE_DIR = "sae"
+POOR_FIT_RATIO = 1.5  # corpus FVU this many times the SAE's own passage FVU: adapting pays (issue 10's table)
+
+
+def check_sae_fit(sae, embeddings: np.ndarray, sample: int = 2000) -> dict:
+    """Measure how well the SAE reconstructs this corpus, and warn when far worse than on its own data.
+
+    Compares the FVU on a seeded sample of the corpus's embeddings with the SAE's FVU on its own
+    training passages (``reference_fvu`` in its config; older SAEs: the last epoch's FVU). Above
+    ``POOR_FIT_RATIO`` times that, logs a warning that names both and points to `clsr adapt-sae`.
+    Returns ``{"fvu", "reference_fvu", "sample", "poor_fit"}``.
+    """
+    from .sae_training import passage_fvu
+
+    training = sae.config.training
+    reference = training.get("reference_fvu", (training.get("final_epoch") or {}).get("fvu"))
+    fvu = round(passage_fvu(sae, embeddings, sample=sample), 4)
+    poor_fit = reference is not None and fvu > POOR_FIT_RATIO * reference
+    if poor_fit:
+        log.warning("the SAE fits this corpus poorly: FVU %.3f on %d of its passages against %.3f on the SAE's own "
+                    "training passages; adapt it first (`clsr index --adapt ...`, or `clsr adapt-sae --corpus ... "
+                    "--output DIR` then `--sae DIR`)", fvu, min(sample, len(embeddings)), reference)
+    return {"fvu": fvu, "reference_fvu": reference, "sample": min(sample, len(embeddings)), "poor_fit": poor_fit}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

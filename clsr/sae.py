@@ -34,6 +34,10 @@ class SaeMismatchError(ValueError):
     """An SAE used with embeddings, an encoder or an index it does not belong to."""
 
 
+class SaeNotFoundError(FileNotFoundError):
+    """A path that holds no saved SAE."""
+
+
 @dataclass(frozen=True)
 class SaeConfig:
     d_in: int
@@ -202,8 +206,11 @@ class TopKSae(nn.Module):
     @classmethod
     def load_from_disk(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "TopKSae":
         path = Path(path)
-        if not (path / CONFIG_NAME).exists():
-            raise FileNotFoundError(f"{path} is not a saved SAE (no {CONFIG_NAME})")
+        missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (path / name).is_file()]
+        if missing:
+            raise SaeNotFoundError(f"{path} is not an SAE folder: one holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+                                   f"(as `clsr train-sae` and `clsr adapt-sae` write them); missing "
+                                   f"{' and '.join(missing)}")
         config = SaeConfig(**json.loads((path / CONFIG_NAME).read_text()))
         sae = cls(config, device=device)
         state = {name: t.to(torch.float32) for name, t in load_file(str(path / WEIGHTS_NAME), device=str(device)).items()}

@@ -102,7 +102,7 @@ class ConceptHit(NamedTuple):
 def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
     from .sae import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
 
-    candidates = [Path(recorded["path"])]
+    candidates = [Path(index_dir) / recorded["path"]]  # a relative path is an SAE kept inside the index
     if recorded["name"] == DEFAULT_SAE and default_sae_path() is not None:
         candidates.append(default_sae_path())  # the bundled SAE, wherever this clsr is installed
     for candidate in candidates:

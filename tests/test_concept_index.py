@@ -217,6 +217,30 @@ def test_tune_alpha_refuses_test_splits(concept_index):
             clsr(["tune-alpha", "--index", str(concept_index), "--topics", "scifact", "--split", split])
 
 
+def test_pseudo_query_tuning_reads_no_judgments(concept_index, scifact_slice, tmp_path, monkeypatch, capsys):
+    import clsr.data as data_module
+    from clsr.fusion import pseudo_queries
+
+    def no_judgments(*args, **kwargs):
+        raise AssertionError("self-supervised tuning read qrels")
+
+    for name in ("load_qrels", "_read_qrels_file", "load_topics"):
+        monkeypatch.setattr(data_module, name, no_judgments)
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in scifact_slice.documents))
+    clsr(["tune-alpha", "--index", str(concept_index), "--pseudo-queries", "30", "--corpus", str(corpus),
+          "--dtype", "fp32", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["tuned_on"] == f"30 pseudo-queries from {corpus}"
+    assert list(result["curve"]) == [str(i / 10) for i in range(11)]
+    assert result["best_alpha"] == float(max(result["curve"].items(), key=lambda kv: (kv[1], -abs(float(kv[0]) - .5)))[0])
+    # Each pseudo-query is a sentence or span of its one relevant passage.
+    topics, qrels = pseudo_queries(scifact_slice.documents, 30)
+    text_of = {d.id: d.text for d in scifact_slice.documents}
+    assert len(topics) == 30 and all(topics[q] in text_of[next(iter(qrels[q]))] for q in topics)
+    assert all(6 <= len(t.split()) <= 16 for t in topics.values())
+
+
 def test_boosting_a_concept_raises_its_documents_and_suppressing_removes_it(concept_index, scifact_slice):
     from clsr.search import ClsrSearcher
 
