@@ -23,8 +23,8 @@ from clsr.data import load_qrels, load_topics, resolve
 from clsr.fusion import DEFAULT_ALPHA, HybridSearcher, best_alpha, interpolate, interpolation_curve
 from clsr.index import DOC_CODES_DIR
 from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
-                             machine_info, method_report, percentile, sae_fidelity_runs, sae_statistics, top_hits,
-                             versions, write_report)
+                             machine_info, method_report, percentile, sae_fidelity_runs, sae_relation, sae_statistics,
+                             seen_collections, top_hits, versions, write_report)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -84,7 +84,7 @@ def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relev
     return rows
 
 
-def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path | None) -> dict:
+def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path | None, adapt: bool = False) -> dict:
     import faiss
 
     faiss.omp_set_num_threads(1)  # single-thread latency, comparable with Lucene's one search thread
@@ -94,6 +94,15 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
     baselines = build_baselines(str(source), HERE / "work" / name)
     texts = list(topics.values())
     methods = {}
+    adaptation = None
+    if adapt and sae_path is not None:
+        # What a user with this corpus and no judgments gets: the SAE adapted to its text first.
+        from clsr.sae_adaptation import adapt_to_corpus
+
+        base_path, sae_path = sae_path, HERE / "work" / name / "adapted-sae"
+        _, report, encode_seconds = adapt_to_corpus(base_path, str(source), baselines.encoder, sae_path,
+                                                    progress=False)
+        adaptation = {"base": _shown(base_path), **report.to_dict(), "encode_s": round(encode_seconds, 1)}
 
     split_for_tuning = tuning_split(source, split)
     tuning = None
@@ -125,10 +134,9 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
         sae = TopKSae.load_from_disk(sae_path)
         sae.check_encoder(baselines.encoder.config.to_dict())
         documents = dense.index.reconstruct_n(0, dense.index.ntotal)
-        shown_path = sae_path.resolve()
-        shown_path = shown_path.relative_to(HERE.parent) if shown_path.is_relative_to(HERE.parent) else shown_path
-        sae_report = {"path": str(shown_path), "n_latents": sae.config.n_latents, "k": sae.config.k,
-                      **sae_statistics(sae, vectors, documents)}
+        sae_report = {"path": _shown(sae_path), "n_latents": sae.config.n_latents, "k": sae.config.k,
+                      "relation": sae_relation(sae_path, str(dataset)), "trained_on": seen_collections(sae_path),
+                      "adaptation": adaptation, **sae_statistics(sae, vectors, documents)}
         for k in (k for k in SAE_KS if k <= sae.config.k):
             index_dir = HERE / "work" / name / f"concepts-k{k}"
             manifest = build_concept_index_for(baselines, index_dir, sae_path, doc_k=k)
@@ -151,6 +159,11 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
             "alpha_tuned_on": split_for_tuning, "default_alpha": DEFAULT_ALPHA,
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "methods": methods, "sae": sae_report, "machine": machine_info(), "versions": versions()}
+
+
+def _shown(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path)
 
 
 def markdown(result: dict) -> str:
@@ -193,6 +206,15 @@ def markdown(result: dict) -> str:
                   "alone, p50 one query at a time / all topics in batches of 32 (as `clsr search` encodes them)."]
     if result.get("sae"):
         sae = result["sae"]
+        relation = sae.get("relation", "transductive")
+        lines += ["", f"**SAE rows are {relation.upper()}**: "
+                  + {"transductive": "the SAE was trained on this collection's passages, so they overstate what a "
+                                     "new corpus gets (see transfer.md for zero-shot and adapted figures).",
+                     "zero-shot": "the SAE never saw this collection.",
+                     "adapted": f"the SAE {sae['adaptation']['base'] if sae.get('adaptation') else ''} was adapted "
+                                "to this collection's passages, sentences and spans (no judgments)"
+                                + (f" in {sae['adaptation']['seconds']:.0f} s (+{sae['adaptation']['encode_s']:.0f} s "
+                                   "encoding)." if sae.get("adaptation") else ".")}[relation]]
         lines += ["", f"SAE {sae['path']} ({sae['n_latents']} latents, trained k={sae['k']}): "
                   f"FVU docs {sae['fvu_docs']}, queries {sae['fvu_queries']}; MSE docs {sae['mse_docs']}, "
                   f"queries {sae['mse_queries']}; dead at the end of training: {sae['dead_fraction']}; "
@@ -260,6 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="JSON file to write; the .md table goes beside it")
     parser.add_argument("--sae", help="SAE folder for the sparse_k*/reconstructed_k* rows (default: the bundled one)")
     parser.add_argument("--no-sae", action="store_true", help="baselines only")
+    parser.add_argument("--adapt", action="store_true",
+                        help="adapt the SAE to the collection's corpus first (clsr adapt-sae; no judgments) and "
+                             "record the adaptation time")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the markdown table and plot from the existing JSON, measuring nothing")
     args = parser.parse_args(argv)
@@ -269,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.report_only:
         result = json.loads(out.read_text())
     else:
-        result = measure(args.dataset, args.split, args.relevance_threshold, sae_path)
+        result = measure(args.dataset, args.split, args.relevance_threshold, sae_path, adapt=args.adapt)
     write_report(result, out, markdown(result))
     plot_tradeoff(result, out.with_name(out.stem + "-tradeoff.png"))
 

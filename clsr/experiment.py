@@ -259,3 +259,35 @@ def sae_statistics(sae, queries: np.ndarray, documents: np.ndarray) -> dict:
     result["unused_fraction"] = round(float(1 - fired.mean()), 4)
     result["dead_fraction"] = sae.config.training.get("final_epoch", {}).get("dead_fraction")
     return result
+
+
+def seen_collections(sae_path: str | Path) -> list[str]:
+    """The datasets named in an SAE's training data, and in its base SAE's for an adapted one."""
+    import json
+
+    training = json.loads((Path(sae_path) / "config.json").read_text()).get("training", {})
+    names = list((training.get("data") or {}).get("datasets", {}))
+    names += list(((training.get("adaptation") or {}).get("base_sae") or {}).get("data") or {})
+    return names
+
+
+def sae_relation(sae_path: str | Path, dataset: str) -> str:
+    """How an SAE relates to the collection it is measured on, as every reported figure must say.
+
+    ``transductive``: the SAE (or its base) was trained on the collection; ``adapted``: adapted to
+    it without judgments from a base that never saw it; ``zero-shot``: it never saw it.
+    """
+    import json
+
+    name = Path(str(dataset)).name
+    training = json.loads((Path(sae_path) / "config.json").read_text()).get("training", {})
+    adapted_to = (training.get("adaptation") or {}).get("corpus")
+    base_seen = list(((training.get("adaptation") or {}).get("base_sae") or {}).get("data") or {})
+    own_seen = [] if adapted_to else list((training.get("data") or {}).get("datasets", {}))
+
+    def names(collection: str) -> bool:
+        return collection == str(dataset) or name in Path(collection).parts
+
+    if any(names(c) for c in own_seen + base_seen):
+        return "transductive"
+    return "adapted" if adapted_to and names(adapted_to) else "zero-shot"
