@@ -458,7 +458,7 @@ def cmd_adapt_sae(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
-    run_demo(args.dataset, Path(args.work_dir), split=args.split, threads=args.threads)
+    run_demo(args.dataset, Path(args.work_dir), split=args.split, threads=args.threads, adapt=args.adapt)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -672,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="scifact", help=SOURCE_HELP + " (default scifact)")
     p.add_argument("--split", default="test")
     p.add_argument("--work-dir", default="runs/demo", help="where indexes and runs go (default runs/demo)")
+    p.add_argument("--adapt", action="store_true", help="adapt the bundled SAE to the corpus first (clsr adapt-sae)")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_demo)
     return parser

@@ -9,7 +9,7 @@ from pathlib import Path
 from .data import load_qrels, load_topics, resolve
 from .describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_catalogue
 from .evaluate import write_run
-from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report
+from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report, sae_relation
 from .sae import default_sae_path
 from .search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -24,7 +24,7 @@ def _human_bytes(n: int) -> str:
     return str(n)
 
 
-def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1) -> None:
+def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1, adapt: bool = False) -> None:
     source = resolve(dataset)
     work_dir = work_dir / re.sub(r"[^\w.-]+", "_", str(dataset).strip("/"))
     print(f"clsr demo on {source} ({split} queries); artefacts in {work_dir}\n")
@@ -37,9 +37,16 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
     query_texts = list(topics.values())
     query_vectors = dense.encoder.encode_queries(query_texts, progress=True, desc="encoding queries")
 
-    concept_dir = work_dir / f"concepts-k{DEMO_DOC_K}"
-    build_concept_index_for(baselines, concept_dir, default_sae_path(), doc_k=DEMO_DOC_K, threads=threads,
-                            reuse=True)
+    sae_path = default_sae_path()
+    if adapt:
+        from .sae_adaptation import adapt_to_corpus
+
+        sae_path = work_dir / "adapted-sae"
+        if not (sae_path / "sae.safetensors").exists():
+            print("adapting the SAE to the corpus (clsr adapt-sae; no judgments)")
+            adapt_to_corpus(default_sae_path(), str(source), baselines.encoder, sae_path)
+    concept_dir = work_dir / f"concepts-k{DEMO_DOC_K}{'-adapted' * adapt}"
+    build_concept_index_for(baselines, concept_dir, sae_path, doc_k=DEMO_DOC_K, threads=threads, reuse=True)
     if not (concept_dir / CATALOGUE_NAME).exists():
         write_catalogue(build_catalogue(concept_dir), concept_dir / CATALOGUE_NAME)
     catalogue = load_catalogue(concept_dir / CATALOGUE_NAME)
@@ -69,7 +76,11 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
               f"{_human_bytes(size):>11} {report['search_ms_mean']:>12.2f}")
     print("search ms/q: one thread, top 1000, query encoding excluded "
           f"(the dense model encodes at {baselines.encode_docs_per_s:.0f} passages/s here).\n"
-          f"CL-SR: each passage's top {DEMO_DOC_K} SAE concepts in a Lucene impact index (size: the Lucene files).")
+          f"CL-SR: each passage's top {DEMO_DOC_K} SAE concepts in a Lucene impact index (size: the Lucene files).\n"
+          f"The SAE is {sae_relation(sae_path, str(dataset)).upper()} here: "
+          + ("adapted to this corpus's text without judgments." if adapt else
+             "the bundled one, trained on general English only, never saw this collection "
+             "(`clsr demo --adapt` adapts it first)."))
 
     qid, query = next(iter(topics.items()))
     documents = {d.id: d.text for d in baselines.documents}

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "sae.safetensors"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_SAE = "minilm-l6-v2-topk128-8192"
+DEFAULT_SAE = "minilm-l6-v2-general-topk128-8192"
 
 
 class SaeMismatchError(ValueError):

@@ -49,7 +49,7 @@ def test_manifest_records_what_the_index_depends_on(concept_index, scifact_slice
     manifest = read_manifest(concept_index)
     assert manifest["kind"] == "concepts" and manifest["documents"] == 300 and manifest["doc_k"] == 64
     assert manifest["encoder"] == scifact_slice.encoder.config.to_dict()
-    assert manifest["sae"]["name"] == "minilm-l6-v2-topk128-8192" and len(manifest["sae"]["sha256"]) == 64
+    assert manifest["sae"]["name"] == "minilm-l6-v2-general-topk128-8192" and len(manifest["sae"]["sha256"]) == 64
     assert manifest["doc_quantizer"]["bits"] == 8 and manifest["doc_quantizer"]["scale"] > 0
     assert manifest["query"] == {"k": 128, "mode": "topk", "quantizer": manifest["query"]["quantizer"]}
     assert manifest["query"]["quantizer"]["scale"] is None  # per query
@@ -141,7 +141,7 @@ def test_a_different_sae_or_encoder_is_refused_unless_forced(concept_index, tmp_
 
     other = TopKSae(SaeConfig(384, 512, 128, encoder=encoder_config("minilm").to_dict()))
     other.save_to_disk(tmp_path / "other-sae")
-    with pytest.raises(SaeMismatchError, match=r"(?s)index .*minilm-l6-v2-topk128-8192.*given .*other-sae"):
+    with pytest.raises(SaeMismatchError, match=r"(?s)index .*minilm-l6-v2-general-topk128-8192.*given .*other-sae"):
         load_concept_encoder(concept_index, sae_path=tmp_path / "other-sae")
     assert load_concept_encoder(concept_index, sae_path=tmp_path / "other-sae", force=True).sae.config.n_latents == 512
     with pytest.raises(InvalidIndexError, match=r"(?s)index .*pooling='mean'.*query encoder: .*pooling='cls'"):

@@ -103,3 +103,29 @@ def test_fit_warning_fires_on_a_shifted_corpus_only(base, caplog):
     assert loud["poor_fit"] and loud["fvu"] > 1.5 * loud["reference_fvu"]
     message = caplog.records[-1].getMessage()
     assert f"{loud['fvu']:.3f}" in message and f"{loud['reference_fvu']:.3f}" in message and "adapt" in message
+
+
+@pytest.mark.slow
+def test_index_adapt_keeps_the_adapted_sae_in_the_index(tmp_path, scifact_slice, capsys):
+    """`clsr index --adapt`: one command adapts the bundled SAE, indexes with it and keeps it in sae/."""
+    from clsr.cli import main as clsr
+    from clsr.index import read_manifest
+    from clsr.sae import default_sae_path
+    from clsr.search import ClsrSearcher
+
+    corpus = tmp_path / "corpus.jsonl"
+    docs = scifact_slice.documents[:40]
+    corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in docs))
+    clsr(["index", "--corpus", str(corpus), "--index", str(tmp_path / "index"), "--adapt", "--adapt-steps", "3",
+          "--doc-k", "64", "--dtype", "fp32"])
+    out = capsys.readouterr().out
+    assert "adapted the SAE" in out and "built concepts index of 40 documents" in out
+    (tmp_path / "index").rename(tmp_path / "moved")  # the index carries its SAE wherever it goes
+    manifest = read_manifest(tmp_path / "moved")
+    assert manifest["sae"]["path"] == "sae" and manifest["sae"]["sha256"] == sae_checksum(tmp_path / "moved" / "sae")
+    assert manifest["sae"]["adapted_from"]["sha256"] == sae_checksum(default_sae_path())
+    assert manifest["sae_fit"]["reference_fvu"] == TopKSae.load_from_disk(tmp_path / "moved" / "sae").config.training[
+        "reference_fvu"]
+    assert not list(tmp_path.glob(".adapted-sae-*"))
+    hits = ClsrSearcher(tmp_path / "moved", dtype="fp32").search(docs[3].text, 3)
+    assert hits[0].docid == docs[3].id
