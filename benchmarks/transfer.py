@@ -209,13 +209,20 @@ def main(argv: list[str] | None = None) -> None:
                                          "default: train one here")
     parser.add_argument("--fitted-epochs", type=int, default=24)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other collections already in --out (a collection measured again is replaced)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     starts = dict(s.split("=", 1) for s in args.start) if args.start else {"default": str(default_sae_path())}
-    result = {"collections": [measure(d, starts, args.fitted, args.fitted_epochs, args.split) for d in args.dataset],
-              "starts": starts, "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine_info(), "versions": versions()}
-    write_report(result, Path(args.out), markdown(result))
+    result = {"collections": [], "starts": {}, "machine": machine_info(), "versions": versions()}
+    if args.merge and Path(args.out).exists():
+        result = {**json.loads(Path(args.out).read_text()), "machine": result["machine"], "versions": result["versions"]}
+    result["starts"].update(starts)
+    for dataset in args.dataset:  # written after each collection, so a long run keeps what it measured
+        result["collections"] = [c for c in result["collections"] if c["dataset"] != dataset]
+        result["collections"].append(measure(dataset, starts, args.fitted, args.fitted_epochs, args.split))
+        result["measured"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        write_report(result, Path(args.out), markdown(result))
 
 
 if __name__ == "__main__":
