@@ -33,7 +33,8 @@ from clsr.data import load_corpus, load_qrels, load_topics, resolve
 from clsr.evaluate import evaluate
 from clsr.experiment import (build_baselines, build_concept_index_for, machine_info, sae_relation, sae_statistics,
                              seen_collections, versions, write_report)
-from clsr.fusion import best_alpha, interpolate, interpolation_curve, pseudo_queries, HybridSearcher
+from clsr.fusion import (HybridSearcher, best_alpha, interpolate, interpolation_curve, pseudo_queries,
+                         reciprocal_rank_fusion)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -91,7 +92,9 @@ def measure_sae(name: str, sae_path: Path, baselines, work: Path, topics, qrels,
                                      pseudo_qrels)
     bm25_alpha = best_alpha(bm25_curve)
     row.update(clsr_bm25=ndcg(interpolate(hybrid_run, bm25_runs["test"], bm25_alpha), qrels),
-               clsr_bm25_alpha=bm25_alpha, clsr_bm25_alpha_curve=bm25_curve)
+               clsr_bm25_alpha=bm25_alpha, clsr_bm25_alpha_curve=bm25_curve,
+               # RRF needs no alpha: the untuned fusion, since sentence pseudo-queries favour BM25's exact matches.
+               clsr_bm25_rrf=ndcg(reciprocal_rank_fusion([hybrid_run, bm25_runs["test"]]), qrels))
     if real_tuning is not None:
         real_sparse, real_dense = hybrid.component_runs(real_tuning["topics"])
         real_alpha = best_alpha(interpolation_curve(real_sparse, real_dense, real_tuning["qrels"]))
@@ -101,12 +104,14 @@ def measure_sae(name: str, sae_path: Path, baselines, work: Path, topics, qrels,
         row.update(real_split=real_tuning["split"], hybrid_alpha_real=real_alpha,
                    hybrid_k128_real_alpha=ndcg(real_hybrid, qrels), clsr_bm25_alpha_real=real_bm25_alpha,
                    clsr_bm25_real_alpha=ndcg(interpolate(real_hybrid, bm25_runs["test"], real_bm25_alpha), qrels))
-    for key in ("sparse_k64", "sparse_k128", "hybrid_k128", "hybrid_sparse_side", "hybrid_dense_side", "clsr_bm25"):
+    for key in ("sparse_k64", "sparse_k128", "hybrid_k128", "hybrid_sparse_side", "hybrid_dense_side", "clsr_bm25",
+                "clsr_bm25_rrf"):
         row[f"{key}_x_dense"] = round(row[key] / dense_ndcg, 3)
     return row
 
 
-def measure(dataset: str, starts: dict[str, str], fitted: str | None, fitted_epochs: int, split: str) -> dict:
+def measure(dataset: str, starts: dict[str, str], fitted: str | None, fitted_epochs: int, split: str,
+            reuse_adapted: bool = False, previous: dict | None = None) -> dict:
     from clsr.sae_adaptation import AdaptConfig, adapt_to_corpus
 
     source = str(resolve(dataset))
@@ -131,16 +136,24 @@ def measure(dataset: str, starts: dict[str, str], fitted: str | None, fitted_epo
                   documents=documents, pseudo=pseudo, real_tuning=real_tuning, bm25_runs=bm25_runs,
                   dense_ndcg=dense_ndcg)
     rows = {}
+    previous = previous or {}
     for start_name, start_dir in starts.items():
         start_path = Path(start_dir.replace("{dataset}", name))
         refuse_if_seen(start_path, name)
         logging.info("%s: zero-shot %s", name, start_name)
         rows[f"{start_name}/zero-shot"] = measure_sae(f"{start_name}-zero-shot", start_path, **common)
         adapted_dir = work / f"adapted-{start_name}"
-        _, report, encode_seconds = adapt_to_corpus(start_path, source, baselines.encoder, adapted_dir,
-                                                    AdaptConfig(), progress=False)
+        if reuse_adapted and (adapted_dir / "config.json").exists():
+            # Measured again without adapting again: the report of the run that made it.
+            adaptation = json.loads((adapted_dir / "config.json").read_text())["training"]["adaptation"]
+            report, encode_seconds = adaptation["report"], previous.get(f"{start_name}/adapted", {}).get(
+                "adaptation_encode_s", float("nan"))
+        else:
+            _, report, encode_seconds = adapt_to_corpus(start_path, source, baselines.encoder, adapted_dir,
+                                                        AdaptConfig(), progress=False)
+            report = report.to_dict()
         rows[f"{start_name}/adapted"] = {**measure_sae(f"{start_name}-adapted", adapted_dir, **common),
-                                         "adaptation": report.to_dict(), "adaptation_encode_s": round(encode_seconds, 1)}
+                                         "adaptation": report, "adaptation_encode_s": round(encode_seconds, 1)}
     fitted_dir = Path(fitted.replace("{dataset}", name)) if fitted else work / "fitted-sae"
     if not (fitted_dir / "sae.safetensors").exists():
         start = time.perf_counter()
@@ -158,8 +171,8 @@ def markdown(result: dict) -> str:
              f"tuned on {PSEUDO_QUERIES} pseudo-queries drawn from each corpus (no judgments); the alpha a real "
              "split picks is in the second table. No starting SAE saw the collection it is measured on.", "",
              "| collection | SAE | FVU docs | FVU queries | sparse K=64 | sparse K=128 | hybrid K=128 (α) "
-             "| CL-SR+BM25 (α) | adaptation s (+encode s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| CL-SR+BM25 (α) | CL-SR+BM25 RRF | adaptation s (+encode s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for collection in result["collections"]:
         for row_name, row in collection["rows"].items():
             adaptation = (f"{row['adaptation']['seconds']:.0f} (+{row['adaptation_encode_s']:.0f})"
@@ -167,7 +180,8 @@ def markdown(result: dict) -> str:
             lines.append(f"| {collection['dataset']} | {row_name} | {row['fvu_docs']:.3f} | {row['fvu_queries']:.3f} "
                          f"| {row['sparse_k64_x_dense']:.3f} | {row['sparse_k128_x_dense']:.3f} "
                          f"| {row['hybrid_k128_x_dense']:.3f} ({row['hybrid_alpha']}) "
-                         f"| {row['clsr_bm25_x_dense']:.3f} ({row['clsr_bm25_alpha']}) | {adaptation} |")
+                         f"| {row['clsr_bm25_x_dense']:.3f} ({row['clsr_bm25_alpha']}) "
+                         f"| {row.get('clsr_bm25_rrf_x_dense', float('nan')):.3f} | {adaptation} |")
     lines += ["", "Absolute nDCG@10: "
               + "; ".join(f"{c['dataset']}: dense {c['dense_ndcg@10']}, BM25 {c['bm25_ndcg@10']}"
                           for c in result["collections"]) + ".", "",
@@ -209,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
                                          "default: train one here")
     parser.add_argument("--fitted-epochs", type=int, default=24)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--reuse-adapted", action="store_true",
+                        help="measure SAEs adapted by an earlier run again instead of adapting anew")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other collections already in --out (a collection measured again is replaced)")
     args = parser.parse_args(argv)
@@ -219,8 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         result = {**json.loads(Path(args.out).read_text()), "machine": result["machine"], "versions": result["versions"]}
     result["starts"].update(starts)
     for dataset in args.dataset:  # written after each collection, so a long run keeps what it measured
+        previous = next((c["rows"] for c in result["collections"] if c["dataset"] == dataset), {})
         result["collections"] = [c for c in result["collections"] if c["dataset"] != dataset]
-        result["collections"].append(measure(dataset, starts, args.fitted, args.fitted_epochs, args.split))
+        result["collections"].append(measure(dataset, starts, args.fitted, args.fitted_epochs, args.split,
+                                             args.reuse_adapted, previous))
         result["measured"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         write_report(result, Path(args.out), markdown(result))
 
