@@ -433,6 +433,29 @@ def cmd_train_sae(args: argparse.Namespace) -> None:
     print(f"saved the SAE to {args.output}")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        sys.exit("clsr serve: error: the explorer needs the serve extra: pip install 'clsr[serve]'")
+    from .index import read_manifest
+    from .serve import port_is_free, serve
+
+    manifest = read_manifest(args.index)
+    if manifest["kind"] != "concepts":
+        sys.exit(f"clsr serve: error: {args.index} is a {manifest['kind']} index; serve a concept index "
+                 "(and pass BM25 or dense ones with --bm25/--dense)")
+    for flag, path, kind in (("--bm25", args.bm25, "bm25"), ("--dense", args.dense, "dense")):
+        if path and read_manifest(path)["kind"] != kind:
+            sys.exit(f"clsr serve: error: {flag} {path} is not a {kind} index")
+    if not port_is_free(args.host, args.port):
+        sys.exit(f"clsr serve: error: port {args.port} on {args.host} is in use; pick another with --port")
+    options = _concept_options(args, manifest)
+    serve(args.index, host=args.host, port=args.port, bm25=args.bm25, dense=args.dense, catalogue=args.catalogue,
+          corpus=args.corpus, alpha=args.alpha, **{k: v for k, v in options.items() if v is not None})
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -625,6 +648,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
     _add_encoder_options(p)
     p.set_defaults(func=cmd_train_sae)
+
+    p = commands.add_parser("serve", help="the concept explorer: a local web page and JSON API over a concept index",
+                            description="Serves a search page whose hits show their score split into concepts, "
+                                        "the words behind each concept, concept pages, steering sliders and, with "
+                                        "--bm25/--dense, a side-by-side comparison. JSON API described at "
+                                        "/openapi.json. Needs the serve extra (pip install 'clsr[serve]').")
+    p.add_argument("--index", required=True, help="a concept index")
+    p.add_argument("--port", type=int, default=8080, help="default 8080")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--bm25", help="a BM25 index of the same corpus, to compare")
+    p.add_argument("--dense", help="a dense index of the same corpus, to compare")
+    p.add_argument("--alpha", type=float, default=0.5, help="the hybrid's sparse weight (default 0.5)")
+    p.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
+    p.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
+    _add_concept_query_options(p)
+    _add_encoder_options(p, default_help="the index's")
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("demo", help="CL-SR, BM25 and dense side by side on a collection",
                             description="Builds (or reuses) the concept, BM25 and dense indexes and the concept "
