@@ -38,14 +38,16 @@ function steerParams() {
   return Object.entries(state.steering).map(([concept, factor]) => `${concept}=${factor}`);
 }
 
-// Words with a positive score are highlighted, more strongly the more they drive the concept.
+// The words that drive a concept most are highlighted, more strongly the more they drive it; words below a
+// fifth of the strongest are left plain, so the eye goes to the evidence rather than to every positive word.
+const HIGHLIGHT_FLOOR = 0.2;
 function highlight(text, words) {
-  const positive = (words || []).filter(w => w.score > 0);
-  const top = Math.max(...positive.map(w => w.score), 1e-9);
+  const top = Math.max(...(words || []).map(w => w.score), 1e-9);
+  const shown = (words || []).filter(w => w.score > 0 && w.score >= HIGHLIGHT_FLOOR * top);
   let html = "", last = 0;
-  for (const w of [...positive].sort((a, b) => a.start - b.start)) {
+  for (const w of [...shown].sort((a, b) => a.start - b.start)) {
     html += escapeHtml(text.slice(last, w.start));
-    const alpha = (0.15 + 0.85 * w.score / top).toFixed(2);
+    const alpha = (0.2 + 0.8 * w.score / top).toFixed(2);
     html += `<mark style="background: rgba(245, 158, 11, ${alpha})" title="${w.score.toFixed(4)}">` +
             `${escapeHtml(text.slice(w.start, w.end))}</mark>`;
     last = w.end;
