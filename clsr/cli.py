@@ -286,7 +286,7 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
     from .describe import CATALOGUE_NAME, build_catalogue, write_catalogue
 
-    describer = None
+    describer = None if args.describer == "keywords" else args.describer
     if args.llm_url or args.llm_model:
         if not (args.llm_url and args.llm_model):
             sys.exit("clsr describe: error: the LLM describer needs both --llm-url and --llm-model")
@@ -560,6 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="catalogue file (default: concepts.jsonl in the index folder)")
     p.add_argument("--top-passages", type=int, default=10, help="top activating passages kept per concept")
     p.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
+    p.add_argument("--describer", choices=["keywords", "evidence"], default="keywords",
+                   help="keywords: c-TF-IDF of the top passages (fast); evidence: the words that make the concept "
+                        "fire in its top passages, checked against where it fires, marked broad:/unclear: when so "
+                        "(one encoder pass per passage)")
     group = p.add_argument_group("LLM describer (optional; off unless both are given)")
     group.add_argument("--llm-url", help="an OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
     group.add_argument("--llm-model", help="the model name to ask for 1-8 word labels")
