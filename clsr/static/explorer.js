@@ -5,6 +5,15 @@ const state = { query: "", k: 10, steering: {}, lastHits: null, queryConcepts: [
 const $ = (selector, root = document) => root.querySelector(selector);
 const SEGMENTS = 8;  // concepts drawn as their own bar segments; the rest form one grey "other" segment
 
+// Chips and sliders show a description's first few keywords (the full one is in the tooltip and on the concept page).
+function short(description, words = 4) {
+  const text = description || "";
+  const marker = /^(broad|unclear): /.exec(text);
+  const rest = marker ? text.slice(marker[0].length) : text;
+  const parts = rest.split(", ");
+  return (marker ? marker[0] : "") + parts.slice(0, words).join(", ") + (parts.length > words ? ", …" : "");
+}
+
 function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
@@ -96,7 +105,7 @@ function renderQuery(result) {
       <a href="#concept/${c.concept}">${c.concept}</a>
       <input type="range" min="0" max="3" step="0.25" value="${factor}" aria-label="steer ${c.concept}">
       <span class="factor">×${factor}</span>
-      <span class="desc" title="${escapeHtml(c.description)}">${escapeHtml(c.description || "")}</span></div>`;
+      <span class="desc" title="${escapeHtml(c.description)}">${escapeHtml(short(c.description))}</span></div>`;
   }).join("");
   for (const row of document.querySelectorAll("#sliders .slider")) {
     const input = $("input", row), concept = row.dataset.concept;
@@ -129,9 +138,10 @@ function renderHits(result) {
       .join("") + (rest ? `<div class="seg other" data-contribution="${rest}" style="width:${100 * rest / hit.score}%"
             title="${hit.concepts.length - SEGMENTS} more concepts: ${rest}"></div>` : "");
     const chips = hit.concepts.slice(0, 5).map(c =>
-      `<span class="chip" data-concept="${c.concept}" title="${c.query_weight}×${c.doc_weight} = ${c.contribution}">
+      `<span class="chip" data-concept="${c.concept}"
+             title="${c.query_weight}×${c.doc_weight} = ${c.contribution}: ${escapeHtml(c.description || "")}">
          <span class="swatch" style="background:${colour(c.concept)}"></span>${c.concept}
-         <span>${escapeHtml(c.description || "")}</span>
+         <span>${escapeHtml(short(c.description))}</span>
          <a class="concept-link" href="#concept/${c.concept}" title="concept page">↗</a></span>`).join("");
     return `<li class="hit" data-docid="${escapeHtml(hit.docid)}">
       <div class="hit-head"><span class="rank">${hit.rank}</span>${movedBadge(hit)}
@@ -180,7 +190,7 @@ async function addConcept(words) {
     const found = await api("/api/concepts", { match: words });
     $("#add-concept-results").innerHTML = found.concepts.length ? found.concepts.map(c =>
       `<span class="chip add" data-concept="${c.concept}"><span class="swatch" style="background:${colour(c.concept)}"></span>
-       ${c.concept} ${escapeHtml(c.description)} <span class="muted">df ${c.df}</span> <b>+ boost</b></span>`).join(" ")
+       ${c.concept} ${escapeHtml(short(c.description, 6))} <span class="muted">df ${c.df}</span> <b>+ boost</b></span>`).join(" ")
       : `<span class="muted">no concept description matches "${escapeHtml(words)}"</span>`;
     for (const chip of document.querySelectorAll("#add-concept-results .chip")) {
       chip.addEventListener("click", () => { state.steering[chip.dataset.concept] = 2; search(); });
