@@ -452,7 +452,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not port_is_free(args.host, args.port):
         sys.exit(f"clsr serve: error: port {args.port} on {args.host} is in use; pick another with --port")
     options = _concept_options(args, manifest)
-    serve(args.index, host=args.host, port=args.port, bm25=args.bm25, dense=args.dense, catalogue=args.catalogue,
+    serve(args.index, host=args.host, port=args.port, threads=args.threads, bm25=args.bm25, dense=args.dense,
+          catalogue=args.catalogue,
           corpus=args.corpus, alpha=args.alpha, **{k: v for k, v in options.items() if v is not None})
 
 
@@ -664,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bm25", help="a BM25 index of the same corpus, to compare")
     p.add_argument("--dense", help="a dense index of the same corpus, to compare")
     p.add_argument("--alpha", type=float, default=0.5, help="the hybrid's sparse weight (default 0.5)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: one query gains nothing from more, and on a busy machine they "
+                        "wait on each other)")
     p.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
     p.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
     _add_concept_query_options(p)
