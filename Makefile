@@ -8,7 +8,7 @@ export CLSR_DATA ?= $(abspath $(CURDIR)/../shared/data)
 # Keep clsr's own caches (embeddings) inside the project, not under $HOME.
 export CLSR_CACHE ?= $(CURDIR)/cache
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The explorer's end-to-end test in headless Chromium (Debian's, installed by the script; needs apt).
+test-browser: setup
+	scripts/install_chromium.sh
+	$(BIN)/python -m pip install --quiet -e '.[dev,browser]'
+	$(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
 # Quality tables with the bundled SAE (zero-shot: it never saw these collections) and adapted to each,
 # then the leave-one-out transfer study; the README's results block is generated from the JSON.

@@ -309,7 +309,7 @@ def cmd_describe(args: argparse.Namespace) -> None:
 
     from .describe import CATALOGUE_NAME, build_catalogue, write_catalogue
 
-    describer = None
+    describer = None if args.describer == "keywords" else args.describer
     if args.llm_url or args.llm_model:
         if not (args.llm_url and args.llm_model):
             sys.exit("clsr describe: error: the LLM describer needs both --llm-url and --llm-model")
@@ -334,19 +334,71 @@ def cmd_explain(args: argparse.Namespace) -> None:
     from .index import read_manifest
     from .search import ClsrSearcher
 
+    if args.query is None and args.docid is None:
+        sys.exit("clsr explain: error: give --query, --docid or both")
+    if (args.query is None or args.docid is None) and not args.words:
+        sys.exit("clsr explain: error: a score needs both --query and --docid; with one of them, ask for --words")
     searcher = ClsrSearcher(args.index, **_concept_options(args, read_manifest(args.index)))
     catalogue_path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
     catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else None
     try:
-        explanation = explain(searcher, args.query, args.docid, catalogue, top=args.top)
+        explanation = (explain(searcher, args.query, args.docid, catalogue, top=args.top)
+                       if args.query is not None and args.docid is not None else None)
+        if args.words:
+            evidence = _word_evidence(args, searcher, explanation, catalogue)
     except KeyError as e:
         sys.exit(f"clsr explain: error: {e.args[0]} ({args.index})")
+    except ValueError as e:
+        sys.exit(f"clsr explain: error: {e}")
     if args.json:
-        print(json.dumps(explanation, indent=2))
-    else:
+        output = dict(explanation or {"query": args.query, "docid": args.docid})
+        if args.words:
+            output["evidence"] = evidence
+        print(json.dumps(output, indent=2))
+        return
+    if explanation is not None:
         print(format_explanation(explanation))
-        if catalogue is None:
-            print(f"\n(no descriptions: run `clsr describe --index {args.index}` to write {CATALOGUE_NAME})")
+    if args.words:
+        from .evidence import format_word_evidence
+
+        print(("\n" if explanation else "") + format_word_evidence(evidence, args.method))
+    if catalogue is None:
+        print(f"\n(no descriptions: run `clsr describe --index {args.index}` to write {CATALOGUE_NAME})")
+
+
+def _word_evidence(args: argparse.Namespace, searcher, explanation: dict | None, catalogue) -> list[dict]:
+    """`clsr explain --words`: the words driving the chosen concepts in the query and the document."""
+    from .concepts import concept_latent
+    from .evidence import EvidenceExplainer, match_evidence, passage_texts
+    from .pyserini_encoders import cache_key
+
+    if args.concept:
+        concepts = [c.strip() for c in args.concept]
+        for term in concepts:
+            concept_latent(term)  # ValueError names a malformed term
+    elif explanation is not None:
+        concepts = [c["concept"] for c in explanation["shared"][:args.word_concepts]]
+    elif args.query is not None:
+        vector = searcher.searchable(searcher.query_encoder.encode(args.query))
+        concepts = [t for t, _ in sorted(vector.items(), key=lambda item: (-item[1], item[0]))[:args.word_concepts]]
+    else:
+        from .concepts import concept_term
+
+        activations, latents = searcher.doc_codes.code(args.docid)
+        concepts = [concept_term(int(l)) for l, a in zip(latents, activations) if a > 0][:args.word_concepts]
+    document = None
+    if args.docid is not None:
+        searcher.doc_codes.row(args.docid)  # KeyError names an unknown document before the corpus is read
+        document = passage_texts(args.index, args.corpus).get(args.docid)
+        if document is None:
+            sys.exit(f"clsr explain: error: document {args.docid!r} is in the index but not in its corpus")
+    query = cache_key(args.query) if args.query is not None else None  # the text the index encodes
+    evidence = match_evidence(EvidenceExplainer.for_encoder(searcher.concept_encoder), concepts, query=query,
+                              document=document, method=args.method, top=args.top_words)
+    for item in evidence:
+        entry = (catalogue or {}).get(item["concept"])
+        item["description"] = entry.description if entry is not None else ""
+    return evidence
 
 
 def cmd_encode_queries(args: argparse.Namespace) -> None:
@@ -453,6 +505,28 @@ def cmd_adapt_sae(args: argparse.Namespace) -> None:
                                                 _adapt_config(args))
     _print_adaptation(report, encode_seconds)
     print(f"saved the adapted SAE to {args.output}; index with it: clsr index --sae {args.output} ...")
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        sys.exit("clsr serve: error: the explorer needs the serve extra: pip install 'clsr[serve]'")
+    from .index import read_manifest
+    from .serve import port_is_free, serve
+
+    manifest = read_manifest(args.index)
+    if manifest["kind"] != "concepts":
+        sys.exit(f"clsr serve: error: {args.index} is a {manifest['kind']} index; serve a concept index "
+                 "(and pass BM25 or dense ones with --bm25/--dense)")
+    for flag, path, kind in (("--bm25", args.bm25, "bm25"), ("--dense", args.dense, "dense")):
+        if path and read_manifest(path)["kind"] != kind:
+            sys.exit(f"clsr serve: error: {flag} {path} is not a {kind} index")
+    if not port_is_free(args.host, args.port):
+        sys.exit(f"clsr serve: error: port {args.port} on {args.host} is in use; pick another with --port")
+    options = _concept_options(args, manifest)
+    serve(args.index, host=args.host, port=args.port, threads=args.threads, bm25=args.bm25, dense=args.dense,
+          catalogue=args.catalogue,
+          corpus=args.corpus, alpha=args.alpha, **{k: v for k, v in options.items() if v is not None})
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -570,6 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="catalogue file (default: concepts.jsonl in the index folder)")
     p.add_argument("--top-passages", type=int, default=10, help="top activating passages kept per concept")
     p.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
+    p.add_argument("--describer", choices=["keywords", "evidence"], default="keywords",
+                   help="keywords: c-TF-IDF of the top passages (fast); evidence: the words that make the concept "
+                        "fire in its top passages, checked against where it fires, marked broad:/unclear: when so "
+                        "(one encoder pass per passage)")
     group = p.add_argument_group("LLM describer (optional; off unless both are given)")
     group.add_argument("--llm-url", help="an OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
     group.add_argument("--llm-model", help="the model name to ask for 1-8 word labels")
@@ -577,16 +655,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="environment variable holding the API key, if the endpoint needs one")
     p.set_defaults(func=cmd_describe)
 
-    p = commands.add_parser("explain", help="why a document matched a query, concept by concept",
+    p = commands.add_parser("explain", help="why a document matched a query, concept by concept, down to words",
                             description="The concepts a query and a document share, each with query weight, "
                                         "document weight, contribution (their product; they sum to the Lucene "
-                                        "score) and description, plus the query's and the document's top concepts.")
+                                        "score) and description, plus the query's and the document's top concepts. "
+                                        "--words adds, for each concept, the words of the query and of the "
+                                        "passage that drive it (either text alone works too).")
     p.add_argument("--index", required=True, help="a concept index")
-    p.add_argument("--query", required=True, help="query text")
-    p.add_argument("--docid", required=True, help="document id")
+    p.add_argument("--query", help="query text")
+    p.add_argument("--docid", help="document id")
     p.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's, if written by clsr describe)")
     p.add_argument("--top", type=int, default=10, help="top query and document concepts shown (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    group = p.add_argument_group("word-level evidence")
+    group.add_argument("--words", action="store_true", help="show the words that drive each concept")
+    group.add_argument("--concept", action="append", metavar="cID",
+                       help="concepts to explain word by word (repeatable; default: the top shared concepts, or "
+                            "the text's own top concepts)")
+    group.add_argument("--word-concepts", type=int, default=5, help="how many concepts by default (default 5)")
+    group.add_argument("--top-words", type=int, default=5, help="words shown per concept and text (default 5)")
+    group.add_argument("--method", choices=["pooling", "occlusion"], default="pooling",
+                       help="pooling: each word's share through mean pooling, one encoder pass (default); "
+                            "occlusion: the activation lost when the word is deleted, one pass per word (slow)")
+    group.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
     _add_concept_query_options(p)
     _add_encoder_options(p, default_help="the index's")
     p.set_defaults(func=cmd_explain)
@@ -665,6 +756,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_adaptation_options(p)
     _add_encoder_options(p, default_help="the encoder the SAE was trained on")
     p.set_defaults(func=cmd_adapt_sae)
+
+    p = commands.add_parser("serve", help="the concept explorer: a local web page and JSON API over a concept index",
+                            description="Serves a search page whose hits show their score split into concepts, "
+                                        "the words behind each concept, concept pages, steering sliders and, with "
+                                        "--bm25/--dense, a side-by-side comparison. JSON API described at "
+                                        "/openapi.json. Needs the serve extra (pip install 'clsr[serve]').")
+    p.add_argument("--index", required=True, help="a concept index")
+    p.add_argument("--port", type=int, default=8080, help="default 8080")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--bm25", help="a BM25 index of the same corpus, to compare")
+    p.add_argument("--dense", help="a dense index of the same corpus, to compare")
+    p.add_argument("--alpha", type=float, default=0.5, help="the hybrid's sparse weight (default 0.5)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: one query gains nothing from more, and on a busy machine they "
+                        "wait on each other)")
+    p.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
+    p.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
+    _add_concept_query_options(p)
+    _add_encoder_options(p, default_help="the index's")
+    p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("demo", help="CL-SR, BM25 and dense side by side on a collection",
                             description="Builds (or reuses) the concept, BM25 and dense indexes and the concept "

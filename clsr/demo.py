@@ -97,3 +97,5 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
                     f"{c.concept} {c.query_weight}x{c.doc_weight} ({catalogue[c.concept].description})"
                     for c in shared[:3]))
     print("  (* = judged relevant)")
+    print("\nExplore these concepts in a browser (needs the serve extra: pip install 'clsr[serve]'):\n"
+          f"  clsr serve --index {concept_dir} --bm25 {baselines.bm25_dir} --dense {baselines.dense_dir} --port 8080")

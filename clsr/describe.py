@@ -69,6 +69,9 @@ class ConceptEntry(NamedTuple):
     max_activation: float
     top_passages: list[dict]  # [{"docid", "activation", "snippet"}], strongest first
     description: str
+    # The evidence describer's check of its own label: {"kind": specific|broad|unclear, "auc_fires", "auc_strong",
+    # "df_share"} on the corpus it described; None for the other describers.
+    label: dict | None = None
 
 
 def regions(df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +146,9 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     """The catalogue of every latent of a concept index, described with the offline describer by default.
 
     The passages' texts come from `corpus`, by default the source recorded in the index's manifest.
-    `describer` is anything with ``describe(passages) -> str`` (KeywordDescriber, LlmDescriber).
+    `describer` is anything with ``describe(passages) -> str`` (KeywordDescriber, LlmDescriber), or
+    ``"evidence"`` for :class:`clsr.evidence_describer.EvidenceDescriber` (word evidence of the top
+    passages, checked against activations; it labels every used concept in one pass over the corpus).
     """
     import textwrap
 
@@ -170,6 +175,12 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
 
         raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
     texts = {d.id: d.text for d in load_corpus(corpus)}
+    labels = None
+    if describer == "evidence":
+        from .evidence_describer import evidence_describer_for
+
+        describer = evidence_describer_for(index_dir, texts, KeywordDescriber(texts.values()).stem, top_passages)
+        labels = describer.describe_latents(np.flatnonzero(df).tolist(), progress=progress)
     describer = describer or KeywordDescriber(texts.values())
     rows, _ = np.nonzero(fired)
     order = np.lexsort((-activations[fired], latents[fired]))  # by latent, strongest first
@@ -186,7 +197,10 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
             top_passages=[{"docid": docid, "activation": round(value, 5),
                            "snippet": textwrap.shorten(texts.get(docid, ""), snippet_chars, placeholder="...")}
                           for docid, value in passages],
-            description=describer.describe([texts.get(docid, "") for docid, _ in passages]) if passages else ""))
+            description=(labels[latent]["description"] if labels is not None and latent in labels
+                         else describer.describe([texts.get(docid, "") for docid, _ in passages]) if passages else ""),
+            label=({k: labels[latent][k] for k in ("kind", "auc_fires", "auc_strong", "df_share")}
+                   if labels is not None and latent in labels else None)))
     return entries
 
 
@@ -215,10 +229,12 @@ def pick_concepts(catalogue: dict[str, ConceptEntry], text: str, limit: int = 3)
     Ties go to the more frequent concept. Matching is on lower-cased words, so "employment, salary"
     picks concepts described with those words.
     """
+    from .evidence_describer import description_keywords  # "broad: a, b" -> a, b
+
     wanted = {w.lower() for w in WORD.findall(text)}
     scored = []
     for term, entry in catalogue.items():
-        keywords = {w.strip().lower() for w in entry.description.split(",") if w.strip()}
+        keywords = {w.lower() for w in description_keywords(entry.description)}
         overlap = len(wanted & keywords)
         if overlap:
             scored.append((-overlap, entry.rank, term))

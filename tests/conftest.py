@@ -66,3 +66,19 @@ class ScifactSlice:
 @pytest.fixture(scope="session")
 def scifact_slice(shared_data) -> ScifactSlice:
     return ScifactSlice()
+
+
+@pytest.fixture(scope="session")
+def slice_concept_index(tmp_path_factory, scifact_slice) -> Path:
+    """A doc-K 64 concept index of the 300-passage SciFact slice (a few seconds), shared by the explorer's tests.
+
+    Its manifest's source is SciFact itself, so passage texts resolve through ``$CLSR_DATA``.
+    """
+    from clsr.index import build_concept_index
+    from clsr.sae import TopKSae, default_sae_path
+
+    index_dir = tmp_path_factory.mktemp("slice-concepts") / "index"
+    build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, index_dir,
+                        sae=TopKSae.load_from_disk(default_sae_path()), sae_path=default_sae_path(),
+                        encoder=scifact_slice.encoder.config.to_dict(), doc_k=64, source="scifact", progress=False)
+    return index_dir

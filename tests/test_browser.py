@@ -1,0 +1,133 @@
+"""The explorer end to end in real headless Chromium: search, exact bars, evidence, concept page, steering.
+
+Run with ``make test-browser`` (installs Debian's chromium and Playwright for Python; left out of
+``make test``). Screenshots go to $CLSR_SCREENSHOT_DIR when set.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+QUERY = "vitamin D deficiency and bone fractures"
+
+
+@pytest.fixture(scope="module")
+def server(slice_concept_index, tmp_path_factory, scifact_slice):
+    """`clsr serve` on the 300-passage slice (with a catalogue and a BM25 index), as a user would start it."""
+    import socket
+
+    from clsr.describe import build_catalogue, write_catalogue
+    from clsr.index import build_bm25_index
+
+    work = tmp_path_factory.mktemp("browser")
+    write_catalogue(build_catalogue(slice_concept_index, top_passages=5, progress=False), work / "concepts.jsonl")
+    build_bm25_index(scifact_slice.documents, work / "bm25", source="scifact")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "clsr.serve", "--index", str(slice_concept_index), "--port",
+                                str(port), "--catalogue", str(work / "concepts.jsonl"), "--bm25", str(work / "bm25"),
+                                "--dtype", "fp32"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/api/info", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None:
+                    raise RuntimeError(f"clsr serve exited: {process.stdout.read()}")
+                time.sleep(0.5)
+        else:
+            raise RuntimeError("clsr serve did not answer within 2 minutes")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM}: run scripts/install_chromium.sh (make test-browser does)")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--headless", "--no-sandbox", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        page.requests = []
+        page.on("request", lambda request: page.requests.append(request.url))
+        yield page
+        browser.close()
+
+
+def screenshot(page, name: str) -> None:
+    directory = os.environ.get("CLSR_SCREENSHOT_DIR")
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(directory) / name), full_page=True)
+
+
+def ranking(page) -> list[str]:
+    return page.locator("#hits .hit").evaluate_all("hits => hits.map(h => h.dataset.docid)")
+
+
+def test_search_evidence_concept_page_and_steering(page, server):
+    page.goto(server + "/")
+    page.fill("#query", QUERY)
+    page.press("#query", "Enter")
+    page.wait_for_selector("#hits .hit")
+    hits = page.locator("#hits .hit")
+    assert hits.count() == 10
+
+    # Every bar's segments sum exactly to the score printed beside it.
+    for n in range(hits.count()):
+        hit = hits.nth(n)
+        score = float(hit.locator(".score").inner_text())
+        parts = hit.locator(".seg").evaluate_all("segs => segs.map(s => Number(s.dataset.contribution))")
+        assert sum(parts) == score and len(parts) >= 2
+    before = ranking(page)
+
+    # A chip shows the words behind its concept in the query and in the passage.
+    hits.first.locator(".chip").first.click()
+    page.wait_for_selector("#query-text mark")
+    assert page.locator("#hits .hit").first.locator(".snippet mark").count() > 0
+    screenshot(page, "explorer-search-test.png")
+
+    # The concept page: description, histogram and top passages with their evidence.
+    concept = hits.first.locator(".chip").first.get_attribute("data-concept")
+    hits.first.locator(".chip .concept-link").first.click()
+    page.wait_for_selector("#concept-title")
+    assert concept in page.inner_text("#concept-title")
+    assert page.locator("svg.histogram rect").count() == 20
+    assert page.locator(".passage").count() >= 1 and page.locator(".passage mark").count() > 0
+    screenshot(page, "explorer-concept-test.png")
+
+    # Back to the results; suppress the strongest query concept: the ranking changes and hits say how they moved.
+    page.click("text=back to the results")
+    page.wait_for_selector("#search-view:not([hidden])")
+    slider = page.locator("#sliders input[type=range]").first
+    steered = page.locator("#sliders .slider").first.get_attribute("data-concept")
+    slider.fill("0")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('steered')")
+    after = ranking(page)
+    assert after != before
+    assert page.locator("#hits .moved.up, #hits .moved.down, #hits .moved.new").count() > 0
+    for n in range(page.locator("#hits .hit").count()):
+        hit = page.locator("#hits .hit").nth(n)
+        assert steered not in hit.locator(".seg").evaluate_all("segs => segs.map(s => s.dataset.concept)")
+        parts = hit.locator(".seg").evaluate_all("segs => segs.map(s => Number(s.dataset.contribution))")
+        assert sum(parts) == float(hit.locator(".score").inner_text())
+
+    # Bad input is shown, not fatal; and the page never called outside this server.
+    page.fill("#query", "   ")
+    page.press("#query", "Enter")
+    assert page.inner_text("#error") == "the query is empty"
+    assert page.requests and all(url.startswith(server) for url in page.requests)
