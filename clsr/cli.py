@@ -472,7 +472,7 @@ def _sae_path(args: argparse.Namespace) -> Path:
 def _add_adaptation_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("adaptation (fine-tuning the SAE on the corpus, no judgments)")
     group.add_argument("--adapt-steps", type=int, default=1500,
-                       help="training steps of 512 vectors (default 1500: about 5 minutes on 2 CPU cores)")
+                       help="training steps of 512 vectors (default 1500: about 6 minutes on 2 free CPU cores)")
     group.add_argument("--adapt-lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
     group.add_argument("--no-revive", dest="revive", action="store_false",
                        help="keep latents that never fire on this corpus as they are (default: re-initialise "
