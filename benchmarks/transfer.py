@@ -207,7 +207,7 @@ def markdown(result: dict) -> str:
             + ". Adaptation runs a fixed 1,500 steps whatever the corpus size; encoding its sentences and spans "
               "is timed apart (0 when the embedding cache already held them)."]
     machine, v = result["machine"], result["versions"]
-    lines += ["", f"Starting SAEs: " + ", ".join(f"{k} = {p}" for k, p in result["starts"].items())
+    lines += ["", "Starting SAEs: " + ", ".join(f"{k} = {p}" for k, p in result["starts"].items())
               + f". Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores, "
               f"{machine['memory_gib']} GiB); clsr {v['clsr']}, Pyserini {v['pyserini']}, torch {v['torch']}.", ""]
     return "\n".join(lines)

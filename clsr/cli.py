@@ -486,10 +486,12 @@ def _adapt_config(args: argparse.Namespace):
 
 
 def _print_adaptation(report, encode_seconds: float) -> None:
+    from .sae_adaptation import KEPT_COSINE
+
     print(f"adapted the SAE in {report.seconds:.0f} s (+{encode_seconds:.0f} s encoding): passage FVU "
           f"{report.fvu_before:.3f} -> {report.fvu_after:.3f}; {report.revived} latents dead on this corpus revived; "
           f"{report.kept}/{report.compared} base concepts ({report.kept_share:.0%}) kept their direction "
-          f"(cosine > 0.9)")
+          f"(cosine > {KEPT_COSINE})")
 
 
 def cmd_adapt_sae(args: argparse.Namespace) -> None:
