@@ -8,7 +8,11 @@ export CLSR_DATA ?= $(abspath $(CURDIR)/../shared/data)
 # Keep clsr's own caches (embeddings) inside the project, not under $HOME.
 export CLSR_CACHE ?= $(CURDIR)/cache
 
-.PHONY: setup demo test test-browser bench clean
+# Pyserini 2.x needs Python >= 3.12; `make test-py312` runs the tests on that line in its own venv.
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+VENV312 := .venv312
+
+.PHONY: setup demo test test-py312 test-browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +28,18 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The same tests on Python 3.12 with Pyserini 2.x (Anserini 2.3). Kept out of `make test`: there is no
+# CPU build of torch for 3.12 on this machine, so pip takes PyPI's, which pulls CUDA libraries
+# (~4 min and 6.8 GB for the venv the first time; see the README).
+test-py312: $(VENV312)/.installed
+	$(VENV312)/bin/python -m pytest -q
+
+$(VENV312)/.installed: pyproject.toml
+	test -x $(VENV312)/bin/python || $(PYTHON312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV312)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
 
 # The explorer's end-to-end test in headless Chromium (Debian's, installed by the script; needs apt).
 test-browser: setup
@@ -42,4 +58,4 @@ bench: setup
 	$(BIN)/python benchmarks/readme_results.py
 
 clean:
-	rm -rf $(VENV) cache runs benchmarks/work
+	rm -rf $(VENV) $(VENV312) cache runs benchmarks/work
