@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import version
 
 import pytest
 
@@ -89,3 +90,61 @@ def test_child_processes_get_the_bundled_java_first_on_path():
     major = int(java.stderr.split('"')[1].split(".")[0])
     assert major >= 21, java.stderr
     assert env["PATH"].split(os.pathsep)[0].startswith(env["JAVA_HOME"])
+
+
+# Pyserini 2.x fetches its prebuilt-index catalogue when pyserini.util is imported; these stub
+# urllib's urlopen in a fresh process to play the network being there or not.
+needs_pyserini_2 = pytest.mark.skipif(int(version("pyserini").split(".")[0]) < 2,
+                                      reason="Pyserini 1.x keeps its catalogue in its code")
+URLOPEN_STUB = """
+    import io, json, urllib.error, urllib.request
+    fetched = []
+    def urlopen(url, *args, **kwargs):
+        fetched.append(getattr(url, "full_url", url))
+        if not ONLINE:
+            raise urllib.error.URLError("no network (stub)")
+        names = ["msmarco-v1-passage.unicoil", "msmarco-v2-passage.unicoil-0shot"]
+        return io.BytesIO(json.dumps([{"name": n, "description": "fetched", "filename": "f", "urls": ["u"],
+                                       "md5": "m", "size": 1} for n in names]).encode())
+    urllib.request.urlopen = urlopen
+"""
+
+
+def run_fresh_with_network(online: bool, code: str) -> subprocess.CompletedProcess:
+    return run_fresh(f"ONLINE = {online}\n" + textwrap.dedent(URLOPEN_STUB) + textwrap.dedent(code))
+
+
+@needs_pyserini_2
+def test_pyserini_2_imports_offline_and_later_lookups_fetch_again():
+    result = run_fresh_with_network(False, """
+        from clsr.jvm import pyserini_lucene
+        pyserini_lucene()
+        import pyserini.prebuilt_index_info as catalogue
+        tries = len(fetched)
+        restored = urllib.request.urlopen is urlopen and catalogue.urlopen is urlopen
+        forgotten = catalogue.IMPACT_INDEX_INFO_MSMARCO._info is None
+        try:
+            catalogue.IMPACT_INDEX_INFO_MSMARCO["msmarco-v1-passage.unicoil"]
+            later = "found"
+        except urllib.error.URLError:
+            later = "URLError"
+        print(tries, restored, forgotten, later, len(fetched) > tries)
+    """)
+    assert result.returncode == 0, result.stderr
+    # One failed fetch, not one per catalogue file; urlopen is the caller's again everywhere; the
+    # placeholder is forgotten, so a later look-up goes to the network and fails as stock Pyserini does.
+    assert result.stdout.split()[-5:] == ["1", "True", "True", "URLError", "True"]
+
+
+@needs_pyserini_2
+def test_pyserini_2_online_catalogue_is_left_alone():
+    result = run_fresh_with_network(True, """
+        from clsr.jvm import pyserini_lucene
+        pyserini_lucene()
+        import pyserini.prebuilt_index_info as catalogue
+        print(len(fetched), catalogue.IMPACT_INDEX_INFO_MSMARCO_ALIASES["msmarco-passage-unicoil-d2q"]["description"],
+              catalogue.IMPACT_INDEX_INFO_MSMARCO._info is not None)
+    """)
+    assert result.returncode == 0, result.stderr
+    tries, description, kept = result.stdout.split()[-3:]
+    assert int(tries) > 1 and description == "fetched" and kept == "True"
