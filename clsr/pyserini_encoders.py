@@ -6,8 +6,8 @@
     searcher = LuceneImpactSearcher("indexes/scifact-concepts", query_encoder=ClsrQueryEncoder("indexes/scifact-concepts"))
 
 works as it does with ``SpladeQueryEncoder``. Importing this module starts the JVM and imports
-Pyserini the clsr way (see ``clsr.jvm``): ``pyserini.encode`` loads Anserini classes and builds an
-OpenAI client when imported.
+Pyserini the clsr way (see ``clsr.jvm``): ``pyserini.encode`` loads Anserini classes when imported,
+builds an OpenAI client (Pyserini 1.6.0) and fetches the prebuilt-index catalogue (2.x).
 """
 
 from __future__ import annotations
