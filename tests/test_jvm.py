@@ -121,7 +121,8 @@ def test_pyserini_2_imports_offline_and_later_lookups_fetch_again():
         pyserini_lucene()
         import pyserini.prebuilt_index_info as catalogue
         tries = len(fetched)
-        restored = urllib.request.urlopen is urlopen and catalogue.urlopen is urlopen
+        import pyserini.search._base
+        restored = all(module.urlopen is urlopen for module in (urllib.request, catalogue, pyserini.search._base))
         forgotten = catalogue.IMPACT_INDEX_INFO_MSMARCO._info is None
         try:
             catalogue.IMPACT_INDEX_INFO_MSMARCO["msmarco-v1-passage.unicoil"]
