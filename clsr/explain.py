@@ -32,10 +32,11 @@ def explain(searcher, query: str, docid: str, catalogue: Mapping[str, ConceptEnt
     score is the sum of contributions when the document ranks below that).
     """
     from .concepts import concept_term
+    from .search import ranked
 
     with searcher.query_encoder.encoded([query]):
         vector = searcher.query_encoder.encode(query)
-        hits = searcher.impact_searcher.search(query, EXPLAIN_DEPTH)
+        hits = ranked(searcher.impact_searcher.search(query, EXPLAIN_DEPTH))  # the rank evaluation uses
     shared = searcher.shared_concepts(vector, docid)
     found = next(((rank, float(h.score)) for rank, h in enumerate(hits, 1) if h.docid == docid), None)
     activations, latents = searcher.doc_codes.code(docid)

@@ -73,27 +73,53 @@ def directory_bytes(directory: str | os.PathLike) -> int:
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside `target` that becomes `target` only if the block succeeds."""
+    """Yield a temporary directory beside `target` that becomes `target` only if the block succeeds.
+
+    One build of a target at a time: a second raises InvalidIndexError at once (an advisory lock on
+    ``.NAME.lock``, released by the kernel even when a build is killed). Folders left by a killed
+    build of the same target are removed first, with a warning. The old index is moved aside and the
+    new one renamed into place, so a search running meanwhile finishes on the old one, and one that
+    opens in between finds no index and says so; neither reads a half-written one.
+    """
+    import fcntl
+
     target = Path(target).resolve()
-    if target.exists() and not overwrite:
-        raise InvalidIndexError(f"{target} already exists; pass --overwrite to rebuild it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    building.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make a finished index private to its builder
-    try:
-        yield building
-        if target.exists():
-            # Move the old index aside first so a failure here still leaves one complete index.
-            old = building.with_name(building.name + ".old")
-            os.replace(target, old)
-            os.replace(building, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(building, target)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+    with open(target.parent / f".{target.name}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise InvalidIndexError(f"another build of {target} is running ({lock.read().strip() or 'unknown pid'}); "
+                                    "wait for it to finish") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        leftovers = sorted(target.parent.glob(f".{target.name}.building-*"))
+        for leftover in leftovers:
+            shutil.rmtree(leftover, ignore_errors=True)
+        if leftovers:
+            log.warning("removed %d unfinished build folder(s) of %s left by an interrupted build: %s", len(leftovers),
+                        target, ", ".join(p.name for p in leftovers))
+        if target.exists() and not overwrite:
+            raise InvalidIndexError(f"{target} already exists; pass --overwrite to rebuild it")
+        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        building.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make a finished index private to its builder
+        try:
+            yield building
+            if target.exists():
+                # Move the old index aside first so a failure here still leaves one complete index.
+                old = building.with_name(building.name + ".old")
+                os.replace(target, old)
+                os.replace(building, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(building, target)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
 
 
 def _write_json_collection(documents: Iterable[Document], directory: Path) -> int:
