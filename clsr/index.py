@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,6 +37,9 @@ from .concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
 from .data import Document
 from .errors import ClsrError
 from .options import SOURCE_HELP, Command, add_encoder_options, main_for
+
+if TYPE_CHECKING:
+    from .dense import EncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +350,7 @@ def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
                             "pass its folder with --sae")
 
 
-def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: "EncoderConfig | None" = None,
+def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
                          dtype: str = "auto", batch_size: int = 32):
