@@ -99,6 +99,13 @@ class ConceptHit(NamedTuple):
     concepts: tuple[SharedConcept, ...]  # the concepts query and document share, largest contribution first
 
 
+def shared_concepts(query: Mapping[str, int], document: Mapping[str, int]) -> tuple[SharedConcept, ...]:
+    """The concepts a (searchable) query vector and a document vector share, largest contribution first."""
+    shared = [SharedConcept(term, query[term], int(impact)) for term, impact in document.items()
+              if impact and term in query]
+    return tuple(sorted(shared, key=lambda c: (-c.contribution, c.concept)))
+
+
 def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
     from .sae import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
 
@@ -115,30 +122,34 @@ def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
 def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
-                         dtype: str = "auto", batch_size: int = 32):
+                         dtype: str = "auto", batch_size: int = 32, manifest: dict | None = None,
+                         where: str | None = None):
     """The ConceptEncoder a concept index was built with, checked against the manifest.
 
     ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
     manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
-    the index's query defaults.
+    the index's query defaults. ``manifest`` (with ``where`` naming it in errors) is the index's
+    manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an SAE
+    recorded relative to the index.
     """
     from .concepts import ConceptEncoder, Quantizer
     from .sae import SaeMismatchError, TopKSae, sae_checksum
 
-    manifest = read_manifest(index_dir)
+    manifest = manifest if manifest is not None else read_manifest(index_dir)
+    where = where or f"index {index_dir}"
     if manifest["kind"] != "concepts":
         raise InvalidIndexError(f"{index_dir} is a {manifest['kind']} index, not a concept index")
     indexed_with = EncoderConfig.from_dict(manifest["encoder"])
     if encoder is not None and encoder != indexed_with and not force:
         raise InvalidIndexError(f"the query encoder does not match the index (pass --force to search anyway).\n"
-                                f"  index {index_dir}: {indexed_with}\n  query encoder: {encoder}")
+                                f"  {where}: {indexed_with}\n  query encoder: {encoder}")
     recorded = manifest["sae"]
     sae_path = Path(sae_path) if sae_path is not None else _recorded_sae_path(index_dir, recorded)
     checksum = sae_checksum(sae_path)
     if checksum != recorded["sha256"] and not force:
         raise SaeMismatchError(
             "the SAE does not match the index (pass --force to search anyway).\n"
-            f"  index {index_dir}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
+            f"  {where}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
             f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
     sae = TopKSae.load_from_disk(sae_path, device=device)
     query = manifest["query"]
@@ -174,15 +185,20 @@ class ClsrSearcher:
         idf, min_idf = self.impact_searcher.idf, self.impact_searcher.min_idf
         return {term: weight for term, weight in vector.items() if term in idf and idf[term] > min_idf}
 
-    def shared_concepts(self, vector: Mapping[str, int], docid: str) -> tuple[SharedConcept, ...]:
-        from .concepts import concept_term
+    def doc_vector(self, docid: str) -> dict[str, int]:
+        """The document's {term: impact}, as the Lucene index holds it (KeyError for an unknown docid)."""
+        from .concepts import impact_vectors
 
         activations, latents = self.doc_codes.code(docid)
-        impacts = self.concept_encoder.doc_quantizer.quantize(activations)
-        searchable = self.searchable(vector)
-        shared = [SharedConcept(term, searchable[term], int(impact))
-                  for term, impact in zip(map(concept_term, latents.tolist()), impacts) if impact and term in searchable]
-        return tuple(sorted(shared, key=lambda c: (-c.contribution, c.concept)))
+        return impact_vectors(activations[None], latents[None], self.concept_encoder.doc_quantizer)[0]
+
+    def shared_concepts(self, vector: Mapping[str, int], docid: str) -> tuple[SharedConcept, ...]:
+        return shared_concepts(self.searchable(vector), self.doc_vector(docid))
+
+    def reconstructions(self, docids: Sequence[str]) -> np.ndarray:
+        """(len(docids), d) float32 decoded embeddings of these documents, in the order given."""
+        row_of = self.doc_codes.row
+        return np.asarray(self.doc_codes.reconstructed[[row_of(d) for d in docids]], np.float32)
 
     def search_vector(self, vector: Mapping[str, int], k: int = 10) -> list[Hit]:
         """Search with a ready {term: integer weight} query (e.g. an edited one), as Pyserini would."""
