@@ -99,13 +99,17 @@ def _record_id(path: Path, line_number: int, record: dict) -> str:
     raise DataError(f"{path}:{line_number}: record has no '_id' (keys: {', '.join(record) or 'none'})")
 
 
+def record_document(path: Path, line_number: int, record: dict) -> Document:
+    """A corpus JSONL record as a Document: BEIR ``{_id, title, text}`` or Pyserini ``{id, contents}``."""
+    doc_id = _record_id(path, line_number, record)
+    if "contents" in record:  # Pyserini JsonCollection
+        return Document(doc_id, record["contents"] or "")
+    return Document(doc_id, document_text(record.get("title"), record.get("text")))
+
+
 def _jsonl_documents(path: Path) -> Iterator[Document]:
     for line_number, record in read_jsonl(path):
-        doc_id = _record_id(path, line_number, record)
-        if "contents" in record:  # Pyserini JsonCollection
-            yield Document(doc_id, record["contents"] or "")
-        else:
-            yield Document(doc_id, document_text(record.get("title"), record.get("text")))
+        yield record_document(path, line_number, record)
 
 
 def _unique(documents: Iterable[Document], origin: str) -> Iterator[Document]:
