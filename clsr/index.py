@@ -208,13 +208,15 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                         sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
                         query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
                         threads: int = 1, overwrite: bool = False, progress: bool = True,
-                        embed_sae: bool = False) -> dict:
+                        embed_sae: bool = False, codes: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
 
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
     trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
     ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index).
     The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
+    ``codes`` are the documents' top-``doc_k`` (activations, latents) when already computed with
+    this SAE, e.g. by the Ray actors (``clsr.ray_encoding``); otherwise they are computed here.
     """
     from .sae import CONFIG_NAME, WEIGHTS_NAME, sae_checksum
 
@@ -243,12 +245,18 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                 shutil.copy2(Path(sae_path) / name, building / EMBEDDED_SAE_DIR / name)
             sae_record = {"name": EMBEDDED_SAE_DIR, "path": EMBEDDED_SAE_DIR}  # relative: the index can move
         start = time.perf_counter()
-        activations = np.zeros((len(ids), doc_k), np.float32)
-        latents = np.zeros((len(ids), doc_k), np.int32)
-        batch = 8192
-        for first in tqdm(range(0, len(ids), batch), desc="encoding concepts", unit="batch", disable=not progress):
-            activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
-                embeddings[first:first + batch], doc_k)
+        if codes is not None:
+            activations, latents = np.asarray(codes[0], np.float32), np.asarray(codes[1], np.int32)
+            if activations.shape != (len(ids), doc_k) or latents.shape != activations.shape:
+                raise InvalidIndexError(f"codes of shape {activations.shape}, expected {(len(ids), doc_k)}")
+        else:
+            activations = np.zeros((len(ids), doc_k), np.float32)
+            latents = np.zeros((len(ids), doc_k), np.int32)
+            batch = 8192
+            for first in tqdm(range(0, len(ids), batch), desc="encoding concepts", unit="batch",
+                              disable=not progress):
+                activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
+                    embeddings[first:first + batch], doc_k)
         doc_quantizer = Quantizer.fit(activations, bits)
         impacts = doc_quantizer.quantize(activations)
         timings["concepts_s"] = time.perf_counter() - start
