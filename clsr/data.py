@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .errors import ClsrError
+
 log = logging.getLogger(__name__)
 
 Qrels = dict[str, dict[str, int]]
 """query id -> {document id -> relevance grade}."""
 
 
-class DataError(ValueError):
+class DataError(ClsrError, ValueError):
     """Input that clsr cannot read; the message names the file and line."""
 
 

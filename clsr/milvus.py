@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from .errors import ClsrError
 from .evaluate import Run, trec_eval_order
 from .index import DocCodes, InvalidIndexError, read_manifest
 
@@ -57,7 +58,7 @@ TIE_MARGIN = 100  # extra hits searched so that ties at the cut are broken by cl
 EXPORT_BATCH = 1000
 
 
-class MilvusError(RuntimeError):
+class MilvusError(ClsrError, RuntimeError):
     """A collection that cannot be exported, found or searched as asked."""
 
 
@@ -231,13 +232,13 @@ class MilvusSearcher:
 
     The same query encoder (from the collection's manifest, with the same refusals), steering and
     hit type (``ConceptHit`` with shared concepts); scores equal Lucene's. Options are those of
-    ``clsr.search.load_concept_encoder`` (encoder, sae_path, query_k, query_mode, force, ...).
+    ``clsr.index.load_concept_encoder`` (encoder, sae_path, query_k, query_mode, force, ...).
     """
 
     def __init__(self, uri: str = DEFAULT_URI, collection: str = DEFAULT_COLLECTION,
                  steering: Mapping[int, float] | None = None, **options):
         from .pyserini_encoders import ClsrQueryEncoder
-        from .search import load_concept_encoder
+        from .index import load_concept_encoder
 
         self.uri, self.name = uri, collection
         self.client = milvus_client(uri)

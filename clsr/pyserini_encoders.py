@@ -28,6 +28,8 @@ from pyserini.encode import DocumentEncoder, QueryEncoder  # noqa: E402  (needs 
 
 from .concepts import ConceptEncoder  # noqa: E402
 from .data import document_text  # noqa: E402
+from .options import (SOURCE_HELP, Command, add_concept_query_options, add_encoder_options,  # noqa: E402
+                      main_for)
 
 
 def _concept_encoder(index_dir: str | os.PathLike | None, concept_encoder: ConceptEncoder | None,
@@ -36,7 +38,7 @@ def _concept_encoder(index_dir: str | os.PathLike | None, concept_encoder: Conce
         raise ValueError("give either an index folder or a ConceptEncoder")
     if concept_encoder is not None:
         return concept_encoder
-    from .search import load_concept_encoder
+    from .index import load_concept_encoder
 
     return load_concept_encoder(index_dir, **options)
 
@@ -131,3 +133,41 @@ def write_query_cache(encoder: ClsrQueryEncoder, topics: Mapping[str, str], outp
     if topics_tsv is not None:
         Path(topics_tsv).parent.mkdir(parents=True, exist_ok=True)
         Path(topics_tsv).write_text("".join(f"{qid}\t{text}\n" for qid, text in zip(qids, texts)), encoding="utf-8")
+
+
+# -- the command line: `clsr encode-queries` / `python -m clsr.pyserini_encoders` ----------------------------
+
+def _add_encode_queries_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="the concept index the queries are for")
+    parser.add_argument("--topics", required=True, help=SOURCE_HELP)
+    parser.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to encode")
+    parser.add_argument("--output", required=True, help="JSONL file to write")
+    parser.add_argument("--topics-output", help="also write the topics as a qid<TAB>text file for pyserini --topics")
+    add_concept_query_options(parser)
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run_encode_queries(args) -> None:
+    from .data import load_topics
+    from .index import concept_encoder_options, read_manifest
+
+    topics = load_topics(args.topics, args.split)
+    encoder = ClsrQueryEncoder(args.index, **concept_encoder_options(args, read_manifest(args.index)))
+    write_query_cache(encoder, topics, args.output, topics_tsv=args.topics_output)
+    print(f"wrote {len(topics)} encoded queries to {args.output}"
+          + (f" and their topics to {args.topics_output}" if args.topics_output else ""))
+
+
+COMMAND = Command(
+    "encode-queries",
+    "Writes the JSONL query cache Pyserini's CachedDataQueryEncoder reads ({\"id\", \"contents\", \"vector\"}), so "
+    "that python -m pyserini.search.lucene --index IDX --topics TOPICS --impact --encoder FILE gives clsr search's "
+    "run.", _add_encode_queries_arguments, _run_encode_queries)
+
+
+def main(argv=None) -> None:
+    main_for(COMMAND, argv)
+
+
+if __name__ == "__main__":
+    main()

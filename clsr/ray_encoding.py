@@ -25,12 +25,14 @@ from typing import Iterator
 
 import numpy as np
 
+from .errors import ClsrError
+
 SHARD_ROWS = 100_000
 SHARDS_META = "shards.json"
 LOCAL = "local"  # `--ray` with no address: a local Ray instance in this process's machine
 
 
-class RayUnavailableError(RuntimeError):
+class RayUnavailableError(ClsrError, RuntimeError):
     """Ray is not installed or could not start."""
 
 
@@ -208,3 +210,22 @@ def read_shards(directory: str | os.PathLike) -> Shards:
         return np.load(target, mmap_mode="r")
 
     return Shards(ids, joined("embeddings"), joined("activations"), joined("latents"), meta)
+
+
+def shards_from_args(args, source: str, encoder, default_shards: str | os.PathLike, sae_path=None,
+                     doc_k: int | None = None) -> Shards:
+    """Encode ``source`` on Ray as the flags of ``clsr.options.add_ray_options`` say; the shards, read back.
+
+    ``encoder`` is the driver's ``EncoderConfig``; ``args.dtype`` auto is resolved here, so that every
+    actor, on whatever node, encodes alike.
+    """
+    from .dense import cpu_supports_bf16
+
+    dtype = args.dtype if args.dtype != "auto" else ("bf16" if cpu_supports_bf16() else "fp32")
+    directory = Path(args.shards or default_shards)
+    meta = encode_with_ray(source, encoder.to_dict(), directory, address=args.ray, workers=args.ray_workers,
+                           dtype=dtype, batch_size=args.encode_batch_size, sae_path=sae_path, doc_k=doc_k)
+    print(f"encoded {meta['documents']} passages on Ray ({meta['workers']} workers, {meta['address']}) in "
+          f"{meta['encode_s']:.0f} s ({meta['docs_per_s']:.1f} passages/s; Ray started in {meta['ray_start_s']:.1f} s)"
+          f" into {meta['shards']} shards at {directory}")
+    return read_shards(directory)

@@ -16,10 +16,10 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from . import __version__
-from .dense import DenseEncoder, EncoderConfig
-from .evaluate import Run
-from .index import BM25_K1, BM25_B, DocCodes, InvalidIndexError, read_manifest
+from .. import __version__
+from ..dense import DenseEncoder, EncoderConfig
+from ..evaluate import Run
+from ..index import BM25_K1, BM25_B, DocCodes, InvalidIndexError, load_concept_encoder, read_manifest
 
 
 class Hit(NamedTuple):
@@ -31,7 +31,7 @@ class Bm25Searcher:
     """Pyserini's LuceneSearcher with BM25 (k1=0.9, b=0.4 unless given)."""
 
     def __init__(self, index_dir: str | os.PathLike, k1: float = BM25_K1, b: float = BM25_B):
-        from .jvm import pyserini_lucene
+        from ..jvm import pyserini_lucene
 
         self.manifest = read_manifest(index_dir)
         self._searcher = pyserini_lucene().LuceneSearcher(str(index_dir))
@@ -106,60 +106,6 @@ def shared_concepts(query: Mapping[str, int], document: Mapping[str, int]) -> tu
     return tuple(sorted(shared, key=lambda c: (-c.contribution, c.concept)))
 
 
-def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
-    from .sae import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
-
-    candidates = [Path(index_dir) / recorded["path"]]  # a relative path is an SAE kept inside the index
-    if recorded["name"] == DEFAULT_SAE and default_sae_path() is not None:
-        candidates.append(default_sae_path())  # the bundled SAE, wherever this clsr is installed
-    for candidate in candidates:
-        if (candidate / WEIGHTS_NAME).exists():
-            return candidate
-    raise InvalidIndexError(f"{index_dir} was built with the SAE at {recorded['path']}, which is not there; "
-                            "pass its folder with --sae")
-
-
-def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
-                         sae_path: str | os.PathLike | None = None, query_k: int | None = None,
-                         query_mode: str | None = None, force: bool = False, device: str = "cpu",
-                         dtype: str = "auto", batch_size: int = 32, manifest: dict | None = None,
-                         where: str | None = None):
-    """The ConceptEncoder a concept index was built with, checked against the manifest.
-
-    ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
-    manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
-    the index's query defaults. ``manifest`` (with ``where`` naming it in errors) is the index's
-    manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an SAE
-    recorded relative to the index.
-    """
-    from .concepts import ConceptEncoder, Quantizer
-    from .sae import SaeMismatchError, TopKSae, sae_checksum
-
-    manifest = manifest if manifest is not None else read_manifest(index_dir)
-    where = where or f"index {index_dir}"
-    if manifest["kind"] != "concepts":
-        raise InvalidIndexError(f"{index_dir} is a {manifest['kind']} index, not a concept index")
-    indexed_with = EncoderConfig.from_dict(manifest["encoder"])
-    if encoder is not None and encoder != indexed_with and not force:
-        raise InvalidIndexError(f"the query encoder does not match the index (pass --force to search anyway).\n"
-                                f"  {where}: {indexed_with}\n  query encoder: {encoder}")
-    recorded = manifest["sae"]
-    sae_path = Path(sae_path) if sae_path is not None else _recorded_sae_path(index_dir, recorded)
-    checksum = sae_checksum(sae_path)
-    if checksum != recorded["sha256"] and not force:
-        raise SaeMismatchError(
-            "the SAE does not match the index (pass --force to search anyway).\n"
-            f"  {where}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
-            f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
-    sae = TopKSae.load_from_disk(sae_path, device=device)
-    query = manifest["query"]
-    return ConceptEncoder(DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size),
-                          sae, doc_k=manifest["doc_k"], query_k=query_k or query["k"],
-                          query_mode=query_mode or query["mode"],
-                          doc_quantizer=Quantizer.from_dict(manifest["doc_quantizer"]),
-                          query_quantizer=Quantizer.from_dict(query["quantizer"]))
-
-
 class ClsrSearcher:
     """Search a concept index with Pyserini's LuceneImpactSearcher; hits name the concepts they share.
 
@@ -169,8 +115,8 @@ class ClsrSearcher:
     """
 
     def __init__(self, index_dir: str | os.PathLike, steering: Mapping[int, float] | None = None, **options):
-        from .jvm import pyserini_lucene
-        from .pyserini_encoders import ClsrQueryEncoder
+        from ..jvm import pyserini_lucene
+        from ..pyserini_encoders import ClsrQueryEncoder
 
         self.index_dir = str(index_dir)
         self.manifest = read_manifest(index_dir)
@@ -187,7 +133,7 @@ class ClsrSearcher:
 
     def doc_vector(self, docid: str) -> dict[str, int]:
         """The document's {term: impact}, as the Lucene index holds it (KeyError for an unknown docid)."""
-        from .concepts import impact_vectors
+        from ..concepts import impact_vectors
 
         activations, latents = self.doc_codes.code(docid)
         return impact_vectors(activations[None], latents[None], self.concept_encoder.doc_quantizer)[0]
@@ -213,7 +159,7 @@ class ClsrSearcher:
                                   steering: Mapping[int, float]) -> list[Hit]:
         """Document-side amplification, for experiments: `hits` (scored by Lucene for `vector`) rescored
         as if every document's weight for each steered concept were multiplied by its factor."""
-        from .concepts import concept_term
+        from ..concepts import concept_term
 
         terms = {concept_term(latent): factor for latent, factor in steering.items()}
         searchable = self.searchable(vector)
@@ -269,15 +215,3 @@ def open_searcher(index_dir: str | os.PathLike, **options) -> Bm25Searcher | Den
     if kind == "concepts":
         return ClsrSearcher(index_dir, **options)
     raise InvalidIndexError(f"{index_dir}: clsr {__version__} cannot search {kind!r} indexes")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import sys
-
-    from .cli import main as cli_main
-
-    cli_main(["search", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    main()
