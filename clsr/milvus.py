@@ -29,8 +29,9 @@ import datetime
 import json
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -114,8 +115,6 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     in ``batch_size`` at a time into a new physical collection, registered under ``collection`` at the end.
     ``stop_after`` (rows) simulates an interruption, for tests: it raises KeyboardInterrupt there.
     """
-    import time
-
     from .concepts import Quantizer
 
     manifest = read_manifest(index_dir)
@@ -124,6 +123,34 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     codes = DocCodes(index_dir)
     n = manifest["documents"]
     quantizer = Quantizer.from_dict(manifest["doc_quantizer"])
+    start_time = time.perf_counter()
+    record = {
+        "format": FORMAT, "clsr_version": __version__, "collection": collection,
+        "source_index": str(Path(index_dir).resolve()), "documents": n,
+        "dropped_terms": dropped_terms(np.asarray(codes.latents), quantizer.quantize(np.asarray(codes.activations))),
+        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "index_manifest": manifest,
+    }
+
+    def rows(start: int, stop: int) -> tuple[list[dict[int, float]], np.ndarray]:
+        return _doc_vectors(codes, quantizer, start, stop), np.asarray(codes.reconstructed[start:stop], np.float32)
+
+    write_collection(uri, collection, record, codes.ids, rows, int(codes.reconstructed.shape[1]), overwrite=overwrite,
+                     batch_size=batch_size, progress=progress, stop_after=stop_after)
+    record["export_seconds"] = round(time.perf_counter() - start_time, 3)
+    return record
+
+
+def write_collection(uri: str, collection: str, record: dict, ids: Sequence[str],
+                     rows: Callable[[int, int], tuple[list[dict[int, float]], np.ndarray]], dim: int, *,
+                     overwrite: bool = False, batch_size: int = EXPORT_BATCH, progress: bool = True,
+                     stop_after: int | None = None) -> str:
+    """Create, fill and register ``collection``; returns the physical collection's name.
+
+    ``rows(start, stop)`` gives rows start..stop: their sparse vectors ({latent: impact as float})
+    and (stop - start, dim) float32 dense vectors. ``record`` becomes the collection's description.
+    The registry row is written last, so only a complete collection is ever found by name.
+    """
     client = milvus_client(uri)
     previous = registered(client, collection)
     if previous is not None and not overwrite:
@@ -135,34 +162,23 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     building = f"{collection}{PHYSICAL_INFIX}{time.time_ns():x}"
     from pymilvus import DataType  # after milvus_client, which says which extra is missing
 
-    start_time = time.perf_counter()
-    impacts_all = quantizer.quantize(np.asarray(codes.activations))
-    record = {
-        "format": FORMAT, "clsr_version": __version__, "collection": collection,
-        "source_index": str(Path(index_dir).resolve()), "documents": n,
-        "dropped_terms": dropped_terms(np.asarray(codes.latents), impacts_all),
-        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "index_manifest": manifest,
-    }
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False, description=json.dumps(record))
-    schema.add_field(DOCID, DataType.VARCHAR, is_primary=True,
-                     max_length=max(1, max(len(d.encode()) for d in codes.ids)))
+    schema.add_field(DOCID, DataType.VARCHAR, is_primary=True, max_length=max(1, max(len(d.encode()) for d in ids)))
     schema.add_field(CONCEPTS, DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_field(RECONSTRUCTED, DataType.FLOAT_VECTOR, dim=int(codes.reconstructed.shape[1]))
+    schema.add_field(RECONSTRUCTED, DataType.FLOAT_VECTOR, dim=dim)
     index_params = client.prepare_index_params()
     index_params.add_index(field_name=CONCEPTS, **SPARSE_INDEX)
     index_params.add_index(field_name=RECONSTRUCTED, **DENSE_INDEX)
     client.create_collection(building, schema=schema, index_params=index_params)
 
-    written = 0
+    n, written = len(ids), 0
     with tqdm(total=n, desc=f"exporting to Milvus {collection}", unit="doc", disable=not progress) as bar:
         for start, stop in _iter_batches(n, batch_size):
             if stop_after is not None and written >= stop_after:
                 raise KeyboardInterrupt(f"export stopped after {written} rows (stop_after)")
-            vectors = _doc_vectors(codes, quantizer, start, stop)
-            reconstructed = np.asarray(codes.reconstructed[start:stop], np.float32)
-            client.insert(building, [{DOCID: codes.ids[row], CONCEPTS: vector, RECONSTRUCTED: dense.tolist()}
-                                     for row, vector, dense in zip(range(start, stop), vectors, reconstructed)])
+            vectors, dense = rows(start, stop)
+            client.insert(building, [{DOCID: ids[row], CONCEPTS: vector, RECONSTRUCTED: values.tolist()}
+                                     for row, vector, values in zip(range(start, stop), vectors, dense)])
             written += stop - start
             bar.update(stop - start)
     client.flush(building)
@@ -172,8 +188,7 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     _registry(client).upsert(REGISTRY, [{"name": collection, "physical": building, "unused": [0.0, 0.0]}])
     if previous is not None:  # overwrite: the old one goes only once the new one is registered
         client.drop_collection(previous)
-    record["export_seconds"] = round(time.perf_counter() - start_time, 3)
-    return record
+    return building
 
 
 def _registry(client):

@@ -149,3 +149,22 @@ def test_an_interrupted_export_leaves_nothing_that_looks_complete(slice_concept_
         export_index(slice_concept_index, uri, "slice", overwrite=True, progress=False, batch_size=100, stop_after=100)
     searcher = MilvusSearcher(uri, "slice")
     assert searcher.client.get_collection_stats(searcher.collection)["row_count"] == 300
+
+
+def test_cli_export_and_search_give_lucene_run(slice_concept_index, tmp_path, capsys):
+    from clsr.cli import main as clsr
+    from clsr.evaluate import read_run
+
+    uri = str(tmp_path / "cli.db")
+    clsr(["export", "milvus", "--index", str(slice_concept_index), "--uri", uri, "--collection", "scifact_slice"])
+    assert "exported 300 passages" in capsys.readouterr().out
+    common = ["search", "--topics", "scifact", "--dtype", "fp32", "--hits", "1000"]
+    clsr([*common, "--backend", "milvus", "--uri", uri, "--collection", "scifact_slice",
+          "--output", str(tmp_path / "milvus.trec")])
+    clsr([*common, "--index", str(slice_concept_index), "--output", str(tmp_path / "lucene.trec")])
+    # read_run orders by trec_eval's rule; the slice has 300 passages, so no cut falls inside a tie.
+    assert read_run(tmp_path / "milvus.trec") == read_run(tmp_path / "lucene.trec")
+    with pytest.raises(SystemExit) as exit_:
+        clsr(["search", "--backend", "milvus", "--uri", uri, "--collection", "nope", "--topics", "scifact",
+              "--output", str(tmp_path / "x.trec")])
+    assert str(exit_.value).startswith("clsr search: error: no collection 'nope' at ") and "\n" not in str(exit_.value)

@@ -1,4 +1,4 @@
-"""Encoding on Ray (local mode) gives the single-process path's embeddings and codes.
+"""Encoding on Ray (local mode) gives the single-process path's embeddings and codes, and the index from them.
 
 Marked ``scale``: it needs the ray extra (``make test-scale``); starting Ray and two actors takes ~30-60 s.
 """
@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+
+from clsr.cli import main as clsr
 
 pytestmark = pytest.mark.scale
 
@@ -21,22 +23,25 @@ def hundred_passages(tmp_path_factory, shared_data):
     return path, documents
 
 
-def test_ray_local_mode_gives_the_single_process_codes(hundred_passages, tmp_path):
+def test_clsr_index_on_ray_local_mode_gives_the_single_process_codes(hundred_passages, tmp_path, capsys):
     pytest.importorskip("ray")
     from clsr.dense import DenseEncoder, encoder_config
-    from clsr.ray_encoding import encode_with_ray, read_shards
+    from clsr.index import DocCodes, read_manifest
+    from clsr.ray_encoding import read_shards
     from clsr.sae import TopKSae, default_sae_path
 
     path, documents = hundred_passages
-    meta = encode_with_ray(str(path), encoder_config("minilm").to_dict(), tmp_path / "shards", workers=2,
-                           sae_path=default_sae_path(), doc_k=64, shard_rows=40, rows_per_batch=16, progress=False)
-    assert meta["documents"] == 100 and meta["shards"] == 3 and meta["workers"] == 2
-    shards = read_shards(tmp_path / "shards")
+    clsr(["index", "--corpus", str(path), "--index", str(tmp_path / "index"), "--doc-k", "64", "--dtype", "fp32",
+          "--ray", "--ray-workers", "2", "--encode-batch-size", "16"])
+    assert "encoded 100 passages on Ray (2 workers, local)" in capsys.readouterr().out
+    shards = read_shards(tmp_path / "index.shards")
+    codes = DocCodes(tmp_path / "index")
 
     embeddings = DenseEncoder(encoder_config("minilm"), dtype="fp32").encode_documents([d.text for d in documents])
     activations, latents = TopKSae.load_from_disk(default_sae_path()).encode_numpy(embeddings, 64)
-    assert shards.ids == [d.id for d in documents]
-    # Batches differ (16 rows per actor call, not one length-sorted pass), hence the tolerance.
+    assert shards.ids == codes.ids == [d.id for d in documents]
+    # The actors batch differently (256 rows a call, 16 a pass) from one length-sorted pass: float tolerance.
     np.testing.assert_allclose(shards.embeddings, embeddings, atol=1e-5)
-    np.testing.assert_array_equal(shards.latents, latents)
-    np.testing.assert_allclose(shards.activations, activations, atol=1e-5)
+    np.testing.assert_array_equal(codes.latents, latents)
+    np.testing.assert_allclose(codes.activations, activations, atol=1e-5)
+    assert read_manifest(tmp_path / "index")["doc_k"] == 64
