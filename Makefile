@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The Milvus backend on real Milvus Lite and encoding on Ray (local mode): the milvus and ray extras,
-# kept out of `make test` because installing them adds ~45 s and ~250 MB and the tests ~3-5 minutes.
+# kept out of `make test`: installing them adds ~40 s and ~700 MB to .venv, and the tests take 3-6 minutes.
 test-scale: setup
 	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[dev,milvus,ray]'
 	$(BIN)/python -m pytest -q -m scale tests/test_milvus.py tests/test_ray_encoding.py

@@ -46,7 +46,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> None:
     from ..data import load_topics
     from ..describe import steering_from_args
-    from ..evaluate import write_run
     from ..index import concept_encoder_options, read_manifest
     from . import open_searcher
 
