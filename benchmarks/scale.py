@@ -242,10 +242,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encode-passages", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-encoding", action="store_true")
+    parser.add_argument("--encoding-only", action="store_true",
+                        help="measure encoding only and add it to the Milvus rows already in --out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     (HERE / "work").mkdir(exist_ok=True)
+    if args.encoding_only:
+        result = json.loads(Path(args.out).read_text())
+        result["encoding"] = encoding_rows(args.encode_passages, args.workers)
+        result["msmarco_on_paper"] = on_paper(result["encoding"]["ray_docs_per_s_per_worker"])
+        result["encoding_measured"] = datetime.date.today().isoformat()
+        write_report(result, Path(args.out), markdown(result))
+        return
     index_dir = args.scifact_index or str(HERE / "work" / "scifact" / "concepts-k64")
     if not Path(index_dir, "clsr-index.json").exists():
         from clsr.experiment import build_baselines, build_concept_index_for
