@@ -130,18 +130,35 @@ class Shards:
     meta: dict
 
 
-def encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, address: str | None = LOCAL,
-                    workers: int | None = None, dtype: str = "fp32", batch_size: int = 32, rows_per_batch: int = 256,
-                    sae_path: str | os.PathLike | None = None, doc_k: int | None = None,
-                    shard_rows: int = SHARD_ROWS, progress: bool = True) -> dict:
+def encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, isolate: bool = True,
+                    **options) -> dict:
     """Encode a corpus on Ray into shards under ``output``; returns the shards' metadata.
 
-    ``encoder`` is an ``EncoderConfig`` dict; ``workers`` actors (default: one per CPU of the
-    cluster) each encode ``rows_per_batch`` passages at a time, ``batch_size`` per forward pass,
-    with one torch thread. With ``sae_path`` the actors also compute each passage's top-``doc_k``
-    code. The output folder is written afresh (a partial one from an interrupted run is replaced)
-    and ``shards.json`` is written last, so a folder with it is complete.
+    ``encoder`` is an ``EncoderConfig`` dict. Options: ``address`` (default local), ``workers``
+    actors (default: one per CPU of the cluster), each encoding ``rows_per_batch`` passages at a
+    time, ``batch_size`` per forward pass, with one torch thread; ``dtype``; with ``sae_path`` the
+    actors also compute each passage's top-``doc_k`` code; ``shard_rows``; ``progress``. The output
+    folder is written afresh (a partial one from an interrupted run is replaced) and
+    ``shards.json`` is written last, so a folder with it is complete.
+
+    ``isolate`` (default) runs the Ray driver in a child process: Ray installs SIGSEGV handlers
+    over the JVM's, and a JVM in the same process (Lucene, for the index build that follows) then
+    crashes on its own deliberate faults (seen as a segfault in Anserini's indexer).
     """
+    _ray()  # fail here, in one line, when the extra is missing
+    if not isolate:
+        return _encode_with_ray(source, encoder, output, **options)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+        return child.submit(_encode_with_ray, source, encoder, output, **options).result()
+
+
+def _encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, address: str | None = LOCAL,
+                     workers: int | None = None, dtype: str = "fp32", batch_size: int = 32, rows_per_batch: int = 256,
+                     sae_path: str | os.PathLike | None = None, doc_k: int | None = None,
+                     shard_rows: int = SHARD_ROWS, progress: bool = True) -> dict:
     ray = _ray()
     output = Path(output)
     startup_s = start_ray(address)
