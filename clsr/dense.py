@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .data import Document
+from .errors import ClsrError
+
+log = logging.getLogger(__name__)
 
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
@@ -89,6 +93,37 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+class EncoderSettingError(ClsrError, ValueError):
+    """Encoder settings the model cannot honour, e.g. more tokens than it has positions."""
+
+
+def check_max_length(config: EncoderConfig, location: str) -> None:
+    """Raise EncoderSettingError when ``config.max_length`` exceeds the model's position embeddings
+    (512 for BERT-like models such as MiniLM and bge), which would fail only once encoding starts."""
+    import transformers
+
+    try:
+        positions = getattr(transformers.AutoConfig.from_pretrained(location), "max_position_embeddings", None)
+    except OSError:
+        return  # the model load that follows reports a missing model better
+    if positions and config.max_length > positions:
+        raise EncoderSettingError(f"--max-length {config.max_length} exceeds the {positions} positions of "
+                                  f"{config.model}; use at most {positions}")
+
+
+# A WordPiece or BPE token spans at most this many characters of ordinary text (WordPiece maps a longer
+# word to one [UNK]), so cutting a text to max_length x this many characters before tokenising never
+# changes the first max_length tokens, and a 20 MB passage costs what a normal one does (field case 11).
+CHARS_PER_TOKEN_BOUND = 100
+
+
+def cut_texts(texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
+    """(texts cut to max_length x CHARS_PER_TOKEN_BOUND characters, how many were cut)."""
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    cut = [text[:limit] for text in texts]
+    return cut, sum(len(text) > limit for text in texts)
+
+
 class DenseEncoder:
     """Encode texts to float32 vectors with one transformer; batches are sorted by length."""
 
@@ -106,6 +141,7 @@ class DenseEncoder:
             raise ValueError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
         self.dtype = dtype
         location = _model_location(config.model)
+        check_max_length(config, location)  # before the weights load or any text is read
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
             self.model = transformers.AutoModel.from_pretrained(location)
@@ -123,6 +159,11 @@ class DenseEncoder:
         import torch
         from tqdm.auto import tqdm
 
+        texts, cut = cut_texts(texts, self.config.max_length)
+        if cut:
+            log.warning("%d of %d texts are longer than %d characters and were cut to that before tokenising "
+                        "(only the first %d tokens are encoded)", cut, len(texts),
+                        self.config.max_length * CHARS_PER_TOKEN_BOUND, self.config.max_length)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=None if progress else True) as bar:

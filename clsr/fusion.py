@@ -16,11 +16,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .evaluate import Run
+from .evaluate import Run, trec_eval_order
 from .options import (Command, UsageError, add_concept_query_options, add_encoder_options, main_for,
                       positive_int)
 
-NORMALIZATIONS = ("minmax", "zscore")
+NORMALIZATIONS = ("minmax", "zscore", "none")
 RRF_K = 60
 HYBRID_MODES = ("rerank", "full")
 QUERY_SIDES = ("original", "reconstructed")
@@ -28,11 +28,12 @@ DEFAULT_ALPHA = 0.5  # weight of the sparse run; `clsr tune-alpha` picks one on 
 
 
 def normalize(scores: Sequence[float], method: str = "minmax") -> list[float]:
-    """One query's scores, min-max scaled to [0, 1] or z-scored; a constant list maps to zeros."""
+    """One query's scores, min-max scaled to [0, 1] or z-scored (a constant list maps to zeros), or as they
+    are (``none``)."""
     if method not in NORMALIZATIONS:
         raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, not {method!r}")
-    if not scores:
-        return []
+    if not scores or method == "none":
+        return list(scores)
     if method == "minmax":
         low, high = min(scores), max(scores)
         return [(s - low) / (high - low) if high > low else 0.0 for s in scores]
@@ -42,8 +43,7 @@ def normalize(scores: Sequence[float], method: str = "minmax") -> list[float]:
 
 
 def _ranked(scores: dict[str, float], k: int | None) -> list[tuple[str, float]]:
-    # Ties by docid, descending, as trec_eval orders them: the written run means what it shows.
-    ranked = sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    ranked = trec_eval_order(scores.items())  # the one tie rule: the written run means what it shows
     return ranked[:k] if k else ranked
 
 
@@ -53,7 +53,8 @@ def interpolate(first: Run, second: Run, alpha: float, normalization: str = "min
 
     A document missing from one run gets that run's lowest normalised score for the query (its
     score is at most that, as it ranked below the cut); a query missing from one run is the other
-    run's, normalised.
+    run's, normalised. With ``normalization="none"`` scores are used as they are and a missing
+    document adds 0: exactly pyserini.fusion's interpolation.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], not {alpha}")
@@ -63,7 +64,7 @@ def interpolate(first: Run, second: Run, alpha: float, normalization: str = "min
         for run in (first, second):
             hits = run.get(qid, [])
             normalized.append(dict(zip((d for d, _ in hits), normalize([s for _, s in hits], normalization))))
-        floors = [min(n.values()) if n else 0.0 for n in normalized]
+        floors = [min(n.values()) if n and normalization != "none" else 0.0 for n in normalized]
         docids = dict.fromkeys([*normalized[0], *normalized[1]])
         scores = {d: alpha * normalized[0].get(d, floors[0]) + (1 - alpha) * normalized[1].get(d, floors[1])
                   for d in docids}
@@ -84,8 +85,14 @@ def reciprocal_rank_fusion(runs: Sequence[Run], rrf_k: int = RRF_K, k: int | Non
 
 
 def fuse(runs: Sequence[Run], method: str = "interpolation", alpha: float = 0.5, normalization: str = "minmax",
-         rrf_k: int = RRF_K, k: int | None = 1000) -> Run:
-    """Dispatch on `method`: `interpolation` (exactly two runs, alpha on the first) or `rrf` (any number)."""
+         rrf_k: int = RRF_K, k: int | None = 1000, depth: int | None = None) -> Run:
+    """Dispatch on `method`: `interpolation` (exactly two runs, alpha on the first) or `rrf` (any number).
+
+    ``depth`` keeps each run's first hits per query (in the run's own order, as read from its rank
+    column), as pyserini.fusion's ``--depth``; ties in the fused scores follow `trec_eval_order`.
+    """
+    if depth is not None:
+        runs = [{qid: hits[:depth] for qid, hits in run.items()} for run in runs]
     if method == "rrf":
         return reciprocal_rank_fusion(runs, rrf_k, k)
     if method == "interpolation":
@@ -151,18 +158,20 @@ class HybridSearcher:
         vectors = self.query_vectors(embeddings)
         dense: Run = {}
         if self.mode == "full" and self._faiss is None:
-            dense = dict(zip(qids, self.sparse.dense_search(vectors, self.depth)))
+            for qid, hits in zip(qids, self.sparse.dense_search(vectors, self.depth)):
+                dense[qid] = trec_eval_order(hits) if queries[qid].strip() else []
         elif self.mode == "full":
             scores, rows = self._faiss.search(np.ascontiguousarray(vectors, np.float32),
                                               min(self.depth, len(self.reconstructed)))
             ids = self.sparse.doc_codes.ids
             for qid, row_scores, row_ids in zip(qids, scores, rows):
-                dense[qid] = [(ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
+                dense[qid] = (trec_eval_order((ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0)
+                              if queries[qid].strip() else [])
         else:
             for qid, vector in zip(qids, vectors):
                 docids = [docid for docid, _ in sparse[qid]]
                 scores = self.sparse.reconstructions(docids) @ vector if docids else []
-                dense[qid] = sorted(zip(docids, map(float, scores)), key=lambda hit: hit[1], reverse=True)
+                dense[qid] = trec_eval_order(zip(docids, map(float, scores)))
         return sparse, dense
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
@@ -250,7 +259,10 @@ def _add_fuse_arguments(parser) -> None:
                         help="default rrf (any number of runs)")
     parser.add_argument("--alpha", type=float, default=0.5, help="interpolation weight of the first run (default 0.5)")
     parser.add_argument("--normalization", choices=list(NORMALIZATIONS), default="minmax",
-                        help="per-query score normalisation before interpolation (default minmax)")
+                        help="per-query score normalisation before interpolation (default minmax; none: raw "
+                             "scores, a missing document adds 0, as pyserini.fusion's interpolation)")
+    parser.add_argument("--depth", type=positive_int, default=1000,
+                        help="hits per query read from each run (default 1000, as pyserini.fusion)")
     parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"RRF constant (default {RRF_K})")
     parser.add_argument("--hits", type=positive_int, default=1000, help="hits per query in the output (default 1000)")
     parser.add_argument("--run-tag", default="clsr-fusion")
@@ -260,7 +272,7 @@ def _run_fuse(args) -> None:
     from .evaluate import read_run, write_run
 
     runs = [read_run(path) for path in args.runs]
-    fused = fuse(runs, args.method, args.alpha, args.normalization, args.rrf_k, k=args.hits)
+    fused = fuse(runs, args.method, args.alpha, args.normalization, args.rrf_k, k=args.hits, depth=args.depth)
     write_run(fused, args.output, tag=args.run_tag)
     print(f"fused {len(runs)} runs ({args.method}) into {args.output}: {len(fused)} queries")
 

@@ -117,22 +117,56 @@ def cache_key(text: str) -> str:
 
 
 def write_query_cache(encoder: ClsrQueryEncoder, topics: Mapping[str, str], output: str | os.PathLike,
-                      topics_tsv: str | os.PathLike | None = None) -> None:
-    """Pyserini's pre-encoded query JSONL ({"id", "contents", "vector"}), and optionally the matching topics TSV."""
+                      topics_output: str | os.PathLike | None = None) -> None:
+    """Pyserini's pre-encoded query JSONL ({"id", "contents", "vector"}), and optionally the topics for
+    ``python -m pyserini.search.lucene --topics``.
+
+    Topics go to ``topics_output`` as Pyserini's JSON topics ({qid: {"title": text}}), whose ids it
+    keeps as written; as ``.tsv`` only when every id survives Pyserini's integer id reader (which turns
+    ``001`` into ``1``). A blank query gets an empty vector, so stock Pyserini finds no hits for it,
+    as clsr does. Raises UsageError for a .tsv that would change an id, or another suffix.
+    """
+    if topics_output is not None:
+        check_topics_output(topics_output, topics)
     qids = list(topics)
     texts = [cache_key(topics[qid]) for qid in qids]
-    encoder.prime(texts, progress=len(texts) > 100)
+    encoder.prime([t for t in texts if t], progress=len(texts) > 100)
     try:
-        vectors = [encoder.encode(text) for text in texts]  # looked up, not re-encoded
+        vectors = [encoder.encode(text) if text else {} for text in texts]  # looked up, not re-encoded
     finally:
         encoder.forget()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         for qid, text, vector in zip(qids, texts, vectors):
             f.write(json.dumps({"id": qid, "contents": text, "vector": vector}) + "\n")
-    if topics_tsv is not None:
-        Path(topics_tsv).parent.mkdir(parents=True, exist_ok=True)
-        Path(topics_tsv).write_text("".join(f"{qid}\t{text}\n" for qid, text in zip(qids, texts)), encoding="utf-8")
+    if topics_output is not None:
+        path = Path(topics_output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            path.write_text(json.dumps({qid: {"title": text} for qid, text in zip(qids, texts)}, indent=1,
+                                       ensure_ascii=False) + "\n", encoding="utf-8")
+        else:
+            path.write_text("".join(f"{qid}\t{text}\n" for qid, text in zip(qids, texts)), encoding="utf-8")
+
+
+def check_topics_output(path: str | os.PathLike, topics: Mapping[str, str]) -> None:
+    """Raise UsageError unless Pyserini will read the topics at ``path`` back with the same ids."""
+    from .options import UsageError
+
+    suffix = Path(path).suffix
+    if suffix == ".json":
+        return
+    if suffix != ".tsv":
+        raise UsageError(f"--topics-output {path}: use a .json file (Pyserini's JSON topics keep every id)")
+    changed = [qid for qid in topics if not _survives_integer_reader(qid)]
+    if changed:
+        raise UsageError(f"--topics-output {path}: Pyserini reads .tsv topics with integer ids, so query id "
+                         f"{changed[0]!r} would not come back unchanged ({len(changed)} such ids); write a .json "
+                         "file instead, e.g. --topics-output topics.json")
+
+
+def _survives_integer_reader(qid: str) -> bool:
+    return qid.isascii() and qid.isdigit() and str(int(qid)) == qid
 
 
 # -- the command line: `clsr encode-queries` / `python -m clsr.pyserini_encoders` ----------------------------
@@ -142,7 +176,9 @@ def _add_encode_queries_arguments(parser) -> None:
     parser.add_argument("--topics", required=True, help=SOURCE_HELP)
     parser.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to encode")
     parser.add_argument("--output", required=True, help="JSONL file to write")
-    parser.add_argument("--topics-output", help="also write the topics as a qid<TAB>text file for pyserini --topics")
+    parser.add_argument("--topics-output",
+                        help="also write the topics for pyserini --topics: a .json file (Pyserini's JSON topics, "
+                             "which keep every id as written), or .tsv when every id is a plain integer")
     add_concept_query_options(parser)
     add_encoder_options(parser, default_help="the index's")
 
@@ -153,7 +189,7 @@ def _run_encode_queries(args) -> None:
 
     topics = load_topics(args.topics, args.split)
     encoder = ClsrQueryEncoder(args.index, **concept_encoder_options(args, read_manifest(args.index)))
-    write_query_cache(encoder, topics, args.output, topics_tsv=args.topics_output)
+    write_query_cache(encoder, topics, args.output, topics_output=args.topics_output)
     print(f"wrote {len(topics)} encoded queries to {args.output}"
           + (f" and their topics to {args.topics_output}" if args.topics_output else ""))
 

@@ -5,26 +5,45 @@ the flags mirror ``python -m pyserini.search.lucene``.
 
 Concept indexes are searched by Pyserini's own ``LuceneImpactSearcher`` with a
 ``ClsrQueryEncoder``, so a hit's score is Lucene's: the integer dot product of the query's and the
-document's impacts, over the query concepts Pyserini keeps (those in the index with idf > 0).
+document's impacts, over the query concepts the index holds (see MIN_IDF). Hits are ranked by the
+project's one tie rule (`ranked`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from .. import __version__
 from ..dense import DenseEncoder, EncoderConfig
-from ..evaluate import Run
+from ..evaluate import Run, trec_eval_order
 from ..index import BM25_K1, BM25_B, DocCodes, InvalidIndexError, load_concept_encoder, read_manifest
 
 
 class Hit(NamedTuple):
     docid: str
     score: float
+
+
+def ranked(hits: Iterable) -> list[Hit]:
+    """Hits (anything with .docid and .score) in the project's one tie order: trec_eval's, score descending
+    then docid descending (`clsr.evaluate.trec_eval_order`), so a rank shown is the rank evaluated."""
+    return [Hit(docid, score) for docid, score in trec_eval_order((h.docid, float(h.score)) for h in hits)]
+
+
+def answerable(queries: Mapping[str, str]) -> dict[str, str]:
+    """The queries with some text; a blank query gets no hits rather than one arbitrary ranking
+    (`clsr.data.read_topics_file` reports them by id)."""
+    return {qid: text for qid, text in queries.items() if text.strip()}
+
+
+# Pyserini keeps a query term only if its idf = log(N / df) exceeds min_idf (default 0). A concept
+# in every document has idf 0, so with the default a one-document index drops every query concept
+# and finds nothing (field case 08); -1 keeps every concept the index holds.
+MIN_IDF = -1
 
 
 class Bm25Searcher:
@@ -38,12 +57,13 @@ class Bm25Searcher:
         self._searcher.set_bm25(k1, b)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        return [Hit(h.docid, float(h.score)) for h in self._searcher.search(query, k)]
+        return ranked(self._searcher.search(query, k)) if query.strip() else []
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
-        qids = list(queries)
-        results = self._searcher.batch_search([queries[q] for q in qids], qids, k, threads)
-        return {qid: [Hit(h.docid, float(h.score)) for h in results[qid]] for qid in qids}
+        asked = answerable(queries)
+        qids = list(asked)
+        results = self._searcher.batch_search([asked[q] for q in qids], qids, k, threads) if qids else {}
+        return {qid: ranked(results[qid]) if qid in asked else [] for qid in queries}
 
 
 class DenseSearcher:
@@ -71,16 +91,19 @@ class DenseSearcher:
         if vectors.ndim != 2 or vectors.shape[1] != self.index.d:
             raise ValueError(f"query vectors have shape {vectors.shape}, the index holds {self.index.d}-d vectors")
         scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), min(k, self.index.ntotal))
-        return [[Hit(self.ids[r], float(s)) for r, s in zip(row, score) if r >= 0] for row, score in zip(rows, scores)]
+        return [ranked(Hit(self.ids[r], float(s)) for r, s in zip(row, score) if r >= 0)
+                for row, score in zip(rows, scores)]
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
-        return self.search_vectors(self.encoder.encode_queries([query]), k)[0]
+        return self.search_vectors(self.encoder.encode_queries([query]), k)[0] if query.strip() else []
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
-        qids = list(queries)
-        vectors = self.encoder.encode_queries([queries[q] for q in qids], progress=len(qids) > 100,
-                                              desc="encoding queries")
-        return dict(zip(qids, self.search_vectors(vectors, k)))
+        asked = answerable(queries)
+        qids = list(asked)
+        vectors = self.encoder.encode_queries([asked[q] for q in qids], progress=len(qids) > 100,
+                                              desc="encoding queries") if qids else np.zeros((0, self.index.d))
+        run = dict(zip(qids, self.search_vectors(vectors, k))) if qids else {}
+        return {qid: run.get(qid, []) for qid in queries}
 
 
 class SharedConcept(NamedTuple):
@@ -115,16 +138,19 @@ class ClsrSearcher:
     """
 
     def __init__(self, index_dir: str | os.PathLike, steering: Mapping[int, float] | None = None, **options):
+        from ..concepts import check_latents
         from ..jvm import pyserini_lucene
         from ..pyserini_encoders import ClsrQueryEncoder
 
         self.index_dir = str(index_dir)
         self.manifest = read_manifest(index_dir)
         self.concept_encoder = load_concept_encoder(index_dir, **options)
+        check_latents(steering or {}, self.concept_encoder.sae.config.n_latents, "steered concept")
         self.concept_encoder.steering = dict(steering or {})  # {latent: factor}: --boost / --suppress
         self.query_encoder = ClsrQueryEncoder(concept_encoder=self.concept_encoder)
         self.doc_codes = DocCodes(index_dir)
-        self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(self.index_dir, self.query_encoder)
+        self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(self.index_dir, self.query_encoder,
+                                                                       min_idf=MIN_IDF)
 
     def searchable(self, vector: Mapping[str, int]) -> dict[str, int]:
         """The part of a query vector Pyserini sends to Lucene: concepts in the index with idf > min_idf."""
@@ -153,7 +179,7 @@ class ClsrSearcher:
         java_map, java_int = autoclass("java.util.HashMap")(), autoclass("java.lang.Integer")
         for term, weight in self.searchable(vector).items():
             java_map.put(term, java_int(int(weight)))
-        return [Hit(h.docid, float(h.score)) for h in self.impact_searcher.object.search(java_map, k)]
+        return ranked(self.impact_searcher.object.search(java_map, k)) if java_map.size() else []
 
     def rescore_with_doc_steering(self, vector: Mapping[str, int], hits: Sequence[tuple[str, float]],
                                   steering: Mapping[int, float]) -> list[Hit]:
@@ -170,12 +196,14 @@ class ClsrSearcher:
                                self.concept_encoder.doc_quantizer.quantize(activations).tolist()))
             extra = sum((factor - 1) * searchable.get(t, 0) * impacts.get(t, 0) for t, factor in terms.items())
             rescored.append(Hit(docid, float(score + extra)))
-        return sorted(rescored, key=lambda hit: (hit.score, hit.docid), reverse=True)
+        return ranked(rescored)
 
     def search(self, query: str, k: int = 10) -> list[ConceptHit]:
+        if not query.strip():
+            return []
         with self.query_encoder.encoded([query]):  # encoded once, for Lucene and for the shared concepts
             vector = self.query_encoder.encode(query)
-            hits = self.impact_searcher.search(query, k)
+            hits = ranked(self.impact_searcher.search(query, k))
         return [ConceptHit(h.docid, float(h.score), self.shared_concepts(vector, h.docid)) for h in hits]
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
@@ -187,9 +215,10 @@ class ClsrSearcher:
         """
         from tqdm.auto import tqdm
 
-        qids = list(queries)
+        asked = answerable(queries)
+        qids = list(asked)
         progress = len(qids) > 100 if progress is None else progress
-        texts = [queries[q] for q in qids]
+        texts = [asked[q] for q in qids]
         run: Run = {}
         step = max(batch_size, threads, 1)
         with self.query_encoder.encoded(texts, progress=progress):
@@ -200,9 +229,9 @@ class ClsrSearcher:
                         results = {chunk_ids[0]: self.impact_searcher.search(chunk_texts[0], k)}
                     else:
                         results = self.impact_searcher.batch_search(chunk_texts, chunk_ids, k, threads)
-                    run.update({qid: [Hit(h.docid, float(h.score)) for h in results[qid]] for qid in chunk_ids})
+                    run.update({qid: ranked(results[qid]) for qid in chunk_ids})
                     bar.update(len(chunk_ids))
-        return run
+        return {qid: run.get(qid, []) for qid in queries}
 
 
 def open_searcher(index_dir: str | os.PathLike, **options) -> Bm25Searcher | DenseSearcher | ClsrSearcher:
