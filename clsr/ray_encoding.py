@@ -1,12 +1,12 @@
 """Corpus encoding on Ray (``clsr encode --ray``, ``clsr index --ray``): local mode here, a cluster by address.
 
 The corpus is read as a Ray Dataset (a JSONL or TSV file line by line, ``ray.data.read_text``, so
-the cluster's workers read it; other sources, e.g. ir_datasets ids, are streamed from the driver).
+the cluster's workers read it; other sources, e.g. ir_datasets ids, are read by the driver and handed to Ray).
 ``map_batches`` runs the dense encoder, and the SAE when one is given, over a pool of actors, each
 of which loads its models once. The driver streams the results, in corpus order, into shards of
 ``SHARD_ROWS`` passages (``shard-00000/``: ``ids.txt``, ``embeddings.npy`` (n, d) float32, and with
 an SAE ``latents.npy`` (n, doc K) int32 and ``activations.npy`` (n, doc K) float32), so no process
-holds the corpus. ``read_shards`` gives them back as one memory-mapped array each, which
+holds all the embeddings while encoding. ``read_shards`` gives them back as one memory-mapped array each, which
 ``clsr.index.build_concept_index`` reads.
 
 On a cluster, every node needs clsr installed (or a ``runtime_env``) and the corpus file at the same
