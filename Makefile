@@ -12,7 +12,7 @@ export CLSR_CACHE ?= $(CURDIR)/cache
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
 VENV312 := .venv312
 
-.PHONY: setup demo test test-py312 test-browser bench clean
+.PHONY: setup demo test test-py312 test-scale test-browser bench bench-scale clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,16 @@ $(VENV312)/.installed: pyproject.toml
 	$(VENV312)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV312)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# The Milvus backend on real Milvus Lite and encoding on Ray (local mode): the milvus and ray extras,
+# kept out of `make test`: installing them adds ~40 s and ~700 MB to .venv, and the tests take 3-6 minutes.
+test-scale: setup
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[dev,milvus,ray]'
+	$(BIN)/python -m pytest -q -m scale tests/test_milvus.py tests/test_ray_encoding.py
+
+# Milvus export/search against Lucene on SciFact and synthetic 100k/1M sets, Ray encoding throughput (~40 min).
+bench-scale: test-scale
+	$(BIN)/python benchmarks/scale.py --out benchmarks/results/scale.json
 
 # The explorer's end-to-end test in headless Chromium (Debian's, installed by the script; needs apt).
 test-browser: setup
