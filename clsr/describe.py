@@ -70,7 +70,7 @@ class ConceptEntry(NamedTuple):
     top_passages: list[dict]  # [{"docid", "activation", "snippet"}], strongest first
     description: str
     # The evidence describer's check of its own label: {"kind": specific|broad|unclear, "auc_fires", "auc_strong",
-    # "df_share"} on the corpus it described; None for the other describers.
+    # "df_share", "simulator"} on the corpus it described; None for the other describers.
     label: dict | None = None
 
 
@@ -148,7 +148,8 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     The passages' texts come from `corpus`, by default the source recorded in the index's manifest.
     `describer` is anything with ``describe(passages) -> str`` (KeywordDescriber, LlmDescriber), or
     ``"evidence"`` for :class:`clsr.evidence_describer.EvidenceDescriber` (word evidence of the top
-    passages, checked against activations; it labels every used concept in one pass over the corpus).
+    passages, checked against activations with the embedding simulator; it labels every used concept
+    in one pass over the corpus).
     """
     import textwrap
 
@@ -199,7 +200,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
                           for docid, value in passages],
             description=(labels[latent]["description"] if labels is not None and latent in labels
                          else describer.describe([texts.get(docid, "") for docid, _ in passages]) if passages else ""),
-            label=({k: labels[latent][k] for k in ("kind", "auc_fires", "auc_strong", "df_share")}
+            label=({k: labels[latent][k] for k in ("kind", "auc_fires", "auc_strong", "df_share", "simulator")}
                    if labels is not None and latent in labels else None)))
     return entries
 

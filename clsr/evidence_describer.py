@@ -212,15 +212,16 @@ class EvidenceDescriber:
     :class:`clsr.evidence.EvidenceExplainer` for the index's encoder and SAE; `stemmer` maps a word to
     its stem or None (e.g. ``KeywordDescriber.stem``: Lucene's English analyser). With a `simulator`
     (:class:`EmbeddingSimulator`) and the passages' dense `embeddings` (n, d), labels are chosen for
-    that simulator and may carry contrast words; without, for the keyword count.
+    that simulator and may carry contrast words; without, for the keyword count. Candidate words
+    must occur in at least `candidate_min_df` passages, contrast words in `contrast_min_df`.
     """
 
     def __init__(self, explainer, texts: Sequence[str], latents: np.ndarray, activations: np.ndarray, stemmer,
                  *, simulator: EmbeddingSimulator | None = None, embeddings: np.ndarray | None = None,
                  top_passages: int = 10, sample_passages: int = 20, candidates: int = 40,
                  contrast_candidates: int = 30, min_keywords: int = 4, max_keywords: int = 12,
-                 max_contrast: int = 6, contrast_min_df: int = 5, broad_share: float = 0.2, min_auc: float = 0.65,
-                 seed: int = 0):
+                 max_contrast: int = 6, contrast_min_df: int = 5, candidate_min_df: int = 3,
+                 broad_share: float = 0.2, min_auc: float = 0.65, seed: int = 0):
         if simulator is not None and (embeddings is None or len(embeddings) != len(texts)):
             raise ValueError("the embedding simulator needs one dense embedding per passage")
         self.explainer, self.texts, self.stem = explainer, list(texts), stemmer
@@ -229,6 +230,7 @@ class EvidenceDescriber:
         self.embeddings = None if embeddings is None else unit_rows(embeddings)
         self.top_passages, self.sample_passages, self.candidates = top_passages, sample_passages, candidates
         self.contrast_candidates, self.max_contrast, self.contrast_min_df = contrast_candidates, max_contrast, contrast_min_df
+        self.candidate_min_df = candidate_min_df
         self.seed = seed
         self.min_keywords, self.max_keywords = min_keywords, max_keywords
         self.broad_share, self.min_auc = broad_share, min_auc
@@ -346,6 +348,10 @@ class EvidenceDescriber:
         """
         column = self.activation_column(latent)
         fires, strong = column > 0, strong_labels(column)
+        if self.candidate_min_df > 1:  # a word in one or two passages reads as noise, however well it fits
+            self.presence([])
+            mass = Counter({stem: value for stem, value in mass.items()
+                            if len(self._postings.get(stem, ())) >= self.candidate_min_df})
         positive = [stem for stem, _ in mass.most_common(self.candidates)]
         words = [self.surface(stem) for stem in positive]
         if self.simulator is None:
@@ -427,9 +433,12 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     explainer = EvidenceExplainer.for_encoder(load_concept_encoder(index_dir, **options))
     extra = {}
     if simulator == "embedding":
-        # The same documents in the same order as the corpus, so the embedding cache's key matches.
-        encoded = encode_corpus(explainer.dense, [Document(docid, text) for docid, text in texts.items()],
-                                progress=False)
+        # The whole corpus in its own order when the index holds all of it, so the embedding cache's key matches
+        # the one indexing wrote; else only the index's passages (a slice need not encode the whole corpus).
+        whole = len(texts) == len(codes.ids) and set(texts) == set(codes.ids)
+        documents = ([Document(docid, text) for docid, text in texts.items()] if whole
+                     else [Document(docid, texts.get(docid, "")) for docid in codes.ids])
+        encoded = encode_corpus(explainer.dense, documents, progress=False)
         row = {docid: n for n, docid in enumerate(encoded.ids)}
         extra = {"simulator": EmbeddingSimulator(explainer.dense.encode),
                  "embeddings": np.asarray(encoded.embeddings)[[row[docid] for docid in codes.ids]]}

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import copy
 from collections import Counter
 
 from clsr.evidence_describer import (BROAD, UNCLEAR, EmbeddingSimulator, EvidenceDescriber, choose_words, count_auc,
@@ -127,16 +128,21 @@ def test_labels_report_their_own_auc_and_say_broad_or_unclear(describer):
     df = np.bincount(np.asarray(describer.latents)[np.asarray(describer.activations) > 0], minlength=8192)
     by_df = np.argsort(-df)
     chosen = [int(by_df[0]), int(by_df[1]), int(by_df[200]), int(by_df[400])]
-    labels = describer.describe_latents(chosen)
+    mass = describer.combined_mass(chosen)  # one evidence pass for both simulators
+    labels = {latent: describer.label(latent, mass[latent]) for latent in chosen}
     stems = describer.passage_stems()
+    counting = copy.copy(describer)
+    counting.simulator = None
     for latent in chosen:
         label = labels[latent]
         assert describer.min_keywords <= len(label["keywords"]) <= describer.max_keywords
-        keyword_stems = {describer.stem(k) for k in label["keywords"]}
-        scores = np.array([len(keyword_stems & passage) for passage in stems])
+        assert len(label["contrast"]) <= describer.max_contrast and label["simulator"] == "embedding"
+        assert parse_description(label["description"]) == (label["keywords"], label["contrast"])
         column = describer.activation_column(latent)
-        assert label["auc_fires"] == pytest.approx(count_auc(scores, column > 0), abs=1e-4)
-        assert label["auc_strong"] == pytest.approx(count_auc(scores, strong_labels(column)), abs=1e-4)
+        # Its own AUCs are the embedding simulator's, reading nothing but the description and the passages.
+        scores = describer.simulator.scores(label["description"], describer.embeddings)
+        assert [label["auc_fires"], label["auc_strong"]] == pytest.approx(
+            rank_aucs(scores, [column > 0, strong_labels(column)]), abs=1e-4)
         share = df[latent] / len(stems)
         assert label["df_share"] == pytest.approx(share, abs=1e-4)
         if (label["auc_fires"] + label["auc_strong"]) / 2 < describer.min_auc:
@@ -144,5 +150,11 @@ def test_labels_report_their_own_auc_and_say_broad_or_unclear(describer):
         elif share >= describer.broad_share:
             assert label["kind"] == "broad" and label["description"].startswith(BROAD)
         else:
-            assert label["kind"] == "specific" and label["description"] == ", ".join(label["keywords"])
+            assert label["kind"] == "specific" and not label["description"].startswith((BROAD, UNCLEAR))
+        counted = counting.label(latent, mass[latent])
+        keyword_stems = {describer.stem(k) for k in counted["keywords"]}
+        counts = np.array([len(keyword_stems & passage) for passage in stems])
+        assert counted["auc_fires"] == pytest.approx(count_auc(counts, column > 0), abs=1e-4)
+        assert counted["auc_strong"] == pytest.approx(count_auc(counts, strong_labels(column)), abs=1e-4)
+        assert counted["contrast"] == [] and counted["simulator"] == "keywords"
     assert labels[chosen[0]]["kind"] in {"broad", "unclear"}  # the most frequent concept fires on most passages
