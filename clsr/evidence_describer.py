@@ -425,7 +425,7 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     from .dense import encode_corpus
     from .evidence import EvidenceExplainer
     from .index import DocCodes
-    from .search import load_concept_encoder
+    from .index import load_concept_encoder
 
     if simulator not in ("embedding", "keywords"):
         raise ValueError(f"simulator must be 'embedding' or 'keywords', not {simulator!r}")
