@@ -285,8 +285,9 @@ def _add_describe_arguments(parser) -> None:
     parser.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
     parser.add_argument("--describer", choices=["keywords", "evidence"], default="keywords",
                         help="keywords: c-TF-IDF of the top passages (fast); evidence: the words that make the "
-                             "concept fire in its top passages, checked against where it fires, marked "
-                             "broad:/unclear: when so (one encoder pass per passage)")
+                             "concept fire in its top passages, checked against where it fires by an embedding "
+                             "simulator, marked broad:/unclear: when so, '; not: ...' the passages it stays silent "
+                             "on (one encoder pass per passage)")
     group = parser.add_argument_group("LLM describer (optional; off unless both are given)")
     group.add_argument("--llm-url", help="an OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
     group.add_argument("--llm-model", help="the model name to ask for 1-8 word labels")

@@ -418,7 +418,7 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
 
     `simulator` is ``"embedding"`` (labels chosen for :class:`EmbeddingSimulator` over the index's dense
     encoder; the passages' embeddings come from the embedding cache, or are encoded once) or
-    ``"keywords"`` (the keyword count). `options` go to :func:`clsr.search.load_concept_encoder`
+    ``"keywords"`` (the keyword count). `options` go to :func:`clsr.index.load_concept_encoder`
     (e.g. ``dtype``). Raises ValueError for another simulator.
     """
     from .data import Document
