@@ -8,7 +8,7 @@ export CLSR_DATA ?= $(abspath $(CURDIR)/../shared/data)
 # Keep clsr's own caches (embeddings) inside the project, not under $HOME.
 export CLSR_CACHE ?= $(CURDIR)/cache
 
-.PHONY: setup demo test test-browser bench clean
+.PHONY: setup demo test test-scale test-browser bench bench-scale clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The Milvus backend on real Milvus Lite and encoding on Ray (local mode): the milvus and ray extras,
+# kept out of `make test`: installing them adds ~40 s and ~700 MB to .venv, and the tests take 3-6 minutes.
+test-scale: setup
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -e '.[dev,milvus,ray]'
+	$(BIN)/python -m pytest -q -m scale tests/test_milvus.py tests/test_ray_encoding.py
+
+# Milvus export/search against Lucene on SciFact and synthetic 100k/1M sets, Ray encoding throughput (~40 min).
+bench-scale: test-scale
+	$(BIN)/python benchmarks/scale.py --out benchmarks/results/scale.json
 
 # The explorer's end-to-end test in headless Chromium (Debian's, installed by the script; needs apt).
 test-browser: setup

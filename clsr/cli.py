@@ -24,12 +24,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "explain": ("clsr.explain", "COMMAND", "why a document matched a query, concept by concept, down to words"),
     "describe": ("clsr.describe", "COMMAND", "catalogue and describe every concept of a concept index"),
     "serve": ("clsr.serve", "COMMAND", "the concept explorer: a local web page and JSON API over a concept index"),
-    "encode": ("clsr.dense", "COMMAND", "encode a corpus or topics to embeddings.npy + ids.txt"),
+    "encode": ("clsr.encode", "COMMAND", "encode a corpus or topics to embeddings.npy + ids.txt"),
     "encode-queries": ("clsr.pyserini_encoders", "COMMAND",
                        "pre-encode topics for stock Pyserini (--impact --encoder FILE)"),
     "train-sae": ("clsr.sae_data", "COMMAND", "fit a top-K sparse autoencoder on a corpus's embeddings"),
     "adapt-sae": ("clsr.sae_adaptation", "COMMAND", "fine-tune an SAE on a new corpus's own text (no judgments)"),
     "demo": ("clsr.demo", "COMMAND", "CL-SR, BM25 and dense side by side on a collection"),
+    "export": ("clsr.export", "COMMAND", "export a concept index to Milvus (Lite or a server)"),
 }
 
 

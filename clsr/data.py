@@ -150,16 +150,26 @@ class _Located(NamedTuple):
     text: str
 
 
+def _located(path: Path, line_number: int, record: dict) -> _Located:
+    doc_id = _record_id(path, line_number, record, "document")
+    if "contents" in record:  # Pyserini JsonCollection
+        return _Located(line_number, doc_id, record["contents"] or "")
+    if "text" in record or "title" in record:
+        return _Located(line_number, doc_id, document_text(record.get("title"), record.get("text")))
+    raise DataError(f"{path}:{line_number}: document {doc_id!r} has no text: expected 'text' and 'title' "
+                    f"(BEIR) or 'contents' (Pyserini); keys: {', '.join(record)}")
+
+
+def record_document(path: Path, line_number: int, record: dict) -> Document:
+    """A corpus JSONL record as a Document, its text cleaned as `iter_corpus` cleans it: BEIR ``{_id, title,
+    text}`` or Pyserini ``{id, contents}`` (for readers that parse lines elsewhere, e.g. Ray's workers)."""
+    located = _located(path, line_number, record)
+    return Document(located.id, clean_text(located.text)[0])
+
+
 def _jsonl_documents(path: Path) -> Iterator[_Located]:
     for line_number, record in read_jsonl(path):
-        doc_id = _record_id(path, line_number, record, "document")
-        if "contents" in record:  # Pyserini JsonCollection
-            yield _Located(line_number, doc_id, record["contents"] or "")
-        elif "text" in record or "title" in record:
-            yield _Located(line_number, doc_id, document_text(record.get("title"), record.get("text")))
-        else:
-            raise DataError(f"{path}:{line_number}: document {doc_id!r} has no text: expected 'text' and 'title' "
-                            f"(BEIR) or 'contents' (Pyserini); keys: {', '.join(record)}")
+        yield _located(path, line_number, record)
 
 
 def _checked_documents(located: Iterable[_Located], origin: str) -> Iterator[Document]:

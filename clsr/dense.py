@@ -29,7 +29,6 @@ import numpy as np
 
 from .data import Document
 from .errors import ClsrError
-from .options import SOURCE_HELP, Command, add_encoder_options, main_for
 
 log = logging.getLogger(__name__)
 
@@ -283,42 +282,3 @@ def encoder_config_from_args(args, base: EncoderConfig | None = None) -> Encoder
 def encoder_from_args(args, base: EncoderConfig | None = None) -> DenseEncoder:
     return DenseEncoder(encoder_config_from_args(args, base), device=args.device, dtype=args.dtype,
                         batch_size=args.encode_batch_size)
-
-
-def _add_encode_arguments(parser) -> None:
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--corpus", help=SOURCE_HELP)
-    what.add_argument("--topics", help=SOURCE_HELP)
-    parser.add_argument("--split", default="test", help="qrels split whose queries to encode (default test)")
-    parser.add_argument("--output", required=True, help="folder for embeddings.npy, ids.txt and encoder.json")
-    add_encoder_options(parser)
-
-
-def _run_encode(args) -> None:
-    from .data import load_corpus, load_topics
-
-    encoder = encoder_from_args(args)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    if args.topics:
-        topics = load_topics(args.topics, args.split)
-        ids, vectors = list(topics), encoder.encode_queries(list(topics.values()), progress=True)
-    else:
-        encoded = encode_corpus(encoder, load_corpus(args.corpus))
-        ids, vectors = encoded.ids, encoded.embeddings
-    np.save(output / "embeddings.npy", np.asarray(vectors, dtype=np.float32))
-    (output / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
-    (output / "encoder.json").write_text(json.dumps(encoder.config.to_dict(), indent=2))
-    print(f"wrote {len(ids)} x {vectors.shape[1]} embeddings to {output}")
-
-
-COMMAND = Command("encode", "Dense-encode a corpus (cached) or a set of topics to embeddings.npy + ids.txt.",
-                  _add_encode_arguments, _run_encode)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    main_for(COMMAND, argv)
-
-
-if __name__ == "__main__":
-    main()

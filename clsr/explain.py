@@ -31,18 +31,13 @@ def explain(searcher, query: str, docid: str, catalogue: Mapping[str, ConceptEnt
     ``score`` is Lucene's, found by searching ``EXPLAIN_DEPTH`` deep (``rank`` is None and the
     score is the sum of contributions when the document ranks below that).
     """
-    from .concepts import concept_term
-    from .search import ranked
-
+    # Through search_vector and doc_vector, so any concept backend explains alike (Lucene, Milvus).
     with searcher.query_encoder.encoded([query]):
         vector = searcher.query_encoder.encode(query)
-        hits = ranked(searcher.impact_searcher.search(query, EXPLAIN_DEPTH))  # the rank evaluation uses
+    hits = searcher.search_vector(vector, EXPLAIN_DEPTH)
     shared = searcher.shared_concepts(vector, docid)
     found = next(((rank, float(h.score)) for rank, h in enumerate(hits, 1) if h.docid == docid), None)
-    activations, latents = searcher.doc_codes.code(docid)
-    impacts = searcher.concept_encoder.doc_quantizer.quantize(activations)
-    doc_vector = sorted(((concept_term(int(l)), int(i)) for l, i in zip(latents, impacts) if i),
-                        key=lambda item: (-item[1], item[0]))
+    doc_vector = sorted(searcher.doc_vector(docid).items(), key=lambda item: (-item[1], item[0]))
     query_vector = sorted(searcher.searchable(vector).items(), key=lambda item: (-item[1], item[0]))
     return {
         "query": query, "docid": docid,

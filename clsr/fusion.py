@@ -109,22 +109,30 @@ class HybridSearcher:
     times the reconstruction the index build stored in ``doc_codes/``. ``rerank`` rescores the
     sparse top-``depth`` candidates (no dense index needed); ``full`` searches all reconstructions
     exactly (FAISS flat) and fuses the two top-``depth`` lists. Other options go to ClsrSearcher.
+
+    ``sparse`` is a ready concept searcher instead of ``index_dir``: e.g. a
+    ``clsr.milvus.MilvusSearcher``, whose collection serves the reconstructions and, in ``full``
+    mode, their exact search; the fusion is clsr's either way.
     """
 
-    def __init__(self, index_dir: str | os.PathLike, *, mode: str = "rerank", query_side: str = "original",
-                 method: str = "interpolation", alpha: float = DEFAULT_ALPHA, normalization: str = "minmax",
-                 depth: int = 1000, **options):
+    def __init__(self, index_dir: str | os.PathLike | None = None, *, mode: str = "rerank",
+                 query_side: str = "original", method: str = "interpolation", alpha: float = DEFAULT_ALPHA,
+                 normalization: str = "minmax", depth: int = 1000, sparse=None, **options):
         from .search import ClsrSearcher
 
         if mode not in HYBRID_MODES or query_side not in QUERY_SIDES:
             raise ValueError(f"mode must be one of {HYBRID_MODES} and query_side one of {QUERY_SIDES}")
+        if (index_dir is None) == (sparse is None):
+            raise ValueError("give either an index folder or a concept searcher (sparse=...)")
         fuse([{}, {}], method, alpha, normalization)  # validates method, alpha and normalisation up front
-        self.sparse = ClsrSearcher(index_dir, **options)
+        self.sparse = sparse if sparse is not None else ClsrSearcher(index_dir, **options)
         self.mode, self.query_side, self.depth = mode, query_side, depth
         self.method, self.alpha, self.normalization = method, alpha, normalization
-        self.reconstructed = np.ascontiguousarray(self.sparse.doc_codes.reconstructed, dtype=np.float32)
         self._faiss = None
-        if mode == "full":
+        if mode == "full" and hasattr(self.sparse, "dense_search"):
+            pass  # the backend searches its reconstructions itself (Milvus: FLAT, exact)
+        elif mode == "full":
+            self.reconstructed = np.ascontiguousarray(self.sparse.doc_codes.reconstructed, dtype=np.float32)
             import faiss
 
             self._faiss = faiss.IndexFlatIP(self.reconstructed.shape[1])
@@ -149,7 +157,10 @@ class HybridSearcher:
                                               progress=progress)
         vectors = self.query_vectors(embeddings)
         dense: Run = {}
-        if self.mode == "full":
+        if self.mode == "full" and self._faiss is None:
+            for qid, hits in zip(qids, self.sparse.dense_search(vectors, self.depth)):
+                dense[qid] = trec_eval_order(hits) if queries[qid].strip() else []
+        elif self.mode == "full":
             scores, rows = self._faiss.search(np.ascontiguousarray(vectors, np.float32),
                                               min(self.depth, len(self.reconstructed)))
             ids = self.sparse.doc_codes.ids
@@ -157,10 +168,9 @@ class HybridSearcher:
                 dense[qid] = (trec_eval_order((ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0)
                               if queries[qid].strip() else [])
         else:
-            row_of = self.sparse.doc_codes.row
             for qid, vector in zip(qids, vectors):
                 docids = [docid for docid, _ in sparse[qid]]
-                scores = self.reconstructed[[row_of(d) for d in docids]] @ vector if docids else []
+                scores = self.sparse.reconstructions(docids) @ vector if docids else []
                 dense[qid] = trec_eval_order(zip(docids, map(float, scores)))
         return sparse, dense
 

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -36,7 +36,10 @@ from . import __version__
 from .concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
 from .data import Document
 from .errors import ClsrError
-from .options import SOURCE_HELP, Command, add_encoder_options, main_for
+from .options import SOURCE_HELP, Command, UsageError, add_encoder_options, add_ray_options, main_for
+
+if TYPE_CHECKING:
+    from .dense import EncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -263,13 +266,15 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                         sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
                         query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
                         threads: int = 1, overwrite: bool = False, progress: bool = True,
-                        embed_sae: bool = False) -> dict:
+                        embed_sae: bool = False, codes: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
 
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
     trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
     ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index).
     The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
+    ``codes`` are the documents' top-``doc_k`` (activations, latents) when already computed with
+    this SAE, e.g. by the Ray actors (``clsr.ray_encoding``); otherwise they are computed here.
     """
     from .sae import CONFIG_NAME, WEIGHTS_NAME, sae_checksum
 
@@ -298,12 +303,18 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                 shutil.copy2(Path(sae_path) / name, building / EMBEDDED_SAE_DIR / name)
             sae_record = {"name": EMBEDDED_SAE_DIR, "path": EMBEDDED_SAE_DIR}  # relative: the index can move
         start = time.perf_counter()
-        activations = np.zeros((len(ids), doc_k), np.float32)
-        latents = np.zeros((len(ids), doc_k), np.int32)
-        batch = 8192
-        for first in tqdm(range(0, len(ids), batch), desc="encoding concepts", unit="batch", disable=not progress):
-            activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
-                embeddings[first:first + batch], doc_k)
+        if codes is not None:
+            activations, latents = np.asarray(codes[0], np.float32), np.asarray(codes[1], np.int32)
+            if activations.shape != (len(ids), doc_k) or latents.shape != activations.shape:
+                raise InvalidIndexError(f"codes of shape {activations.shape}, expected {(len(ids), doc_k)}")
+        else:
+            activations = np.zeros((len(ids), doc_k), np.float32)
+            latents = np.zeros((len(ids), doc_k), np.int32)
+            batch = 8192
+            for first in tqdm(range(0, len(ids), batch), desc="encoding concepts", unit="batch",
+                              disable=not progress):
+                activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
+                    embeddings[first:first + batch], doc_k)
         doc_quantizer = Quantizer.fit(activations, bits)
         impacts = doc_quantizer.quantize(activations)
         timings["concepts_s"] = time.perf_counter() - start
@@ -347,34 +358,38 @@ def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
                             "pass its folder with --sae")
 
 
-def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: "EncoderConfig | None" = None,
+def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
-                         dtype: str = "auto", batch_size: int = 32):
+                         dtype: str = "auto", batch_size: int = 32, manifest: dict | None = None,
+                         where: str | None = None):
     """The ConceptEncoder a concept index was built with, checked against the manifest.
 
     ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
     manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
-    the index's query defaults.
+    the index's query defaults. ``manifest`` (with ``where`` naming it in errors) is the index's
+    manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an SAE
+    recorded relative to the index.
     """
     from .concepts import ConceptEncoder
     from .dense import DenseEncoder, EncoderConfig
     from .sae import SaeMismatchError, TopKSae, sae_checksum
 
-    manifest = read_manifest(index_dir)
+    manifest = manifest if manifest is not None else read_manifest(index_dir)
+    where = where or f"index {index_dir}"
     if manifest["kind"] != "concepts":
         raise InvalidIndexError(f"{index_dir} is a {manifest['kind']} index, not a concept index")
     indexed_with = EncoderConfig.from_dict(manifest["encoder"])
     if encoder is not None and encoder != indexed_with and not force:
         raise InvalidIndexError(f"the query encoder does not match the index (pass --force to search anyway).\n"
-                                f"  index {index_dir}: {indexed_with}\n  query encoder: {encoder}")
+                                f"  {where}: {indexed_with}\n  query encoder: {encoder}")
     recorded = manifest["sae"]
     sae_path = Path(sae_path) if sae_path is not None else _recorded_sae_path(index_dir, recorded)
     checksum = sae_checksum(sae_path)
     if checksum != recorded["sha256"] and not force:
         raise SaeMismatchError(
             "the SAE does not match the index (pass --force to search anyway).\n"
-            f"  index {index_dir}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
+            f"  {where}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
             f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
     sae = TopKSae.load_from_disk(sae_path, device=device)
     query = manifest["query"]
@@ -444,6 +459,7 @@ def _add_index_arguments(parser) -> None:
                        help="adapt the SAE to this corpus first (as `clsr adapt-sae`) and keep it in the index's sae/")
     add_adaptation_options(parser)
     add_encoder_options(parser, default_help="the encoder the SAE was trained on")
+    add_ray_options(parser)
 
 
 def _run_index(args) -> None:
@@ -451,14 +467,43 @@ def _run_index(args) -> None:
     from .dense import EncoderConfig, encode_corpus, encoder_from_args
 
     source = str(resolve(args.corpus))
+    if args.ray and (args.kind == "bm25" or args.adapt):
+        raise UsageError(f"--ray encodes passages: {'--adapt' if args.adapt else 'a BM25 index'} does not use it")
+    shards_dir = Path(args.index).resolve().parent / (Path(args.index).name + ".shards")
     if args.kind == "bm25":
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
                                     overwrite=args.overwrite)
+    elif args.kind == "dense" and args.ray:
+        from .dense import encoder_config_from_args
+        from .ray_encoding import shards_from_args
+
+        config = encoder_config_from_args(args)
+        shards = shards_from_args(args, source, config, shards_dir)
+        manifest = build_dense_index(shards.ids, shards.embeddings, args.index, encoder=config.to_dict(),
+                                     source=source, overwrite=args.overwrite)
     elif args.kind == "dense":
         encoder = encoder_from_args(args)
         encoded = encode_corpus(encoder, load_corpus(source))
         manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
                                      source=source, overwrite=args.overwrite)
+    elif args.ray:
+        from .dense import encoder_config_from_args
+        from .ray_encoding import shards_from_args
+        from .sae import TopKSae, sae_path_or_default
+
+        sae_path = sae_path_or_default(args.sae)
+        sae = TopKSae.load_from_disk(sae_path)
+        config = encoder_config_from_args(args, EncoderConfig.from_dict(sae.config.encoder)
+                                          if sae.config.encoder else None)
+        sae.check_encoder(config.to_dict())  # before encoding a whole corpus for nothing
+        doc_k = sae.check_k(args.doc_k)
+        # The actors encode and compute the codes; the build reads the shards, memory-mapped.
+        shards = shards_from_args(args, source, config, shards_dir, sae_path=sae_path, doc_k=doc_k)
+        manifest = build_concept_index(shards.ids, shards.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                       encoder=config.to_dict(), doc_k=doc_k, query_k=args.query_k,
+                                       query_mode=args.query_mode, bits=args.bits, source=source,
+                                       threads=args.threads, overwrite=args.overwrite,
+                                       codes=(shards.activations, shards.latents))
     else:
         from .sae import TopKSae, sae_path_or_default
         from .sae_adaptation import adapt_config_from_args, adapt_to_corpus, print_adaptation

@@ -125,6 +125,26 @@ def add_steering_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
 
 
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """Encoding on Ray; `clsr.ray_encoding.shards_from_args` reads them."""
+    group = parser.add_argument_group("encoding on Ray (pip install 'clsr[ray]')")
+    group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="encode on Ray: a local instance with no ADDRESS, else the cluster at ADDRESS "
+                            "(e.g. auto, ray://head:10001)")
+    group.add_argument("--ray-workers", type=positive_int,
+                       help="encoder actors, one CPU each (default: one per CPU of the Ray cluster)")
+    group.add_argument("--shards", help="folder for the encoded shards (default: beside the output, *.shards)")
+
+
+def add_milvus_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """Where a Milvus collection lives; `clsr.milvus` reads them."""
+    group = parser.add_argument_group("Milvus (pip install 'clsr[milvus]')")
+    group.add_argument("--uri", default="clsr-milvus.db", required=required,
+                       help="a file path (Milvus Lite, embedded; default clsr-milvus.db) or a server address "
+                            "such as http://localhost:19530")
+    group.add_argument("--collection", default="clsr", help="collection name (default clsr)")
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts such as --hits: refused at parse time, not deep inside a search."""
     try:

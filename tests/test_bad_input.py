@@ -19,30 +19,25 @@ def _corpus(path, records=CORPUS):
     return path
 
 
-def _error(argv) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        clsr(argv)
-    message = str(exit_info.value.code)
-    assert message.startswith(f"clsr {argv[0]}: error: ") and "\n" not in message
-    return message
 
 
-def test_an_sae_folder_without_an_sae_says_what_one_holds(tmp_path):
+def test_an_sae_folder_without_an_sae_says_what_one_holds(tmp_path, cli_error):
     (tmp_path / "not-an-sae").mkdir()
-    message = _error(["index", "--corpus", str(_corpus(tmp_path / "c.jsonl")), "--index", str(tmp_path / "i"),
+    message = cli_error(["index", "--corpus", str(_corpus(tmp_path / "c.jsonl")), "--index", str(tmp_path / "i"),
                       "--sae", str(tmp_path / "not-an-sae")])
     assert "is not an SAE folder: one holds config.json and sae.safetensors" in message
 
 
-def test_steering_a_concept_outside_the_dictionary_names_the_valid_range(slice_concept_index, tmp_path):
+def test_steering_a_concept_outside_the_dictionary_names_the_valid_range(slice_concept_index, tmp_path,
+                                                                         cli_error):
     topics = tmp_path / "q.tsv"
     topics.write_text("1\tcells\n")
-    message = _error(["search", "--index", str(slice_concept_index), "--topics", str(topics),
+    message = cli_error(["search", "--index", str(slice_concept_index), "--topics", str(topics),
                       "--output", str(tmp_path / "r.trec"), "--boost", "c99999=2"])
     assert message.endswith("steered concept c99999 does not exist: this SAE's concepts are c0..c8191")
 
 
-def test_any_unexpected_failure_is_one_line_unless_debug(tmp_path, monkeypatch):
+def test_any_unexpected_failure_is_one_line_unless_debug(tmp_path, monkeypatch, cli_error):
     from clsr import evaluate as evaluate_module
 
     def broken(*args, **kwargs):
@@ -52,7 +47,7 @@ def test_any_unexpected_failure_is_one_line_unless_debug(tmp_path, monkeypatch):
     run, qrels = tmp_path / "run.trec", tmp_path / "qrels.txt"
     run.write_text("q1 Q0 d1 1 1.0 t\n")
     qrels.write_text("q1 0 d1 1\n")
-    assert _error(["evaluate", "--run", str(run), "--qrels", str(qrels)]).endswith(
+    assert cli_error(["evaluate", "--run", str(run), "--qrels", str(qrels)]).endswith(
         "RuntimeError: disk on fire (run again with --debug for the traceback)")
     with pytest.raises(RuntimeError, match="disk on fire"):
         clsr(["evaluate", "--run", str(run), "--qrels", str(qrels), "--debug"])

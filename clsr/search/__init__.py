@@ -122,6 +122,13 @@ class ConceptHit(NamedTuple):
     concepts: tuple[SharedConcept, ...]  # the concepts query and document share, largest contribution first
 
 
+def shared_concepts(query: Mapping[str, int], document: Mapping[str, int]) -> tuple[SharedConcept, ...]:
+    """The concepts a (searchable) query vector and a document vector share, largest contribution first."""
+    shared = [SharedConcept(term, query[term], int(impact)) for term, impact in document.items()
+              if impact and term in query]
+    return tuple(sorted(shared, key=lambda c: (-c.contribution, c.concept)))
+
+
 class ClsrSearcher:
     """Search a concept index with Pyserini's LuceneImpactSearcher; hits name the concepts they share.
 
@@ -150,15 +157,20 @@ class ClsrSearcher:
         idf, min_idf = self.impact_searcher.idf, self.impact_searcher.min_idf
         return {term: weight for term, weight in vector.items() if term in idf and idf[term] > min_idf}
 
-    def shared_concepts(self, vector: Mapping[str, int], docid: str) -> tuple[SharedConcept, ...]:
-        from ..concepts import concept_term
+    def doc_vector(self, docid: str) -> dict[str, int]:
+        """The document's {term: impact}, as the Lucene index holds it (KeyError for an unknown docid)."""
+        from ..concepts import impact_vectors
 
         activations, latents = self.doc_codes.code(docid)
-        impacts = self.concept_encoder.doc_quantizer.quantize(activations)
-        searchable = self.searchable(vector)
-        shared = [SharedConcept(term, searchable[term], int(impact))
-                  for term, impact in zip(map(concept_term, latents.tolist()), impacts) if impact and term in searchable]
-        return tuple(sorted(shared, key=lambda c: (-c.contribution, c.concept)))
+        return impact_vectors(activations[None], latents[None], self.concept_encoder.doc_quantizer)[0]
+
+    def shared_concepts(self, vector: Mapping[str, int], docid: str) -> tuple[SharedConcept, ...]:
+        return shared_concepts(self.searchable(vector), self.doc_vector(docid))
+
+    def reconstructions(self, docids: Sequence[str]) -> np.ndarray:
+        """(len(docids), d) float32 decoded embeddings of these documents, in the order given."""
+        row_of = self.doc_codes.row
+        return np.asarray(self.doc_codes.reconstructed[[row_of(d) for d in docids]], np.float32)
 
     def search_vector(self, vector: Mapping[str, int], k: int = 10) -> list[Hit]:
         """Search with a ready {term: integer weight} query (e.g. an edited one), as Pyserini would."""

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Sequence
 
 from ..options import (SOURCE_HELP, Command, UsageError, add_concept_query_options, add_encoder_options,
-                       add_steering_options, main_for, positive_int)
+                       add_milvus_options, add_steering_options, main_for, positive_int)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..fusion import add_hybrid_options
 
-    parser.add_argument("--index", required=True, help="a clsr index folder")
+    parser.add_argument("--index", help="a clsr index folder (the lucene backend)")
+    parser.add_argument("--backend", choices=["lucene", "milvus"], default="lucene",
+                        help="lucene: the index folder (default); milvus: a collection made by `clsr export milvus`, "
+                             "at --uri, named --collection")
     parser.add_argument("--topics", required=True, help=SOURCE_HELP)
     parser.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to run")
     parser.add_argument("--output", required=True, help="run file to write")
@@ -37,15 +40,19 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add_hybrid_options(parser)
     add_steering_options(parser)
     add_encoder_options(parser, default_help="the index's")
+    add_milvus_options(parser)
 
 
 def _run(args: argparse.Namespace) -> None:
     from ..data import load_topics
     from ..describe import steering_from_args
-    from ..evaluate import write_run
     from ..index import concept_encoder_options, read_manifest
     from . import open_searcher
 
+    if args.backend == "milvus":
+        return _run_milvus(args)
+    if not args.index:
+        raise UsageError("--index is required with the lucene backend")
     topics = load_topics(args.topics, args.split)
     manifest = read_manifest(args.index)
     kind = manifest["kind"]
@@ -71,6 +78,37 @@ def _run(args: argparse.Namespace) -> None:
             options["encoder"] = encoder_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
         searcher = open_searcher(args.index, **options)
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
+    _write(searcher, topics, run, args)
+
+
+def _run_milvus(args: argparse.Namespace) -> None:
+    """The same search on a Milvus collection: its record holds the index manifest the options are checked against."""
+    from ..data import load_topics
+    from ..describe import steering_from_args
+    from ..index import concept_encoder_options
+    from ..milvus import MilvusSearcher, collection_record, milvus_client
+
+    if args.index:
+        raise UsageError("--index is for the lucene backend; the milvus backend reads --uri and --collection")
+    if args.boost_concept and not args.catalogue:
+        raise UsageError("--boost-concept with Milvus needs --catalogue (the index folder's concepts.jsonl)")
+    topics = load_topics(args.topics, args.split)
+    _, record = collection_record(milvus_client(args.uri), args.collection, args.uri)
+    options = concept_encoder_options(args, record["index_manifest"])
+    searcher = MilvusSearcher(args.uri, args.collection, steering=steering_from_args(args), **options)
+    if args.hybrid:
+        from ..fusion import HybridSearcher
+
+        searcher = HybridSearcher(sparse=searcher, mode=args.hybrid_mode, query_side=args.hybrid_query,
+                                  method=args.fusion, alpha=args.alpha, normalization=args.normalization,
+                                  depth=args.depth)
+    run = searcher.batch_search(topics, k=args.hits, batch_size=args.batch_size)
+    _write(searcher, topics, run, args)
+
+
+def _write(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
+    from ..evaluate import write_run
+
     if args.remove_query:  # as Pyserini: for collections whose queries are documents too (e.g. ArguAna)
         run = {qid: [hit for hit in hits if hit[0] != qid] for qid, hits in run.items()}
     if args.explain:
@@ -85,8 +123,8 @@ def _write_explained_run(searcher, topics: dict, run: dict, args: argparse.Names
     """JSONL, a line per hit: qid, docid, rank, score and the top three shared concepts with descriptions."""
     from ..describe import CATALOGUE_NAME, load_catalogue
 
-    path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
-    catalogue = load_catalogue(path) if path.exists() else {}
+    path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME if args.index else None
+    catalogue = load_catalogue(path) if path is not None and path.exists() else {}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as f, searcher.query_encoder.encoded(list(topics.values())):
         for qid, hits in run.items():
