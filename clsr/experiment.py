@@ -44,6 +44,7 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
     encoded = encode_corpus(encoder, documents)
     if not (dense_dir / MANIFEST_NAME).exists():
         build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
+                          encoding=encoder.encoding,
                           source=source, overwrite=True)
     return Baselines(source, documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s)
 
@@ -61,7 +62,8 @@ def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Pat
         return read_manifest(index_dir)
     encoded = encode_corpus(baselines.encoder, baselines.documents)
     return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
-                               sae_path=sae_path, encoder=baselines.encoder.config.to_dict(), doc_k=doc_k,
+                               sae_path=sae_path, encoder=baselines.encoder.config.to_dict(),
+                               encoding=baselines.encoder.encoding, doc_k=doc_k,
                                query_k=query_k, query_mode=query_mode, bits=bits, source=baselines.source,
                                threads=threads, overwrite=True,
                                progress=False)

@@ -126,15 +126,19 @@ def build_bm25_index(documents: Iterable[Document], index_dir: str | os.PathLike
 
 
 def build_dense_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: str | os.PathLike, *,
-                      encoder: dict, source: str = "", overwrite: bool = False) -> dict:
-    """A flat index: float32 embeddings.npy plus ids.txt, searched exactly by inner product."""
+                      encoder: dict, source: str = "", overwrite: bool = False, encoding: dict | None = None) -> dict:
+    """A flat index: float32 embeddings.npy plus ids.txt, searched exactly by inner product.
+
+    ``encoding`` is the encoder's backend and dtype (:attr:`clsr.dense.DenseEncoder.encoding`),
+    recorded so that searchers encode queries the way the documents were encoded.
+    """
     if len(ids) != len(embeddings):
         raise InvalidIndexError(f"{len(ids)} ids but {len(embeddings)} embeddings")
     with atomic_directory(index_dir, overwrite) as building:
         np.save(building / "embeddings.npy", np.ascontiguousarray(embeddings, dtype=np.float32))
         (building / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
         return write_manifest(building, "dense", len(ids), source=source, dim=int(embeddings.shape[1]),
-                              encoder=encoder)
+                              encoder=encoder, encoding=encoding)
 
 
 DOC_CODES_DIR = "doc_codes"
@@ -208,11 +212,12 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                         sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
                         query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
                         threads: int = 1, overwrite: bool = False, progress: bool = True,
-                        embed_sae: bool = False) -> dict:
+                        embed_sae: bool = False, encoding: dict | None = None) -> dict:
     """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
 
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
     trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
+    ``encoding`` (backend and dtype) is recorded as for :func:`build_dense_index`.
     ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index).
     The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
     """
@@ -267,7 +272,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         timings["doc_codes_s"] = time.perf_counter() - start
 
         return write_manifest(
-            building, "concepts", len(ids), source=source, encoder=encoder,
+            building, "concepts", len(ids), source=source, encoder=encoder, encoding=encoding,
             sae={**sae_record, "sha256": sae_checksum(sae_path), "n_latents": sae.config.n_latents,
                  "k": sae.config.k, "d_in": sae.config.d_in, "adapted_from": (sae.config.training.get("adaptation")
                                                                               or {}).get("base_sae")},

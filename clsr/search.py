@@ -17,7 +17,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from . import __version__
-from .dense import DenseEncoder, EncoderConfig
+from .dense import DenseEncoder, EncoderConfig, recorded_backend
 from .evaluate import Run
 from .index import BM25_K1, BM25_B, DocCodes, InvalidIndexError, read_manifest
 
@@ -49,7 +49,9 @@ class Bm25Searcher:
 class DenseSearcher:
     """Exact inner-product search (FAISS flat) over a dense index's embeddings."""
 
-    def __init__(self, index_dir: str | os.PathLike, encoder: DenseEncoder | None = None, dtype: str = "auto"):
+    def __init__(self, index_dir: str | os.PathLike, encoder: DenseEncoder | None = None, dtype: str = "auto",
+                 backend: str | None = None):
+        """``backend`` defaults to the one the index was built with, so queries get the documents' numerics."""
         import faiss
 
         self.manifest = read_manifest(index_dir)
@@ -60,7 +62,8 @@ class DenseSearcher:
             raise InvalidIndexError(
                 f"the query encoder does not match the index.\n  index {index_dir}: {indexed_with}\n"
                 f"  query encoder: {encoder.config}")
-        self.encoder = encoder or DenseEncoder(indexed_with, dtype=dtype)
+        self.encoder = encoder or DenseEncoder(indexed_with, dtype=dtype,
+                                               backend=backend or recorded_backend(self.manifest))
         directory = Path(index_dir)
         embeddings = np.load(directory / "embeddings.npy")
         self.ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:len(embeddings)]
@@ -115,12 +118,12 @@ def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
 def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
-                         dtype: str = "auto", batch_size: int = 32):
+                         dtype: str = "auto", batch_size: int = 32, backend: str | None = None):
     """The ConceptEncoder a concept index was built with, checked against the manifest.
 
     ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
     manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
-    the index's query defaults.
+    the index's query defaults. ``backend`` defaults to the index's (see :func:`clsr.dense.recorded_backend`).
     """
     from .concepts import ConceptEncoder, Quantizer
     from .sae import SaeMismatchError, TopKSae, sae_checksum
@@ -142,7 +145,9 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
             f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
     sae = TopKSae.load_from_disk(sae_path, device=device)
     query = manifest["query"]
-    return ConceptEncoder(DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size),
+    dense = DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size,
+                         backend=backend or recorded_backend(manifest))
+    return ConceptEncoder(dense,
                           sae, doc_k=manifest["doc_k"], query_k=query_k or query["k"],
                           query_mode=query_mode or query["mode"],
                           doc_quantizer=Quantizer.from_dict(manifest["doc_quantizer"]),
