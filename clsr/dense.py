@@ -166,8 +166,6 @@ class DenseEncoder:
         self.dim: int = model.config.hidden_size
         self.model = self.session = None
         if backend == "torch":
-            if threads:
-                torch.set_num_threads(threads)
             torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
             self.model = model.to(device=device, dtype=torch_dtype).eval()
         else:
@@ -200,10 +198,23 @@ class DenseEncoder:
     def encode(self, texts: Sequence[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
         """(len(texts), dim) float32; longest texts first so padding stays small, output in input order."""
         import torch
-        from tqdm.auto import tqdm
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        previous_threads = torch.get_num_threads()
+        if self.backend == "torch":
+            torch.set_num_threads(self.threads)
+        try:
+            self._encode_sorted(texts, order, out, progress, desc)
+        finally:
+            torch.set_num_threads(previous_threads)
+        return out
+
+    def _encode_sorted(self, texts: Sequence[str], order: list[int], out: np.ndarray, progress: bool,
+                       desc: str) -> None:
+        import torch
+        from tqdm.auto import tqdm
+
         with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=None if progress else True) as bar:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start:start + self.batch_size]
@@ -217,13 +228,26 @@ class DenseEncoder:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[batch] = pooled.cpu().numpy()
                 bar.update(len(batch))
-        return out
 
     def encode_queries(self, queries: Sequence[str], **kwargs) -> np.ndarray:
+        """(len(queries), dim) float32: each query after the config's prefix, through the same backend as passages."""
         return self.encode([self.config.query_prefix + q for q in queries], **kwargs)
 
     def encode_documents(self, documents: Sequence[str], **kwargs) -> np.ndarray:
+        """(len(documents), dim) float32, as :meth:`encode`."""
         return self.encode(documents, **kwargs)
+
+
+def encoding_rate(encoder: DenseEncoder, texts: Sequence[str]) -> float:
+    """Passages per second (wall clock) for encoding ``texts`` now, after one untimed warm-up batch.
+
+    What a benchmark should report, rather than :attr:`EncodedCorpus.docs_per_s`, which was
+    measured by whichever run first wrote the cache entry, under that run's load and threads.
+    """
+    encoder.encode_documents(list(texts[:encoder.batch_size]))
+    start = time.perf_counter()
+    encoder.encode_documents(list(texts))
+    return len(texts) / max(time.perf_counter() - start, 1e-9)
 
 
 def cache_root() -> Path:
@@ -255,7 +279,7 @@ def corpus_fingerprint(documents: Iterable[Document]) -> str:
 class EncodedCorpus:
     ids: list[str]
     embeddings: np.ndarray  # (n, dim) float32, possibly memory-mapped
-    docs_per_s: float  # measured when the cache entry was written
+    docs_per_s: float  # measured when the cache entry was written, possibly by another run: see encoding_rate
 
 
 def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_dir: Path | None = None,

@@ -83,8 +83,21 @@ def quantize(source: Path, target: Path) -> None:
     _replace_atomically(build, target)
 
 
+def require() -> None:
+    """Raise ImportError naming the extra when the ONNX packages are missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"the ONNX encoder backends need {' and '.join(missing)}: pip install 'clsr[onnx]'")
+
+
 def artefact(model, tokenizer, fingerprint: str, backend: str) -> Path:
-    """The ONNX file for ``backend`` ("onnx" or "onnx-int8"), built from ``model`` if not yet cached."""
+    """The ONNX file for ``backend`` ("onnx" or "onnx-int8"), built from ``model`` if not yet cached.
+
+    Raises ImportError (naming the ``onnx`` extra) when onnx or onnxruntime is not installed.
+    """
+    require()
     directory = artefact_dir(fingerprint)
     fp32 = directory / FILES["onnx"]
     if not fp32.exists():
