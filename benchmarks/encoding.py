@@ -74,7 +74,7 @@ def token_lengths(encoder: DenseEncoder, texts: list[str]) -> np.ndarray:
 
 
 def measure(dataset: str, split: str, passages: int, rounds: int, query_count: int, full_corpus: bool,
-            batch_size: int, threads: int | None = None) -> dict:
+            batch_size: int, threads: int | None = None, ndcg: bool = True) -> dict:
     source = resolve(dataset)
     corpus = load_corpus(source)
     topics, qrels = load_topics(source, split), load_qrels(source, split)
@@ -103,13 +103,14 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
         documents = corpus[:passages] + [d for d in corpus[passages:] if d.id in judged and d.id not in seen]
     rows = {}
     for name, encoder in encoders.items():
-        if full_corpus:
-            doc_vectors = np.asarray(encode_corpus(encoder, documents, progress=False).embeddings)
-        else:
-            extra = encoder.encode_documents([d.text for d in documents[passages:]])
-            doc_vectors = np.concatenate([embeddings[name], extra])
-        query_vectors = encoder.encode_queries([topics[q] for q in qids])
-        run = top_hits(query_vectors @ doc_vectors.T, qids, [d.id for d in documents], 100)
+        if ndcg:
+            if full_corpus:
+                doc_vectors = np.asarray(encode_corpus(encoder, documents, progress=False).embeddings)
+            else:  # the timed passages' vectors plus the judged passages beyond them
+                extra = encoder.encode_documents([d.text for d in documents[passages:]])
+                doc_vectors = np.concatenate([embeddings[name], extra])
+            query_vectors = encoder.encode_queries([topics[q] for q in qids])
+            run = top_hits(query_vectors @ doc_vectors.T, qids, [d.id for d in documents], 100)
         cos = (embeddings[name] * embeddings[reference]).sum(1)
         rows[name] = {
             "backend": encoder.backend, "dtype": encoder.dtype,
@@ -119,11 +120,11 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
             "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6),
             "query_ms_p50": round(percentile(latencies[name], 0.5), 2),
             "query_ms_p90": round(percentile(latencies[name], 0.9), 2),
-            "ndcg@10": round(evaluate(run, qrels, ["ndcg@10"])["ndcg@10"], 4),
+            "ndcg@10": round(evaluate(run, qrels, ["ndcg@10"])["ndcg@10"], 4) if ndcg else None,
         }
     for name, row in rows.items():
         row["speed_vs_fp32"] = round(row["passages_per_s"] / rows[reference]["passages_per_s"], 3)
-        row["ndcg@10_delta"] = round(row["ndcg@10"] - rows[reference]["ndcg@10"], 4)
+        row["ndcg@10_delta"] = round(row["ndcg@10"] - rows[reference]["ndcg@10"], 4) if ndcg else None
 
     lengths = token_lengths(encoders[reference], texts)
     flags = cpu_flags()
@@ -160,8 +161,9 @@ def markdown(result: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, r in result["backends"].items():
         lines.append(f"| {name} | {r['passages_per_s']:.1f} | {r['speed_vs_fp32']:.2f} | {r['passages_per_cpu_s']:.1f} "
-                     f"| {r['cosine_min']:.4f} / {r['cosine_mean']:.5f} | {r['ndcg@10']:.4f} "
-                     f"| {r['ndcg@10_delta']:+.4f} | {r['query_ms_p50']:.1f} |")
+                     f"| {r['cosine_min']:.4f} / {r['cosine_mean']:.5f} "
+                     + (f"| {r['ndcg@10']:.4f} | {r['ndcg@10_delta']:+.4f} " if r["ndcg@10"] is not None else "| – | – ")
+                     + f"| {r['query_ms_p50']:.1f} |")
     t = result["tokens"]
     lines += ["", f"Passages: {t['mean']} tokens on average (median {t['p50']}); "
               f"{t['over_max_length']:.0%} are truncated at {result['max_length']}. nDCG@10 over "
@@ -178,12 +180,14 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100, help="queries timed one by one (default 100)")
     parser.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32, clsr's)")
     parser.add_argument("--threads", type=int, help="intra-op threads of both runtimes (default: torch's, the cores)")
+    parser.add_argument("--ndcg", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure nDCG@10 (--no-ndcg: speed and cosines only)")
     parser.add_argument("--full-corpus", action="store_true",
                         help="nDCG@10 against the whole corpus (encodes it once per backend, cached)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "encoding.json")
     args = parser.parse_args()
     result = measure(args.dataset, args.split, args.passages, args.rounds, args.queries, args.full_corpus,
-                     args.batch_size, args.threads)
+                     args.batch_size, args.threads, args.ndcg)
     write_report(result, args.out, markdown(result))
 
 

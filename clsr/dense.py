@@ -280,6 +280,7 @@ class EncodedCorpus:
     ids: list[str]
     embeddings: np.ndarray  # (n, dim) float32, possibly memory-mapped
     docs_per_s: float  # measured when the cache entry was written, possibly by another run: see encoding_rate
+    cached: bool = False  # read from the cache: docs_per_s is then that earlier run's figure
 
 
 def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_dir: Path | None = None,
@@ -297,7 +298,8 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
     if (directory / "meta.json").exists():
         meta = json.loads((directory / "meta.json").read_text())
         ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:meta["count"]]
-        return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), meta["docs_per_s"])
+        return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), meta["docs_per_s"],
+                             cached=True)
     start = time.perf_counter()
     embeddings = encoder.encode_documents([d.text for d in documents], progress=progress, desc="encoding corpus")
     docs_per_s = len(documents) / max(time.perf_counter() - start, 1e-9)

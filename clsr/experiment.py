@@ -29,6 +29,7 @@ class Baselines:
     dense_dir: Path
     encoder: DenseEncoder
     encode_docs_per_s: float
+    encoded_from_cache: bool = False  # then encode_docs_per_s was measured by the run that wrote the cache
 
 
 def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", threads: int = 1) -> Baselines:
@@ -46,7 +47,7 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
         build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
                           encoding=encoder.encoding,
                           source=source, overwrite=True)
-    return Baselines(source, documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s)
+    return Baselines(source, documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s, encoded.cached)
 
 
 def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
