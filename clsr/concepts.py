@@ -148,6 +148,16 @@ def steer_codes(values: np.ndarray, indices: np.ndarray, steering: Mapping[int, 
     return out_values, out_indices
 
 
+def check_latents(latents, n_latents: int, what: str = "concept") -> None:
+    """Raise UsageError naming the valid range when a latent id is outside an SAE's dictionary."""
+    from .options import UsageError
+
+    outside = sorted(latent for latent in latents if not 0 <= latent < n_latents)
+    if outside:
+        raise UsageError(f"{what} {concept_term(outside[0])} does not exist: this SAE's concepts are "
+                         f"{concept_term(0)}..{concept_term(n_latents - 1)}")
+
+
 def parse_steering(boost: Sequence[str] = (), suppress: Sequence[str] = ()) -> dict[int, float]:
     """``["c12=2.0", "c7"]`` boosts (a bare term means x2) and ``["c77"]`` suppressions as {latent: factor}."""
     steering: dict[int, float] = {}

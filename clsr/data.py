@@ -16,9 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
+
+from .errors import ClsrError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ Qrels = dict[str, dict[str, int]]
 """query id -> {document id -> relevance grade}."""
 
 
-class DataError(ValueError):
+class DataError(ClsrError, ValueError):
     """Input that clsr cannot read; the message names the file and line."""
 
 
@@ -65,69 +68,135 @@ def resolve(source: str | os.PathLike) -> Path | str:
     )
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; bad JSON names the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """(line number from 1, line without its line end) for every line of a UTF-8 text file.
+
+    A byte-order mark is valid UTF-8 and is dropped. Bytes that are not UTF-8 raise DataError naming
+    the file, line and column: clsr never guesses an encoding.
+    """
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_number}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{line_number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                                "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+            if line_number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            yield line_number, line.rstrip("\n").rstrip("\r")
 
 
-def _read_tsv_pairs(path: Path) -> Iterator[tuple[str, str]]:
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            line = line.rstrip("\n").rstrip("\r")
-            if not line:
-                continue
-            parts = line.split("\t", 1)
-            if len(parts) != 2:
-                raise DataError(f"{path}:{line_number}: expected 'id<TAB>text', got {line[:80]!r}")
-            yield parts[0], parts[1]
+def check_id(value: str, what: str, where: str) -> str:
+    """An id that every format clsr writes can hold: non-empty, no whitespace (TREC runs are split on it),
+    no lone surrogate (not encodable as UTF-8). Raises DataError naming ``where`` (file:line)."""
+    if not value:
+        raise DataError(f"{where}: empty {what} id")
+    if any(c.isspace() for c in value):
+        raise DataError(f"{where}: {what} id {value!r} contains whitespace, which a TREC run (split on whitespace) "
+                        "cannot hold; rename it")
+    if _SURROGATE.search(value):
+        raise DataError(f"{where}: {what} id {value!r} holds a lone surrogate escape, which UTF-8 cannot encode")
+    return value
 
 
-def _record_id(path: Path, line_number: int, record: dict) -> str:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> tuple[str, bool]:
+    """(text, changed): a lone UTF-16 surrogate (a JSON escape like \\ud83d without its pair) becomes U+FFFD,
+    as a UTF-8 encoder with errors="replace" would do, so every index kind reads the same text."""
+    cleaned = _SURROGATE.sub("\ufffd", text)
+    return cleaned, cleaned != text
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; bad JSON names the file and line."""
+    for line_number, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_number}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+        yield line_number, record
+
+
+def _read_tsv_pairs(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line number, id, text) of an ``id<TAB>text`` file, split on the first tab only."""
+    for line_number, line in text_lines(path):
+        if not line.strip():
+            continue
+        key, tab, text = line.partition("\t")
+        if not tab:
+            raise DataError(f"{path}:{line_number}: expected 'id<TAB>text', got {line[:80]!r}")
+        yield line_number, key, text
+
+
+def _record_id(path: Path, line_number: int, record: dict, what: str) -> str:
     for key in ("_id", "id", "docid"):
         if key in record and record[key] not in (None, ""):
-            return str(record[key])
+            return check_id(str(record[key]), what, f"{path}:{line_number}")
     raise DataError(f"{path}:{line_number}: record has no '_id' (keys: {', '.join(record) or 'none'})")
 
 
-def _jsonl_documents(path: Path) -> Iterator[Document]:
+class _Located(NamedTuple):
+    line_number: int
+    id: str
+    text: str
+
+
+def _jsonl_documents(path: Path) -> Iterator[_Located]:
     for line_number, record in read_jsonl(path):
-        doc_id = _record_id(path, line_number, record)
+        doc_id = _record_id(path, line_number, record, "document")
         if "contents" in record:  # Pyserini JsonCollection
-            yield Document(doc_id, record["contents"] or "")
+            yield _Located(line_number, doc_id, record["contents"] or "")
+        elif "text" in record or "title" in record:
+            yield _Located(line_number, doc_id, document_text(record.get("title"), record.get("text")))
         else:
-            yield Document(doc_id, document_text(record.get("title"), record.get("text")))
+            raise DataError(f"{path}:{line_number}: document {doc_id!r} has no text: expected 'text' and 'title' "
+                            f"(BEIR) or 'contents' (Pyserini); keys: {', '.join(record)}")
 
 
-def _unique(documents: Iterable[Document], origin: str) -> Iterator[Document]:
-    seen: set[str] = set()
-    for doc in documents:
-        if doc.id in seen:
-            raise DataError(f"{origin}: duplicate document id {doc.id!r}")
-        seen.add(doc.id)
-        yield doc
+def _checked_documents(located: Iterable[_Located], origin: str) -> Iterator[Document]:
+    """Documents with unique ids (a repeat names both lines), cleaned text, and at least one of them."""
+    first_line: dict[str, int] = {}
+    cleaned_lines = []
+    for line_number, doc_id, text in located:
+        if doc_id in first_line:
+            raise DataError(f"{origin}:{line_number}: duplicate document id {doc_id!r} (first at line "
+                            f"{first_line[doc_id]})")
+        first_line[doc_id] = line_number
+        text, changed = clean_text(text)
+        if changed:
+            cleaned_lines.append(line_number)
+        yield Document(doc_id, text)
+    if not first_line:
+        raise DataError(f"{origin}: no documents")
+    if cleaned_lines:
+        log.warning("%s: %d passages hold lone surrogate escapes (invalid Unicode), replaced by U+FFFD; first at "
+                    "line %d", origin, len(cleaned_lines), cleaned_lines[0])
 
 
 def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
-    """Stream a corpus. Duplicate ids are an error; empty texts are allowed."""
+    """Stream a corpus: ``Document(id, title + " " + text)``.
+
+    Raises DataError (file and line) for a repeated id (naming both lines), an id a run file cannot
+    hold, a record without text fields, bytes that are not UTF-8, or an empty corpus. Empty texts are
+    allowed; lone surrogate escapes are replaced by U+FFFD and counted in a warning.
+    """
     where = resolve(source)
     if isinstance(where, str):
-        return _unique((Document(d.doc_id, document_text(getattr(d, "title", ""), d.text))
-                        for d in _ir_datasets(where).docs_iter()), where)
+        return _checked_documents((_Located(n, check_id(d.doc_id, "document", f"{where} document {n}"),
+                                            document_text(getattr(d, "title", ""), d.text))
+                                   for n, d in enumerate(_ir_datasets(where).docs_iter(), 1)), where)
     if where.is_dir():
         where = where / "corpus.jsonl"
     if where.suffix == ".tsv":
-        return _unique((Document(i, t) for i, t in _read_tsv_pairs(where)), str(where))
-    return _unique(_jsonl_documents(where), str(where))
+        return _checked_documents((_Located(n, check_id(i, "document", f"{where}:{n}"), t)
+                                   for n, i, t in _read_tsv_pairs(where)), str(where))
+    return _checked_documents(_jsonl_documents(where), str(where))
 
 
 def load_corpus(source: str | os.PathLike) -> list[Document]:
@@ -151,27 +220,76 @@ def load_qrels(source: str | os.PathLike, split: str = "test") -> Qrels:
 
 
 def _read_qrels_file(path: Path) -> Qrels:
+    """BEIR (``query-id<TAB>corpus-id<TAB>score``, header optional) or TREC (``qid iter docid grade``) qrels.
+
+    A line whose tabs make the three BEIR columns is split on tabs only (ids may hold spaces there);
+    any other on whitespace, as trec_eval reads qrels. A pair judged twice with different grades raises
+    DataError naming both lines; identical repeats pass.
+    """
     qrels: Qrels = {}
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
+    judged_at: dict[tuple[str, str], int] = {}
+    for line_number, line in text_lines(path):
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) != 3:
             fields = line.split()
-            if not fields or (line_number == 1 and fields[0] == "query-id"):
-                continue
-            if len(fields) == 3:  # BEIR: query-id corpus-id score
-                qid, docid, grade = fields
-            elif len(fields) == 4:  # TREC: qid iteration docid grade
-                qid, _, docid, grade = fields
-            else:
-                raise DataError(f"{path}:{line_number}: expected 3 (BEIR) or 4 (TREC) qrels columns, got {len(fields)}")
-            try:
-                qrels.setdefault(qid, {})[docid] = int(grade)
-            except ValueError:
-                raise DataError(f"{path}:{line_number}: relevance grade {grade!r} is not an integer") from None
+        if not fields or fields == [""] or (not judged_at and fields[0] == "query-id"):
+            continue
+        if len(fields) == 3:  # BEIR: query-id corpus-id score
+            qid, docid, grade = fields
+        elif len(fields) == 4:  # TREC: qid iteration docid grade
+            qid, _, docid, grade = fields
+        else:
+            raise DataError(f"{path}:{line_number}: expected 3 (BEIR) or 4 (TREC) qrels columns, got {len(fields)}")
+        try:
+            value = int(grade)
+        except ValueError:
+            raise DataError(f"{path}:{line_number}: relevance grade {grade!r} is not an integer") from None
+        earlier = qrels.get(qid, {}).get(docid)
+        if earlier is not None and earlier != value:
+            raise DataError(f"{path}:{line_number}: query {qid!r}, document {docid!r} judged {value} here and "
+                            f"{earlier} at line {judged_at[qid, docid]}")
+        judged_at.setdefault((qid, docid), line_number)
+        qrels.setdefault(qid, {})[docid] = value
     return qrels
 
 
+def read_topics_file(path: Path) -> dict[str, str]:
+    """Query id -> text from ``id<TAB>text`` (.tsv) or JSONL with ``_id``/``id`` and ``text``.
+
+    Raises DataError naming the file and line for a repeated id (and its first line), an id a run
+    cannot hold, or a JSONL record without a ``text`` field. Blank queries are kept (they get no
+    hits) and reported by id.
+    """
+    if path.suffix == ".tsv":
+        located = ((n, check_id(i, "query", f"{path}:{n}"), t) for n, i, t in _read_tsv_pairs(path))
+    else:
+        located = ((n, _record_id(path, n, record, "query"), _query_text(path, n, record))
+                   for n, record in read_jsonl(path))
+    topics: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for line_number, qid, text in located:
+        if qid in first_line:
+            raise DataError(f"{path}:{line_number}: duplicate query id {qid!r} (first at line {first_line[qid]})")
+        first_line[qid] = line_number
+        topics[qid] = clean_text(text)[0]
+    blank = [qid for qid, text in topics.items() if not text.strip()]
+    if blank:
+        log.warning("%s: %d blank queries get no hits: %s", path, len(blank), ", ".join(blank[:20]))
+    return topics
+
+
+def _query_text(path: Path, line_number: int, record: dict) -> str:
+    if "text" not in record:
+        raise DataError(f"{path}:{line_number}: query record has no 'text' field (keys: {', '.join(record)}); "
+                        "BEIR queries are {\"_id\": ..., \"text\": ...}")
+    text = record["text"]
+    if text is not None and not isinstance(text, str):
+        raise DataError(f"{path}:{line_number}: query text is a {type(text).__name__}, not a string")
+    return text or ""
+
+
 def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[str, str]:
-    """Query id -> text, in file order.
+    """Query id -> text, in file order (see `read_topics_file` for what is refused).
 
     For a BEIR folder, only the queries judged in ``qrels/<split>.tsv`` are returned, and the log says
     which split was read; ``split=None`` returns every query. Judged ids with no query text are
@@ -184,12 +302,7 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
         log.info("read %d queries from ir_datasets %r", len(topics), dataset.id)
         return topics
     queries_file = where / "queries.jsonl" if where.is_dir() else where
-    if queries_file.suffix == ".tsv":
-        queries = dict(_read_tsv_pairs(queries_file))
-    else:
-        queries = {}
-        for line_number, record in read_jsonl(queries_file):
-            queries[_record_id(queries_file, line_number, record)] = record.get("text", record.get("contents", "")) or ""
+    queries = read_topics_file(queries_file)
     if not where.is_dir() or split is None:
         return queries
     judged = load_qrels(where, split)

@@ -9,6 +9,7 @@ from pathlib import Path
 from .data import load_qrels, load_topics, resolve
 from .describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_catalogue
 from .evaluate import write_run
+from .options import SOURCE_HELP, Command, main_for
 from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report, sae_relation
 from .sae import default_sae_path
 from .search import Bm25Searcher, ClsrSearcher, DenseSearcher
@@ -100,3 +101,30 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
     print("  (* = judged relevant)")
     print("\nExplore these concepts in a browser (needs the serve extra: pip install 'clsr[serve]'):\n"
           f"  clsr serve --index {concept_dir} --bm25 {baselines.bm25_dir} --dense {baselines.dense_dir} --port 8080")
+
+
+# -- the command line: `clsr demo` / `python -m clsr.demo` ---------------------------------------------------
+
+def _add_demo_arguments(parser) -> None:
+    parser.add_argument("--dataset", default="scifact", help=SOURCE_HELP + " (default scifact)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--work-dir", default="runs/demo", help="where indexes and runs go (default runs/demo)")
+    parser.add_argument("--adapt", action="store_true", help="adapt the bundled SAE to the corpus first (clsr adapt-sae)")
+    parser.add_argument("--threads", type=int, default=1)
+
+
+def _run_demo(args) -> None:
+    run_demo(args.dataset, Path(args.work_dir), split=args.split, threads=args.threads, adapt=args.adapt)
+
+
+COMMAND = Command("demo", "CL-SR, BM25 and dense side by side on a collection: builds (or reuses) the concept, "
+                          "BM25 and dense indexes and the concept catalogue, runs the test queries, prints a table "
+                          "and explained hits.", _add_demo_arguments, _run_demo)
+
+
+def main(argv=None) -> None:
+    main_for(COMMAND, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .data import Document
+from .errors import ClsrError
+from .options import SOURCE_HELP, Command, add_encoder_options, main_for
+
+log = logging.getLogger(__name__)
 
 BGE_QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
@@ -119,6 +124,37 @@ def recorded_backend(manifest: dict) -> str:
     return (manifest.get("encoding") or {}).get("backend", "torch")
 
 
+class EncoderSettingError(ClsrError, ValueError):
+    """Encoder settings the model cannot honour, e.g. more tokens than it has positions."""
+
+
+def check_max_length(config: EncoderConfig, location: str) -> None:
+    """Raise EncoderSettingError when ``config.max_length`` exceeds the model's position embeddings
+    (512 for BERT-like models such as MiniLM and bge), which would fail only once encoding starts."""
+    import transformers
+
+    try:
+        positions = getattr(transformers.AutoConfig.from_pretrained(location), "max_position_embeddings", None)
+    except OSError:
+        return  # the model load that follows reports a missing model better
+    if positions and config.max_length > positions:
+        raise EncoderSettingError(f"--max-length {config.max_length} exceeds the {positions} positions of "
+                                  f"{config.model}; use at most {positions}")
+
+
+# A WordPiece or BPE token spans at most this many characters of ordinary text (WordPiece maps a longer
+# word to one [UNK]), so cutting a text to max_length x this many characters before tokenising never
+# changes the first max_length tokens, and a 20 MB passage costs what a normal one does (field case 11).
+CHARS_PER_TOKEN_BOUND = 100
+
+
+def cut_texts(texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
+    """(texts cut to max_length x CHARS_PER_TOKEN_BOUND characters, how many were cut)."""
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    cut = [text[:limit] for text in texts]
+    return cut, sum(len(text) > limit for text in texts)
+
+
 class DenseEncoder:
     """Encode texts to float32 vectors with one transformer; batches are sorted by length.
 
@@ -155,6 +191,7 @@ class DenseEncoder:
         self.dtype = dtype
         self.threads = threads or torch.get_num_threads()
         location = _model_location(config.model)
+        check_max_length(config, location)  # before the weights load or any text is read
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
             model = transformers.AutoModel.from_pretrained(location)
@@ -199,6 +236,11 @@ class DenseEncoder:
         """(len(texts), dim) float32; longest texts first so padding stays small, output in input order."""
         import torch
 
+        texts, cut = cut_texts(texts, self.config.max_length)
+        if cut:
+            log.warning("%d of %d texts are longer than %d characters and were cut to that before tokenising "
+                        "(only the first %d tokens are encoded)", cut, len(texts),
+                        self.config.max_length * CHARS_PER_TOKEN_BOUND, self.config.max_length)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         previous_threads = torch.get_num_threads()
@@ -322,3 +364,67 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
 
         shutil.rmtree(tmp, ignore_errors=True)
     return EncodedCorpus(ids, embeddings, docs_per_s)
+
+
+# -- the command line: `clsr encode` / `python -m clsr.dense`, and the encoder flags every command reads ------
+
+_ENCODER_FLAGS = ("encoder", "pooling", "query_prefix", "max_length", "normalize")
+
+
+def encoder_overridden(args) -> bool:
+    """True when any flag of `clsr.options.add_encoder_options` that changes the vectors was given."""
+    return any(getattr(args, name) is not None for name in _ENCODER_FLAGS)
+
+
+def encoder_config_from_args(args, base: EncoderConfig | None = None) -> EncoderConfig:
+    """The encoder the flags ask for: ``base`` (e.g. the SAE's or the index's) unless --encoder is given,
+    with --pooling/--query-prefix/--max-length/--no-normalize applied on top."""
+    config = base if (args.encoder is None and base is not None) else encoder_config(args.encoder or DEFAULT_PRESET)
+    overrides = {"pooling": args.pooling, "query_prefix": args.query_prefix, "max_length": args.max_length,
+                 "normalize": args.normalize}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def encoder_from_args(args, base: EncoderConfig | None = None) -> DenseEncoder:
+    """The DenseEncoder the flags of `clsr.options.add_encoder_options` ask for (backend: auto unless given)."""
+    return DenseEncoder(encoder_config_from_args(args, base), device=args.device, dtype=args.dtype,
+                        batch_size=args.encode_batch_size, backend=args.backend or "auto")
+
+
+def _add_encode_arguments(parser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--corpus", help=SOURCE_HELP)
+    what.add_argument("--topics", help=SOURCE_HELP)
+    parser.add_argument("--split", default="test", help="qrels split whose queries to encode (default test)")
+    parser.add_argument("--output", required=True, help="folder for embeddings.npy, ids.txt and encoder.json")
+    add_encoder_options(parser)
+
+
+def _run_encode(args) -> None:
+    from .data import load_corpus, load_topics
+
+    encoder = encoder_from_args(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.topics:
+        topics = load_topics(args.topics, args.split)
+        ids, vectors = list(topics), encoder.encode_queries(list(topics.values()), progress=True)
+    else:
+        encoded = encode_corpus(encoder, load_corpus(args.corpus))
+        ids, vectors = encoded.ids, encoded.embeddings
+    np.save(output / "embeddings.npy", np.asarray(vectors, dtype=np.float32))
+    (output / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
+    (output / "encoder.json").write_text(json.dumps({**encoder.config.to_dict(), **encoder.encoding}, indent=2))
+    print(f"wrote {len(ids)} x {vectors.shape[1]} embeddings to {output}")
+
+
+COMMAND = Command("encode", "Dense-encode a corpus (cached) or a set of topics to embeddings.npy + ids.txt.",
+                  _add_encode_arguments, _run_encode)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(COMMAND, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,8 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from .options import Command, UsageError, main_for
+
 CATALOGUE_NAME = "concepts.jsonl"
 HEAD_SHARE, TORSO_SHARE = 0.5, 0.9
 WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
@@ -239,3 +241,82 @@ def pick_concepts(catalogue: dict[str, ConceptEntry], text: str, limit: int = 3)
         if overlap:
             scored.append((-overlap, entry.rank, term))
     return [(term, -negative) for negative, _, term in sorted(scored)[:limit]]
+
+
+# -- the command line: `clsr describe` / `python -m clsr.describe`, and the steering flags' catalogue lookup ---
+
+def steering_from_args(args) -> dict[int, float]:
+    """{latent: factor} from the flags of `clsr.options.add_steering_options`; --boost-concept picks concepts
+    by their descriptions in the index's catalogue and says which it picked on stderr.
+
+    Raises UsageError for a malformed flag, a missing catalogue, or a text no description matches.
+    """
+    import sys
+
+    from .concepts import concept_latent, parse_steering
+
+    try:
+        steering = parse_steering(args.boost, args.suppress)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.boost_concept:
+        path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+        if not path.exists():
+            raise UsageError(f"--boost-concept needs {path}; run `clsr describe --index {args.index}` first")
+        catalogue = load_catalogue(path)
+        for item in args.boost_concept:
+            text, _, factor = item.rpartition("=") if "=" in item else (item, "", "")
+            picked = pick_concepts(catalogue, text)
+            if not picked:
+                raise UsageError(f"no concept description matches {text!r}")
+            for term, _ in picked:
+                steering[concept_latent(term)] = float(factor) if factor else 2.0
+            print(f"--boost-concept {text!r}: boosting " + ", ".join(
+                f"{term} ({catalogue[term].description})" for term, _ in picked), file=sys.stderr)
+    return steering
+
+
+def _add_describe_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="a concept index")
+    parser.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
+    parser.add_argument("--output", help="catalogue file (default: concepts.jsonl in the index folder)")
+    parser.add_argument("--top-passages", type=int, default=10, help="top activating passages kept per concept")
+    parser.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
+    parser.add_argument("--describer", choices=["keywords", "evidence"], default="keywords",
+                        help="keywords: c-TF-IDF of the top passages (fast); evidence: the words that make the "
+                             "concept fire in its top passages, checked against where it fires, marked "
+                             "broad:/unclear: when so (one encoder pass per passage)")
+    group = parser.add_argument_group("LLM describer (optional; off unless both are given)")
+    group.add_argument("--llm-url", help="an OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
+    group.add_argument("--llm-model", help="the model name to ask for 1-8 word labels")
+    group.add_argument("--llm-api-key-env", default="CLSR_LLM_API_KEY",
+                       help="environment variable holding the API key, if the endpoint needs one")
+
+
+def _run_describe(args) -> None:
+    describer = None if args.describer == "keywords" else args.describer
+    if args.llm_url or args.llm_model:
+        if not (args.llm_url and args.llm_model):
+            raise UsageError("the LLM describer needs both --llm-url and --llm-model")
+        describer = LlmDescriber(args.llm_url, args.llm_model, api_key=os.environ.get(args.llm_api_key_env))
+    entries = build_catalogue(args.index, corpus=args.corpus, top_passages=args.top_passages, describer=describer)
+    output = Path(args.output) if args.output else Path(args.index) / CATALOGUE_NAME
+    write_catalogue(entries, output)
+    counts = Counter(e.region for e in entries)
+    print(f"described {len(entries)} concepts ({', '.join(f'{n} {r}' for r, n in counts.most_common())}) "
+          f"in {output}")
+    for entry in sorted((e for e in entries if e.df), key=lambda e: e.rank)[:args.show]:
+        print(f"  {entry.concept:<7} df {entry.df:>5}  {entry.region:<5}  {entry.description}")
+
+
+COMMAND = Command("describe", "For each concept: document frequency, rank, region (head/torso/tail), mean and "
+                              "max activation, top passages and a keyword description (c-TF-IDF of its top passages "
+                              "against the corpus; offline).", _add_describe_arguments, _run_describe)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(COMMAND, argv)
+
+
+if __name__ == "__main__":
+    main()

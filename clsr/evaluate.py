@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .data import DataError, Qrels
+from .data import DataError, Qrels, check_id, text_lines
+from .options import Command, UsageError, main_for
 
 Run = dict[str, list[tuple[str, float]]]
 """query id -> [(document id, score), ...], best first."""
@@ -27,45 +28,75 @@ Run = dict[str, list[tuple[str, float]]]
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 
 
+SCORE_DECIMALS = 6  # as Pyserini writes TREC runs
+
+
 def write_run(run: Run, path: str | os.PathLike, tag: str = "clsr", output_format: str = "trec") -> None:
-    """Write TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid<TAB>docid<TAB>rank``) lines."""
+    """Write TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid<TAB>docid<TAB>rank``) lines.
+
+    Hits are written in trec_eval's order of the scores *as written* (rounded to SCORE_DECIMALS), so
+    the rank column is the rank every evaluator, fuser and explanation uses. Raises DataError for an
+    id a run cannot hold (empty or with whitespace); nothing is written then.
+    """
     if output_format not in ("trec", "msmarco"):
         raise ValueError(f"output format must be 'trec' or 'msmarco', not {output_format!r}")
+    lines = []
+    for qid, hits in run.items():
+        check_id(qid, "query", f"run for {path}")
+        rounded = trec_eval_order((check_id(docid, "document", f"query {qid!r} of the run for {path}"),
+                                   round(float(score), SCORE_DECIMALS)) for docid, score in hits)
+        for rank, (docid, score) in enumerate(rounded, 1):
+            lines.append(f"{qid} Q0 {docid} {rank} {score:.{SCORE_DECIMALS}f} {tag}\n" if output_format == "trec"
+                         else f"{qid}\t{docid}\t{rank}\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for qid, hits in run.items():
-            for rank, (docid, score) in enumerate(hits, 1):
-                if output_format == "trec":
-                    f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
-                else:
-                    f.write(f"{qid}\t{docid}\t{rank}\n")
+    Path(path).write_text("".join(lines), encoding="utf-8")
 
 
 def read_run(path: str | os.PathLike) -> Run:
-    """Read a TREC or MS MARCO run file; hits come back in trec_eval's order."""
-    run: Run = {}
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) == 6:
-                qid, _, docid, _, score, _ = fields
-                try:
-                    value = float(score)
-                except ValueError:
-                    raise DataError(f"{path}:{line_number}: score {score!r} is not a number") from None
-            elif len(fields) == 3:
-                qid, docid, rank = fields
-                value = 1.0 / int(rank)
-            else:
-                raise DataError(f"{path}:{line_number}: expected 6 (TREC) or 3 (MS MARCO) columns, got {len(fields)}")
-            run.setdefault(qid, []).append((docid, value))
-    return {qid: trec_eval_order(hits) for qid, hits in run.items()}
+    """Read a TREC (6 columns) or MS MARCO (3: ``qid docid rank``, scored 1/rank) run file.
+
+    Each query's hits come back in the order of the file's rank column (what RRF fuses, as
+    pyserini.fusion does); evaluation re-orders them by trec_eval's rule itself. Raises DataError
+    naming the file and line for a malformed line, a score that is not a finite number, and a
+    document listed twice for one query (naming both lines), which trec_eval refuses too.
+    """
+    ranked: dict[str, list[tuple[int, str, float]]] = {}
+    listed_at: dict[tuple[str, str], int] = {}
+    for line_number, line in text_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) == 6:
+            qid, _, docid, rank, score, _ = fields
+        elif len(fields) == 3:
+            qid, docid, rank = fields
+            score = None
+        else:
+            raise DataError(f"{path}:{line_number}: expected 6 (TREC) or 3 (MS MARCO) columns, got {len(fields)}")
+        try:
+            position = int(rank)
+        except ValueError:
+            raise DataError(f"{path}:{line_number}: rank {rank!r} is not an integer") from None
+        try:
+            value = float(score) if score is not None else 1.0 / position
+        except (ValueError, ZeroDivisionError):
+            raise DataError(f"{path}:{line_number}: score {score or rank!r} is not a number") from None
+        if not math.isfinite(value):
+            raise DataError(f"{path}:{line_number}: score {score!r} is not a finite number")
+        if (qid, docid) in listed_at:
+            raise DataError(f"{path}:{line_number}: document {docid!r} is listed twice for query {qid!r} (first at "
+                            f"line {listed_at[qid, docid]}); trec_eval refuses such a run")
+        listed_at[qid, docid] = line_number
+        ranked.setdefault(qid, []).append((position, docid, value))
+    return {qid: [(docid, value) for _, docid, value in sorted(hits, key=lambda h: h[0])]
+            for qid, hits in ranked.items()}
 
 
 def trec_eval_order(hits: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Score descending, then docid descending: the order trec_eval evaluates in."""
+    """The one tie rule: score descending, then docid descending (byte order), as trec_eval ranks a run.
+
+    Search, explain, fusion, tuning and evaluation all rank by it (see the README, "Score ties").
+    """
     return sorted(hits, key=lambda h: (h[1], h[0]), reverse=True)
 
 
@@ -123,12 +154,44 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
     return {name: sum(values.values()) / len(values) for name, values in scores.items()}
 
 
+# -- the command line: `clsr evaluate` / `python -m clsr.evaluate` -------------------------------------------
+
+def _add_evaluate_arguments(parser) -> None:
+    parser.add_argument("--run", required=True, help="TREC or MS MARCO run file")
+    parser.add_argument("--qrels", required=True, help="a qrels file (BEIR or TREC) or a BEIR folder / collection name")
+    parser.add_argument("--split", default="test", help="for a BEIR folder: which qrels split (default test)")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS),
+                        help="metrics as name@cutoff (ndcg, mrr, recall, precision)")
+    parser.add_argument("--relevance-threshold", type=int, default=1,
+                        help="lowest grade counted relevant by MRR and recall (2 for TREC DL19/DL20; nDCG uses grades)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _run_evaluate(args) -> None:
+    import json
+
+    from .data import load_qrels
+
+    for name in args.metrics:
+        try:
+            _metric(name)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    scores = evaluate(read_run(args.run), load_qrels(args.qrels, args.split), args.metrics, args.relevance_threshold)
+    if args.json:
+        print(json.dumps(scores, indent=2))
+    else:
+        for name, value in scores.items():
+            print(f"{name:<12} {value:.4f}")
+
+
+COMMAND = Command("evaluate", "Score a run file with trec_eval's semantics (as -c: averaged over all judged "
+                              "queries): nDCG@10, MRR@10, R@100, R@1000 by default.",
+                  _add_evaluate_arguments, _run_evaluate)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    import sys
-
-    from .cli import main as cli_main
-
-    cli_main(["evaluate", *(argv if argv is not None else sys.argv[1:])])
+    main_for(COMMAND, argv, prog="python -m clsr.evaluate")
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     """
     from .evidence import EvidenceExplainer
     from .index import DocCodes
-    from .search import load_concept_encoder
+    from .index import load_concept_encoder
 
     codes = DocCodes(index_dir)
     explainer = EvidenceExplainer.for_encoder(load_concept_encoder(index_dir, **options))

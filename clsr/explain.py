@@ -9,9 +9,12 @@ Run ``clsr explain --index IDX --query TEXT --docid ID [--json]``.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Mapping
 
 from .describe import ConceptEntry
+from .options import Command, UsageError, add_concept_query_options, add_encoder_options, main_for
 
 EXPLAIN_DEPTH = 1000  # how deep Lucene is searched to find the document's own score and rank
 
@@ -29,10 +32,11 @@ def explain(searcher, query: str, docid: str, catalogue: Mapping[str, ConceptEnt
     score is the sum of contributions when the document ranks below that).
     """
     from .concepts import concept_term
+    from .search import ranked
 
     with searcher.query_encoder.encoded([query]):
         vector = searcher.query_encoder.encode(query)
-        hits = searcher.impact_searcher.search(query, EXPLAIN_DEPTH)
+        hits = ranked(searcher.impact_searcher.search(query, EXPLAIN_DEPTH))  # the rank evaluation uses
     shared = searcher.shared_concepts(vector, docid)
     found = next(((rank, float(h.score)) for rank, h in enumerate(hits, 1) if h.docid == docid), None)
     activations, latents = searcher.doc_codes.code(docid)
@@ -73,3 +77,116 @@ def format_explanation(explanation: dict, shared_rows: int = 15) -> str:
         lines += ["", title + ":"]
         lines += [f"  {c['concept']:<8} {c['weight']:>4}  {c['description']}" for c in explanation[key]]
     return "\n".join(lines)
+
+
+# -- the command line: `clsr explain` / `python -m clsr.explain` --------------------------------------------
+
+def _add_explain_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="a concept index")
+    parser.add_argument("--query", help="query text")
+    parser.add_argument("--docid", help="document id")
+    parser.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's, if written by clsr describe)")
+    parser.add_argument("--top", type=int, default=10, help="top query and document concepts shown (default 10)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    group = parser.add_argument_group("word-level evidence")
+    group.add_argument("--words", action="store_true", help="show the words that drive each concept")
+    group.add_argument("--concept", action="append", metavar="cID",
+                       help="concepts to explain word by word (repeatable; default: the top shared concepts, or "
+                            "the text's own top concepts)")
+    group.add_argument("--word-concepts", type=int, default=5, help="how many concepts by default (default 5)")
+    group.add_argument("--top-words", type=int, default=5, help="words shown per concept and text (default 5)")
+    group.add_argument("--method", choices=["pooling", "occlusion"], default="pooling",
+                       help="pooling: each word's share through mean pooling, one encoder pass (default); "
+                            "occlusion: the activation lost when the word is deleted, one pass per word (slow)")
+    group.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
+    add_concept_query_options(parser)
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run_explain(args) -> None:
+    from .describe import CATALOGUE_NAME, load_catalogue
+    from .index import concept_encoder_options, read_manifest
+    from .search import ClsrSearcher
+
+    if args.query is None and args.docid is None:
+        raise UsageError("give --query, --docid or both")
+    if (args.query is None or args.docid is None) and not args.words:
+        raise UsageError("a score needs both --query and --docid; with one of them, ask for --words")
+    searcher = ClsrSearcher(args.index, **concept_encoder_options(args, read_manifest(args.index)))
+    catalogue_path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+    catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else None
+    try:
+        explanation = (explain(searcher, args.query, args.docid, catalogue, top=args.top)
+                       if args.query is not None and args.docid is not None else None)
+        if args.words:
+            evidence = _word_evidence(args, searcher, explanation, catalogue)
+    except KeyError as e:
+        raise UsageError(f"{e.args[0]} ({args.index})") from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        output = dict(explanation or {"query": args.query, "docid": args.docid})
+        if args.words:
+            output["evidence"] = evidence
+        print(json.dumps(output, indent=2))
+        return
+    if explanation is not None:
+        print(format_explanation(explanation))
+    if args.words:
+        from .evidence import format_word_evidence
+
+        print(("\n" if explanation else "") + format_word_evidence(evidence, args.method))
+    if catalogue is None:
+        print(f"\n(no descriptions: run `clsr describe --index {args.index}` to write {CATALOGUE_NAME})")
+
+
+def _word_evidence(args, searcher, explanation: dict | None, catalogue) -> list[dict]:
+    """`clsr explain --words`: the words driving the chosen concepts in the query and the document."""
+    from .concepts import concept_latent
+    from .evidence import EvidenceExplainer, match_evidence, passage_texts
+    from .pyserini_encoders import cache_key
+
+    if args.concept:
+        concepts = [c.strip() for c in args.concept]
+        for term in concepts:
+            concept_latent(term)  # ValueError names a malformed term
+    elif explanation is not None:
+        concepts = [c["concept"] for c in explanation["shared"][:args.word_concepts]]
+    elif args.query is not None:
+        vector = searcher.searchable(searcher.query_encoder.encode(args.query))
+        concepts = [t for t, _ in sorted(vector.items(), key=lambda item: (-item[1], item[0]))[:args.word_concepts]]
+    else:
+        from .concepts import concept_term
+
+        activations, latents = searcher.doc_codes.code(args.docid)
+        concepts = [concept_term(int(l)) for l, a in zip(latents, activations) if a > 0][:args.word_concepts]
+    document = None
+    if args.docid is not None:
+        searcher.doc_codes.row(args.docid)  # KeyError names an unknown document before the corpus is read
+        document = passage_texts(args.index, args.corpus).get(args.docid)
+        if document is None:
+            raise UsageError(f"document {args.docid!r} is in the index but not in its corpus")
+    query = cache_key(args.query) if args.query is not None else None  # the text the index encodes
+    evidence = match_evidence(EvidenceExplainer.for_encoder(searcher.concept_encoder), concepts, query=query,
+                              document=document, method=args.method, top=args.top_words)
+    for item in evidence:
+        entry = (catalogue or {}).get(item["concept"])
+        item["description"] = entry.description if entry is not None else ""
+    return evidence
+
+
+COMMAND = Command(
+    "explain",
+    "The concepts a query and a document share, each with query weight, document weight, contribution (their "
+    "product; they sum to the Lucene score) and description, plus the query's and the document's top concepts. "
+    "--words adds, for each concept, the words of the query and of the passage that drive it (either text alone "
+    "works too).",
+    _add_explain_arguments, _run_explain)
+
+
+def main(argv=None) -> None:
+    main_for(COMMAND, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -285,6 +285,7 @@ class Explorer:
     def compare(self, query: str, k: int = 10) -> dict:
         """The same query through CL-SR, the hybrid (CL-SR + dense scores of reconstructions) and, when
         given, BM25 and dense: {method: [{"rank", "docid", "title", "score"}]}."""
+        from .evaluate import trec_eval_order
         from .fusion import fuse
 
         query, k = self.check_query(query), self.check_k(k)
@@ -293,7 +294,7 @@ class Explorer:
         runs = {"CL-SR": [(h.docid, h.score) for h in sparse[:k]]}
         rows = [self.searcher.doc_codes.row(h.docid) for h in sparse]
         dense_scores = self.reconstructed[rows] @ self._embedding(query)[0] if rows else []
-        reranked = sorted(zip([h.docid for h in sparse], map(float, dense_scores)), key=lambda h: -h[1])
+        reranked = trec_eval_order(zip([h.docid for h in sparse], map(float, dense_scores)))
         fused = fuse([{"q": [(h.docid, h.score) for h in sparse]}, {"q": reranked}], "interpolation", self.alpha,
                      "minmax", k=k)
         runs["hybrid"] = fused.get("q", [])

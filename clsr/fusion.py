@@ -16,9 +16,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .evaluate import Run
+from .evaluate import Run, trec_eval_order
+from .options import (Command, UsageError, add_concept_query_options, add_encoder_options, main_for,
+                      positive_int)
 
-NORMALIZATIONS = ("minmax", "zscore")
+NORMALIZATIONS = ("minmax", "zscore", "none")
 RRF_K = 60
 HYBRID_MODES = ("rerank", "full")
 QUERY_SIDES = ("original", "reconstructed")
@@ -26,11 +28,12 @@ DEFAULT_ALPHA = 0.5  # weight of the sparse run; `clsr tune-alpha` picks one on 
 
 
 def normalize(scores: Sequence[float], method: str = "minmax") -> list[float]:
-    """One query's scores, min-max scaled to [0, 1] or z-scored; a constant list maps to zeros."""
+    """One query's scores, min-max scaled to [0, 1] or z-scored (a constant list maps to zeros), or as they
+    are (``none``)."""
     if method not in NORMALIZATIONS:
         raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, not {method!r}")
-    if not scores:
-        return []
+    if not scores or method == "none":
+        return list(scores)
     if method == "minmax":
         low, high = min(scores), max(scores)
         return [(s - low) / (high - low) if high > low else 0.0 for s in scores]
@@ -40,8 +43,7 @@ def normalize(scores: Sequence[float], method: str = "minmax") -> list[float]:
 
 
 def _ranked(scores: dict[str, float], k: int | None) -> list[tuple[str, float]]:
-    # Ties by docid, descending, as trec_eval orders them: the written run means what it shows.
-    ranked = sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    ranked = trec_eval_order(scores.items())  # the one tie rule: the written run means what it shows
     return ranked[:k] if k else ranked
 
 
@@ -51,7 +53,8 @@ def interpolate(first: Run, second: Run, alpha: float, normalization: str = "min
 
     A document missing from one run gets that run's lowest normalised score for the query (its
     score is at most that, as it ranked below the cut); a query missing from one run is the other
-    run's, normalised.
+    run's, normalised. With ``normalization="none"`` scores are used as they are and a missing
+    document adds 0: exactly pyserini.fusion's interpolation.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], not {alpha}")
@@ -61,7 +64,7 @@ def interpolate(first: Run, second: Run, alpha: float, normalization: str = "min
         for run in (first, second):
             hits = run.get(qid, [])
             normalized.append(dict(zip((d for d, _ in hits), normalize([s for _, s in hits], normalization))))
-        floors = [min(n.values()) if n else 0.0 for n in normalized]
+        floors = [min(n.values()) if n and normalization != "none" else 0.0 for n in normalized]
         docids = dict.fromkeys([*normalized[0], *normalized[1]])
         scores = {d: alpha * normalized[0].get(d, floors[0]) + (1 - alpha) * normalized[1].get(d, floors[1])
                   for d in docids}
@@ -82,8 +85,14 @@ def reciprocal_rank_fusion(runs: Sequence[Run], rrf_k: int = RRF_K, k: int | Non
 
 
 def fuse(runs: Sequence[Run], method: str = "interpolation", alpha: float = 0.5, normalization: str = "minmax",
-         rrf_k: int = RRF_K, k: int | None = 1000) -> Run:
-    """Dispatch on `method`: `interpolation` (exactly two runs, alpha on the first) or `rrf` (any number)."""
+         rrf_k: int = RRF_K, k: int | None = 1000, depth: int | None = None) -> Run:
+    """Dispatch on `method`: `interpolation` (exactly two runs, alpha on the first) or `rrf` (any number).
+
+    ``depth`` keeps each run's first hits per query (in the run's own order, as read from its rank
+    column), as pyserini.fusion's ``--depth``; ties in the fused scores follow `trec_eval_order`.
+    """
+    if depth is not None:
+        runs = [{qid: hits[:depth] for qid, hits in run.items()} for run in runs]
     if method == "rrf":
         return reciprocal_rank_fusion(runs, rrf_k, k)
     if method == "interpolation":
@@ -145,13 +154,14 @@ class HybridSearcher:
                                               min(self.depth, len(self.reconstructed)))
             ids = self.sparse.doc_codes.ids
             for qid, row_scores, row_ids in zip(qids, scores, rows):
-                dense[qid] = [(ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
+                dense[qid] = (trec_eval_order((ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0)
+                              if queries[qid].strip() else [])
         else:
             row_of = self.sparse.doc_codes.row
             for qid, vector in zip(qids, vectors):
                 docids = [docid for docid, _ in sparse[qid]]
                 scores = self.reconstructed[[row_of(d) for d in docids]] @ vector if docids else []
-                dense[qid] = sorted(zip(docids, map(float, scores)), key=lambda hit: hit[1], reverse=True)
+                dense[qid] = trec_eval_order(zip(docids, map(float, scores)))
         return sparse, dense
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
@@ -211,12 +221,118 @@ def best_alpha(curve: dict[float, float]) -> float:
     return max(curve, key=lambda alpha: (curve[alpha], -abs(alpha - 0.5)))
 
 
+# -- the command line: `clsr fuse` (= `python -m clsr.fusion`) and `clsr tune-alpha`, and the hybrid's flags --
+
+def add_hybrid_options(parser, tuning: bool = False) -> None:
+    """The hybrid's flags, for `clsr search`, `clsr tune-alpha` (``tuning``: no --alpha) and `clsr serve`."""
+    group = parser.add_argument_group("hybrid (concept index + dense scores of reconstructed documents)")
+    if not tuning:
+        group.add_argument("--hybrid", action="store_true", help="fuse the concept search with dense scores")
+        group.add_argument("--fusion", choices=["interpolation", "rrf"], default="interpolation",
+                           help="default interpolation")
+        group.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                           help=f"weight of the sparse run in the interpolation (default {DEFAULT_ALPHA}; "
+                                "pick one with clsr tune-alpha)")
+    group.add_argument("--normalization", choices=list(NORMALIZATIONS), default="minmax",
+                       help="per-query score normalisation before interpolation (default minmax)")
+    group.add_argument("--hybrid-mode", choices=list(HYBRID_MODES), default="rerank",
+                       help="rerank: rescore the sparse top --depth; full: also search all reconstructions")
+    group.add_argument("--hybrid-query", choices=list(QUERY_SIDES), default="original",
+                       help="the query embedding for the dense score: as encoded, or through the SAE")
+    group.add_argument("--depth", type=positive_int, default=1000, help="hits per component run (default 1000)")
+
+
+def _add_fuse_arguments(parser) -> None:
+    parser.add_argument("--runs", nargs="+", required=True, help="TREC run files (interpolation: exactly two)")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--method", choices=["interpolation", "rrf"], default="rrf",
+                        help="default rrf (any number of runs)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="interpolation weight of the first run (default 0.5)")
+    parser.add_argument("--normalization", choices=list(NORMALIZATIONS), default="minmax",
+                        help="per-query score normalisation before interpolation (default minmax; none: raw "
+                             "scores, a missing document adds 0, as pyserini.fusion's interpolation)")
+    parser.add_argument("--depth", type=positive_int, default=1000,
+                        help="hits per query read from each run (default 1000, as pyserini.fusion)")
+    parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"RRF constant (default {RRF_K})")
+    parser.add_argument("--hits", type=positive_int, default=1000, help="hits per query in the output (default 1000)")
+    parser.add_argument("--run-tag", default="clsr-fusion")
+
+
+def _run_fuse(args) -> None:
+    from .evaluate import read_run, write_run
+
+    runs = [read_run(path) for path in args.runs]
+    fused = fuse(runs, args.method, args.alpha, args.normalization, args.rrf_k, k=args.hits, depth=args.depth)
+    write_run(fused, args.output, tag=args.run_tag)
+    print(f"fused {len(runs)} runs ({args.method}) into {args.output}: {len(fused)} queries")
+
+
+COMMAND = Command("fuse", "Fuses TREC run files from clsr or Pyserini (BM25, SPLADE, dense); the output is a TREC "
+                          "run that python -m pyserini.fusion and trec_eval read.",
+                  _add_fuse_arguments, _run_fuse)
+
+
+def _add_tune_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="a concept index")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--topics", help="a BEIR folder or collection name (topics and qrels)")
+    what.add_argument("--pseudo-queries", type=positive_int, metavar="N", help="tune on N pseudo-queries from the corpus")
+    parser.add_argument("--split", help="with --topics: a train or dev split, e.g. train or dev")
+    parser.add_argument("--corpus", help="with --pseudo-queries: the corpus (default: the one the index was built from)")
+    parser.add_argument("--seed", type=int, default=0, help="pseudo-query sampling seed")
+    parser.add_argument("--metric", default="ndcg@10", help="metric to maximise (default ndcg@10)")
+    parser.add_argument("--relevance-threshold", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_concept_query_options(parser)
+    add_hybrid_options(parser, tuning=True)
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run_tune(args) -> None:
+    import json
+
+    from .data import load_corpus, load_qrels, load_topics
+    from .index import concept_encoder_options, read_manifest
+    from .sae_data import EVALUATION_SPLITS
+
+    manifest = read_manifest(args.index)
+    if args.pseudo_queries:
+        corpus = args.corpus or manifest.get("source")
+        if not corpus:
+            raise UsageError("the index does not record its corpus; pass --corpus")
+        topics, qrels = pseudo_queries(load_corpus(corpus), args.pseudo_queries, seed=args.seed)
+        where = f"{len(topics)} pseudo-queries from {corpus}"
+    else:
+        if args.split is None:
+            raise UsageError("--topics needs --split (a train or dev split)")
+        if args.split in EVALUATION_SPLITS:
+            raise UsageError(f"refusing to tune on the {args.split!r} split: it is for reporting; tune on a train or "
+                             "dev split, or on --pseudo-queries")
+        topics, qrels = load_topics(args.topics, args.split), load_qrels(args.topics, args.split)
+        where = f"{args.topics} {args.split} ({len(topics)} queries)"
+    searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
+                              normalization=args.normalization, depth=args.depth,
+                              **concept_encoder_options(args, manifest))
+    curve = tune_alpha(searcher, topics, qrels, metric=args.metric, relevance_threshold=args.relevance_threshold)
+    best = best_alpha(curve)
+    if args.json:
+        print(json.dumps({"metric": args.metric, "tuned_on": where, "curve": curve, "best_alpha": best}, indent=2))
+        return
+    print(f"{args.metric} on {where}, alpha = weight of the sparse run:")
+    for alpha, value in curve.items():
+        print(f"  alpha {alpha:.1f}  {value:.4f}  {'#' * round(value * 50)}{'  <- best' if alpha == best else ''}")
+
+
+TUNE_ALPHA_COMMAND = Command(
+    "tune-alpha",
+    "Evaluates alpha = 0, 0.1, ..., 1 for the hybrid search of a concept index. Test-type splits (test, dev.small, "
+    "dl19, dl20) are refused. With no tuning split, --pseudo-queries N draws N sentences or spans from the indexed "
+    "corpus, each with its source passage as the one relevant document: no judgments are read.",
+    _add_tune_arguments, _run_tune)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    import sys
-
-    from .cli import main as cli_main
-
-    cli_main(["fuse", *(argv if argv is not None else sys.argv[1:])])
+    main_for(COMMAND, argv, prog="python -m clsr.fusion")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from .concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
 from .data import Document
+from .errors import ClsrError
+from .options import SOURCE_HELP, Command, add_encoder_options, main_for
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ MANIFEST_NAME = "clsr-index.json"
 BM25_K1, BM25_B = 0.9, 0.4  # Pyserini's defaults, which its published BEIR "flat" figures use.
 
 
-class InvalidIndexError(RuntimeError):
+class InvalidIndexError(ClsrError, RuntimeError):
     """An index that cannot be built, read, or used as asked."""
 
 
@@ -71,27 +73,53 @@ def directory_bytes(directory: str | os.PathLike) -> int:
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory beside `target` that becomes `target` only if the block succeeds."""
+    """Yield a temporary directory beside `target` that becomes `target` only if the block succeeds.
+
+    One build of a target at a time: a second raises InvalidIndexError at once (an advisory lock on
+    ``.NAME.lock``, released by the kernel even when a build is killed). Folders left by a killed
+    build of the same target are removed first, with a warning. The old index is moved aside and the
+    new one renamed into place, so a search running meanwhile finishes on the old one, and one that
+    opens in between finds no index and says so; neither reads a half-written one.
+    """
+    import fcntl
+
     target = Path(target).resolve()
-    if target.exists() and not overwrite:
-        raise InvalidIndexError(f"{target} already exists; pass --overwrite to rebuild it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    building.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make a finished index private to its builder
-    try:
-        yield building
-        if target.exists():
-            # Move the old index aside first so a failure here still leaves one complete index.
-            old = building.with_name(building.name + ".old")
-            os.replace(target, old)
-            os.replace(building, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(building, target)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
+    with open(target.parent / f".{target.name}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise InvalidIndexError(f"another build of {target} is running ({lock.read().strip() or 'unknown pid'}); "
+                                    "wait for it to finish") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        leftovers = sorted(target.parent.glob(f".{target.name}.building-*"))
+        for leftover in leftovers:
+            shutil.rmtree(leftover, ignore_errors=True)
+        if leftovers:
+            log.warning("removed %d unfinished build folder(s) of %s left by an interrupted build: %s", len(leftovers),
+                        target, ", ".join(p.name for p in leftovers))
+        if target.exists() and not overwrite:
+            raise InvalidIndexError(f"{target} already exists; pass --overwrite to rebuild it")
+        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        building.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make a finished index private to its builder
+        try:
+            yield building
+            if target.exists():
+                # Move the old index aside first so a failure here still leaves one complete index.
+                old = building.with_name(building.name + ".old")
+                os.replace(target, old)
+                os.replace(building, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(building, target)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
 
 
 def _write_json_collection(documents: Iterable[Document], directory: Path) -> int:
@@ -284,6 +312,71 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
             timings={name: round(seconds, 3) for name, seconds in timings.items()})
 
 
+def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
+    from .sae import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
+
+    candidates = [Path(index_dir) / recorded["path"]]  # a relative path is an SAE kept inside the index
+    if recorded["name"] == DEFAULT_SAE and default_sae_path() is not None:
+        candidates.append(default_sae_path())  # the bundled SAE, wherever this clsr is installed
+    for candidate in candidates:
+        if (candidate / WEIGHTS_NAME).exists():
+            return candidate
+    raise InvalidIndexError(f"{index_dir} was built with the SAE at {recorded['path']}, which is not there; "
+                            "pass its folder with --sae")
+
+
+def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: "EncoderConfig | None" = None,
+                         sae_path: str | os.PathLike | None = None, query_k: int | None = None,
+                         query_mode: str | None = None, force: bool = False, device: str = "cpu",
+                         dtype: str = "auto", batch_size: int = 32, backend: str | None = None):
+    """The ConceptEncoder a concept index was built with, checked against the manifest.
+
+    ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
+    manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
+    the index's query defaults. ``backend`` defaults to the index's (:func:`clsr.dense.recorded_backend`),
+    so queries get the numerics the documents got.
+    """
+    from .concepts import ConceptEncoder
+    from .dense import DenseEncoder, EncoderConfig, recorded_backend
+    from .sae import SaeMismatchError, TopKSae, sae_checksum
+
+    manifest = read_manifest(index_dir)
+    if manifest["kind"] != "concepts":
+        raise InvalidIndexError(f"{index_dir} is a {manifest['kind']} index, not a concept index")
+    indexed_with = EncoderConfig.from_dict(manifest["encoder"])
+    if encoder is not None and encoder != indexed_with and not force:
+        raise InvalidIndexError(f"the query encoder does not match the index (pass --force to search anyway).\n"
+                                f"  index {index_dir}: {indexed_with}\n  query encoder: {encoder}")
+    recorded = manifest["sae"]
+    sae_path = Path(sae_path) if sae_path is not None else _recorded_sae_path(index_dir, recorded)
+    checksum = sae_checksum(sae_path)
+    if checksum != recorded["sha256"] and not force:
+        raise SaeMismatchError(
+            "the SAE does not match the index (pass --force to search anyway).\n"
+            f"  index {index_dir}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
+            f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
+    sae = TopKSae.load_from_disk(sae_path, device=device)
+    query = manifest["query"]
+    dense = DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size,
+                         backend=backend or recorded_backend(manifest))
+    return ConceptEncoder(dense, sae, doc_k=manifest["doc_k"], query_k=query_k or query["k"],
+                          query_mode=query_mode or query["mode"],
+                          doc_quantizer=Quantizer.from_dict(manifest["doc_quantizer"]),
+                          query_quantizer=Quantizer.from_dict(query["quantizer"]))
+
+
+def concept_encoder_options(args, manifest: dict) -> dict:
+    """Keyword options for `load_concept_encoder` (and so ClsrSearcher, ClsrQueryEncoder) from the flags of
+    `clsr.options.add_concept_query_options` and `add_encoder_options`."""
+    from .dense import EncoderConfig, encoder_config_from_args, encoder_overridden
+
+    encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
+               if encoder_overridden(args) else None)
+    return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
+            "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,
+            "backend": args.backend if args.backend != "auto" else None}
+
+
 EMBEDDED_SAE_DIR = "sae"
 POOR_FIT_RATIO = 1.5  # corpus FVU this many times the SAE's own passage FVU: adapting pays (issue 10's table)
 
@@ -309,12 +402,79 @@ def check_sae_fit(sae, embeddings: np.ndarray, sample: int = 2000) -> dict:
     return {"fvu": fvu, "reference_fvu": reference, "sample": min(sample, len(embeddings)), "poor_fit": poor_fit}
 
 
+# -- the command line: `clsr index` / `python -m clsr.index` ------------------------------------------------
+
+def _add_index_arguments(parser) -> None:
+    from .sae_adaptation import add_adaptation_options
+
+    parser.add_argument("--corpus", required=True, help=SOURCE_HELP)
+    parser.add_argument("--index", required=True, help="output index folder")
+    parser.add_argument("--kind", choices=["concepts", "bm25", "dense"], default="concepts",
+                        help="what to build (default concepts)")
+    parser.add_argument("--threads", type=int, default=1, help="Lucene indexing threads (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    group = parser.add_argument_group("concept index")
+    group.add_argument("--sae", help="SAE folder (default: the bundled one for all-MiniLM-L6-v2)")
+    group.add_argument("--doc-k", type=int, help="concepts per passage (default: the SAE's trained k)")
+    group.add_argument("--query-k", type=int, help="searchers' default concepts per query (default: the SAE's k)")
+    group.add_argument("--query-mode", choices=list(QUERY_MODES), default="topk",
+                       help="searchers' default query mode (default topk)")
+    group.add_argument("--bits", type=int, default=8,
+                       help="impact bits (default 8: impacts 1..255); more than 8 can overflow float32 scores")
+    group.add_argument("--adapt", action="store_true",
+                       help="adapt the SAE to this corpus first (as `clsr adapt-sae`) and keep it in the index's sae/")
+    add_adaptation_options(parser)
+    add_encoder_options(parser, default_help="the encoder the SAE was trained on")
+
+
+def _run_index(args) -> None:
+    from .data import iter_corpus, load_corpus, resolve
+    from .dense import EncoderConfig, encode_corpus, encoder_from_args
+
+    source = str(resolve(args.corpus))
+    if args.kind == "bm25":
+        manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
+                                    overwrite=args.overwrite)
+    elif args.kind == "dense":
+        encoder = encoder_from_args(args)
+        encoded = encode_corpus(encoder, load_corpus(source))
+        manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
+                                     encoding=encoder.encoding, source=source, overwrite=args.overwrite)
+    else:
+        from .sae import TopKSae, sae_path_or_default
+        from .sae_adaptation import adapt_config_from_args, adapt_to_corpus, print_adaptation
+
+        sae_path = sae_path_or_default(args.sae)
+        sae = TopKSae.load_from_disk(sae_path)
+        trained_on = EncoderConfig.from_dict(sae.config.encoder) if sae.config.encoder else None
+        encoder = encoder_from_args(args, trained_on)
+        sae.check_encoder(encoder.config.to_dict())  # before encoding a whole corpus for nothing
+        encoded = encode_corpus(encoder, load_corpus(source))
+        with contextlib.ExitStack() as stack:
+            if args.adapt:
+                Path(args.index).resolve().parent.mkdir(parents=True, exist_ok=True)
+                adapted = stack.enter_context(tempfile.TemporaryDirectory(prefix=".adapted-sae-",
+                                                                          dir=Path(args.index).resolve().parent))
+                sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted,
+                                                              adapt_config_from_args(args))
+                print_adaptation(report, encode_seconds)
+                sae_path = Path(adapted)
+            manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                           encoder=encoder.config.to_dict(), encoding=encoder.encoding,
+                                           doc_k=args.doc_k, query_k=args.query_k,
+                                           query_mode=args.query_mode, bits=args.bits, source=source,
+                                           threads=args.threads, overwrite=args.overwrite, embed_sae=args.adapt)
+    print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}")
+
+
+COMMAND = Command("index", "Build a concept, BM25 or dense index atomically (in a hidden folder beside it, "
+                           "renamed at the end); it gets a clsr-index.json manifest. A concept index is a Lucene "
+                           "impact index of each passage's top-K SAE concepts (pseudo-terms c<id>).",
+                  _add_index_arguments, _run_index)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    import sys
-
-    from .cli import main as cli_main
-
-    cli_main(["index", *(argv if argv is not None else sys.argv[1:])])
+    main_for(COMMAND, argv, prog="python -m clsr.index")
 
 
 if __name__ == "__main__":

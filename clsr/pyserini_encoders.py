@@ -28,6 +28,8 @@ from pyserini.encode import DocumentEncoder, QueryEncoder  # noqa: E402  (needs 
 
 from .concepts import ConceptEncoder  # noqa: E402
 from .data import document_text  # noqa: E402
+from .options import (SOURCE_HELP, Command, add_concept_query_options, add_encoder_options,  # noqa: E402
+                      main_for)
 
 
 def _concept_encoder(index_dir: str | os.PathLike | None, concept_encoder: ConceptEncoder | None,
@@ -36,7 +38,7 @@ def _concept_encoder(index_dir: str | os.PathLike | None, concept_encoder: Conce
         raise ValueError("give either an index folder or a ConceptEncoder")
     if concept_encoder is not None:
         return concept_encoder
-    from .search import load_concept_encoder
+    from .index import load_concept_encoder
 
     return load_concept_encoder(index_dir, **options)
 
@@ -115,19 +117,93 @@ def cache_key(text: str) -> str:
 
 
 def write_query_cache(encoder: ClsrQueryEncoder, topics: Mapping[str, str], output: str | os.PathLike,
-                      topics_tsv: str | os.PathLike | None = None) -> None:
-    """Pyserini's pre-encoded query JSONL ({"id", "contents", "vector"}), and optionally the matching topics TSV."""
+                      topics_output: str | os.PathLike | None = None) -> None:
+    """Pyserini's pre-encoded query JSONL ({"id", "contents", "vector"}), and optionally the topics for
+    ``python -m pyserini.search.lucene --topics``.
+
+    Topics go to ``topics_output`` as Pyserini's JSON topics ({qid: {"title": text}}), whose ids it
+    keeps as written; as ``.tsv`` only when every id survives Pyserini's integer id reader (which turns
+    ``001`` into ``1``). A blank query gets an empty vector, so stock Pyserini finds no hits for it,
+    as clsr does. Raises UsageError for a .tsv that would change an id, or another suffix.
+    """
+    if topics_output is not None:
+        check_topics_output(topics_output, topics)
     qids = list(topics)
     texts = [cache_key(topics[qid]) for qid in qids]
-    encoder.prime(texts, progress=len(texts) > 100)
+    encoder.prime([t for t in texts if t], progress=len(texts) > 100)
     try:
-        vectors = [encoder.encode(text) for text in texts]  # looked up, not re-encoded
+        vectors = [encoder.encode(text) if text else {} for text in texts]  # looked up, not re-encoded
     finally:
         encoder.forget()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
         for qid, text, vector in zip(qids, texts, vectors):
             f.write(json.dumps({"id": qid, "contents": text, "vector": vector}) + "\n")
-    if topics_tsv is not None:
-        Path(topics_tsv).parent.mkdir(parents=True, exist_ok=True)
-        Path(topics_tsv).write_text("".join(f"{qid}\t{text}\n" for qid, text in zip(qids, texts)), encoding="utf-8")
+    if topics_output is not None:
+        path = Path(topics_output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".json":
+            path.write_text(json.dumps({qid: {"title": text} for qid, text in zip(qids, texts)}, indent=1,
+                                       ensure_ascii=False) + "\n", encoding="utf-8")
+        else:
+            path.write_text("".join(f"{qid}\t{text}\n" for qid, text in zip(qids, texts)), encoding="utf-8")
+
+
+def check_topics_output(path: str | os.PathLike, topics: Mapping[str, str]) -> None:
+    """Raise UsageError unless Pyserini will read the topics at ``path`` back with the same ids."""
+    from .options import UsageError
+
+    suffix = Path(path).suffix
+    if suffix == ".json":
+        return
+    if suffix != ".tsv":
+        raise UsageError(f"--topics-output {path}: use a .json file (Pyserini's JSON topics keep every id)")
+    changed = [qid for qid in topics if not _survives_integer_reader(qid)]
+    if changed:
+        raise UsageError(f"--topics-output {path}: Pyserini reads .tsv topics with integer ids, so query id "
+                         f"{changed[0]!r} would not come back unchanged ({len(changed)} such ids); write a .json "
+                         "file instead, e.g. --topics-output topics.json")
+
+
+def _survives_integer_reader(qid: str) -> bool:
+    return qid.isascii() and qid.isdigit() and str(int(qid)) == qid
+
+
+# -- the command line: `clsr encode-queries` / `python -m clsr.pyserini_encoders` ----------------------------
+
+def _add_encode_queries_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="the concept index the queries are for")
+    parser.add_argument("--topics", required=True, help=SOURCE_HELP)
+    parser.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to encode")
+    parser.add_argument("--output", required=True, help="JSONL file to write")
+    parser.add_argument("--topics-output",
+                        help="also write the topics for pyserini --topics: a .json file (Pyserini's JSON topics, "
+                             "which keep every id as written), or .tsv when every id is a plain integer")
+    add_concept_query_options(parser)
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run_encode_queries(args) -> None:
+    from .data import load_topics
+    from .index import concept_encoder_options, read_manifest
+
+    topics = load_topics(args.topics, args.split)
+    encoder = ClsrQueryEncoder(args.index, **concept_encoder_options(args, read_manifest(args.index)))
+    write_query_cache(encoder, topics, args.output, topics_output=args.topics_output)
+    print(f"wrote {len(topics)} encoded queries to {args.output}"
+          + (f" and their topics to {args.topics_output}" if args.topics_output else ""))
+
+
+COMMAND = Command(
+    "encode-queries",
+    "Writes the JSONL query cache Pyserini's CachedDataQueryEncoder reads ({\"id\", \"contents\", \"vector\"}), so "
+    "that python -m pyserini.search.lucene --index IDX --topics TOPICS --impact --encoder FILE gives clsr search's "
+    "run.", _add_encode_queries_arguments, _run_encode_queries)
+
+
+def main(argv=None) -> None:
+    main_for(COMMAND, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,17 +24,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .errors import ClsrError
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "sae.safetensors"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_SAE = "minilm-l6-v2-general-topk128-8192"
 
 
-class SaeMismatchError(ValueError):
+class SaeMismatchError(ClsrError, ValueError):
     """An SAE used with embeddings, an encoder or an index it does not belong to."""
 
 
-class SaeNotFoundError(FileNotFoundError):
+class SaeNotFoundError(ClsrError, FileNotFoundError):
     """A path that holds no saved SAE."""
 
 
@@ -226,6 +228,19 @@ def default_sae_path() -> Path | None:
     """The SAE shipped inside the package for the default encoder, if this build has it."""
     path = MODELS_DIR / DEFAULT_SAE
     return path if (path / WEIGHTS_NAME).exists() else None
+
+
+def sae_path_or_default(path: str | os.PathLike | None) -> Path:
+    """``path``, or the bundled default SAE when it is None.
+
+    Raises SaeNotFoundError when no path is given and this build ships no SAE.
+    """
+    if path is not None:
+        return Path(path)
+    default = default_sae_path()
+    if default is None:
+        raise SaeNotFoundError("this clsr has no bundled SAE; pass --sae (train one with `clsr train-sae`)")
+    return default
 
 
 def sae_checksum(path: str | os.PathLike) -> str:

@@ -6,6 +6,9 @@ alone reconstructs queries badly. Sentences and 4-20-word spans are short and qu
 multiply the data ~20x. Queries come only from non-test splits; with none, spans stand in as
 pseudo-queries. Every source is encoded through the embedding cache, and the assembled arrays are
 written as .npy and memory-mapped, so training streams them.
+
+`clsr train-sae` (``python -m clsr.sae_data``) lives here, above `clsr.sae_training`, because a training
+run starts from the data this module assembles.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from .data import DataError, Document, load_corpus, load_topics, resolve
 from .dense import DenseEncoder, cache_root, encode_corpus
+from .options import SOURCE_HELP, Command, add_encoder_options, main_for
 from .sae_training import TrainingData, nearest_documents
 
 log = logging.getLogger(__name__)
@@ -146,3 +150,87 @@ def _memory_mapped(arrays: dict[str, np.ndarray], provenance: dict) -> TrainingD
             np.save(directory / f"{name}.npy.tmp.npy", array)
             (directory / f"{name}.npy.tmp.npy").rename(directory / f"{name}.npy")
     return TrainingData(**{name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in arrays})
+
+
+# -- the command line: `clsr train-sae` / `python -m clsr.sae_data` ------------------------------------------
+
+def _add_train_arguments(parser) -> None:
+    parser.add_argument("--dataset", action="append", required=True, help=SOURCE_HELP + " (repeat for several)")
+    parser.add_argument("--output", required=True, help="folder for sae.safetensors, config.json and checkpoint/")
+    parser.add_argument("--train-split", action="append",
+                        help="query split(s) to train on (default: every qrels split but dev, test, dev.small, dl19, dl20; "
+                             "test-type splits are always refused)")
+    parser.add_argument("--n-latents", type=int, default=8192, help="dictionary size (default 8192)")
+    parser.add_argument("-k", "--k", type=int, default=128, help="active concepts per vector (default 128)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=512, help="vectors per step (default 512)")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4/sqrt(n_latents/16384))")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--auxk-alpha", type=float, default=1 / 32, help="weight of the AuxK dead-latent loss")
+    parser.add_argument("--dead-after", type=int, default=200_000, help="vectors without firing before a latent is dead")
+    parser.add_argument("--kl-weight", type=float, default=0.0, help="weight of KL on reconstructed query.doc scores")
+    parser.add_argument("--kl-sparse-weight", type=float, default=0.0, help="weight of KL on top-K code dot products")
+    parser.add_argument("--tau", type=float, default=0.05, help="softmax temperature of the KL target")
+    parser.add_argument("--tau-sparse", type=float, default=0.05, help="temperature of the code dot products")
+    parser.add_argument("--kl-queries", type=int, default=64, help="training queries per step for the KL terms")
+    parser.add_argument("--multi-k", type=int, action="append",
+                        help="a smaller K whose FVU and code KL are also trained (Multi-TopK; repeat for several), "
+                             "so that indexes built with --doc-k K' keep their quality")
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps, even mid-epoch")
+    parser.add_argument("--unjudged-queries", action="append", metavar="DATASET",
+                        help="train on every query of this dataset's queries file (only for a folder without qrels, "
+                             "e.g. general-english's unjudged questions)")
+    parser.add_argument("--neighbours", type=int, default=8, help="nearest documents per training query (default 8)")
+    parser.add_argument("--spans-per-doc", type=int, default=5, help="random 4-20-word spans per passage (default 5)")
+    parser.add_argument("--no-sentences", dest="sentences", action="store_false", help="do not add sentence splits")
+    parser.add_argument("--save-dtype", choices=["fp32", "fp16"], default="fp32", help="fp16 halves the file")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    add_encoder_options(parser)
+
+
+def _run_train(args) -> None:
+    import dataclasses
+
+    import torch
+
+    from .dense import encoder_from_args
+    from .sae_training import TrainConfig, Trainer
+
+    encoder = encoder_from_args(args)
+    recipe = DataRecipe(sentences=args.sentences, spans_per_doc=args.spans_per_doc, neighbours=args.neighbours,
+                        seed=args.seed)
+    query_splits = {dataset: args.train_split for dataset in args.dataset} if args.train_split else None
+    data, provenance = build_training_data(args.dataset, encoder, recipe, query_splits,
+                                           unjudged_queries=args.unjudged_queries or ())
+    config = TrainConfig(n_latents=args.n_latents, k=args.k, batch_size=args.batch_size, epochs=args.epochs,
+                         lr=args.lr, seed=args.seed, auxk_alpha=args.auxk_alpha, dead_after=args.dead_after,
+                         kl_weight=args.kl_weight, kl_sparse_weight=args.kl_sparse_weight, tau=args.tau,
+                         tau_sparse=args.tau_sparse, kl_queries=args.kl_queries, multi_k=tuple(args.multi_k or ()),
+                         max_steps=args.max_steps, device=args.device)
+    print(f"training on {len(data.vectors)} vectors ({len(data.queries)} KL queries) from "
+          f"{', '.join(map(str, args.dataset))}: {dataclasses.asdict(config)}")
+    trainer = Trainer(data, config, args.output, encoder=encoder.config.to_dict(),
+                      provenance={"data": provenance})
+    if args.resume:
+        trainer.resume()
+    sae = trainer.fit(on_epoch=lambda epoch, summary: print(
+        f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary.items())))
+    if args.save_dtype == "fp16":
+        sae.save_to_disk(args.output, dtype=torch.float16)
+    print(f"saved the SAE to {args.output}")
+
+
+COMMAND = Command(
+    "train-sae",
+    "Fit a top-K sparse autoencoder on a corpus's embeddings. Unsupervised, like fitting a PQ codebook on the "
+    "corpus it will index: passages, their sentences and random spans, plus training queries (never test ones) "
+    "for the retrieval KL terms.",
+    _add_train_arguments, _run_train)
+
+
+def main(argv=None) -> None:
+    main_for(COMMAND, argv)
+
+
+if __name__ == "__main__":
+    main()

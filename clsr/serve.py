@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from .options import Command, UsageError, add_concept_query_options, add_encoder_options, main_for
+
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
@@ -123,12 +125,60 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 808
     uvicorn.run(create_app(explorer), host=host, port=port, log_level="warning")
 
 
+# -- the command line: `clsr serve` / `python -m clsr.serve` -------------------------------------------------
+
+def _add_serve_arguments(parser) -> None:
+    from .fusion import DEFAULT_ALPHA
+
+    parser.add_argument("--index", required=True, help="a concept index")
+    parser.add_argument("--port", type=int, default=8080, help="default 8080")
+    parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    parser.add_argument("--bm25", help="a BM25 index of the same corpus, to compare")
+    parser.add_argument("--dense", help="a dense index of the same corpus, to compare")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                        help=f"the hybrid's sparse weight (default {DEFAULT_ALPHA})")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: one query gains nothing from more, and on a busy machine they "
+                             "wait on each other)")
+    parser.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
+    parser.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
+    add_concept_query_options(parser)
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run_serve(args) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UsageError("the explorer needs the serve extra: pip install 'clsr[serve]'") from None
+    from .index import concept_encoder_options, read_manifest
+
+    manifest = read_manifest(args.index)
+    if manifest["kind"] != "concepts":
+        raise UsageError(f"{args.index} is a {manifest['kind']} index; serve a concept index (and pass BM25 or dense "
+                         "ones with --bm25/--dense)")
+    for flag, path, kind in (("--bm25", args.bm25, "bm25"), ("--dense", args.dense, "dense")):
+        if path and read_manifest(path)["kind"] != kind:
+            raise UsageError(f"{flag} {path} is not a {kind} index")
+    if not port_is_free(args.host, args.port):
+        raise UsageError(f"port {args.port} on {args.host} is in use; pick another with --port")
+    options = concept_encoder_options(args, manifest)
+    serve(args.index, host=args.host, port=args.port, threads=args.threads, bm25=args.bm25, dense=args.dense,
+          catalogue=args.catalogue, corpus=args.corpus, alpha=args.alpha,
+          **{k: v for k, v in options.items() if v is not None})
+
+
+COMMAND = Command(
+    "serve",
+    "The concept explorer: serves a search page whose hits show their score split into concepts, the words behind "
+    "each concept, concept pages, steering sliders and, with --bm25/--dense, a side-by-side comparison. JSON API "
+    "described at /openapi.json. Needs the serve extra (pip install 'clsr[serve]').",
+    _add_serve_arguments, _run_serve)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    import sys
-
-    from .cli import main as cli_main
-
-    cli_main(["serve", *(argv if argv is not None else sys.argv[1:])])
+    main_for(COMMAND, argv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 
 from clsr.cli import main as clsr
 from clsr.concepts import concept_term, dot
+from clsr.evaluate import read_run, trec_eval_order
 from clsr.index import (MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest)
 from clsr.jvm import java_environment
 from clsr.sae import SaeConfig, SaeMismatchError, TopKSae, default_sae_path
@@ -117,22 +118,24 @@ def test_clsr_search_python_api_and_stock_pyserini_give_identical_runs(concept_i
     clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "clsr.trec"),
           "--hits", "100", "--dtype", "fp32"])
     clsr(["encode-queries", "--index", str(concept_index), "--topics", str(path), "--dtype", "fp32",
-          "--output", str(tmp_path / "queries.jsonl"), "--topics-output", str(tmp_path / "topics.tsv")])
+          "--output", str(tmp_path / "queries.jsonl"), "--topics-output", str(tmp_path / "topics.json")])
     stock = subprocess.run(
         [sys.executable, "-m", "clsr.jvm", "pyserini.search.lucene", "--index", str(concept_index),
-         "--topics", str(tmp_path / "topics.tsv"), "--impact", "--encoder", str(tmp_path / "queries.jsonl"),
-         "--hits", "100", "--output", str(tmp_path / "stock.trec")],
+         "--topics", str(tmp_path / "topics.json"), "--impact", "--encoder", str(tmp_path / "queries.jsonl"),
+         "--min-idf", "-1", "--hits", "100", "--output", str(tmp_path / "stock.trec")],
         capture_output=True, text=True, env=java_environment(), timeout=300)
     assert stock.returncode == 0, stock.stderr[-2000:]
 
-    def lines(path):  # everything but the run tag
-        return sorted(line.split()[:5] for line in open(path))
+    def lines(path):  # qid, docid, score: Pyserini writes exact ties in Lucene's order, clsr in trec_eval's
+        return sorted((f[0], f[2], f[4]) for f in map(str.split, open(path)))
 
     api = searcher.batch_search(topics, k=100)
-    api_lines = sorted([qid, "Q0", docid, str(rank), f"{score:.6f}"]
-                       for qid, hits in api.items() for rank, (docid, score) in enumerate(hits, 1))
+    api_lines = sorted((qid, docid, f"{score:.6f}") for qid, hits in api.items() for docid, score in hits)
     assert len(api_lines) == 40 * 100
     assert lines(tmp_path / "clsr.trec") == api_lines == lines(tmp_path / "stock.trec")
+    # clsr's rank column is trec_eval's order of the scores, so evaluation reads the ranks as written.
+    for qid, hits in read_run(tmp_path / "clsr.trec").items():
+        assert hits == trec_eval_order(hits)
 
 
 def test_a_different_sae_or_encoder_is_refused_unless_forced(concept_index, tmp_path, capsys):

@@ -1,0 +1,146 @@
+"""What every clsr command shares: the `Command` record, the runner that turns a failure into one
+line on stderr, and the argument groups that several commands take.
+
+Each stage module owns its command (a `Command` with its parser and `run`) and its
+``python -m clsr.<module>`` entry point; `clsr.cli` only dispatches. This module imports nothing
+else of clsr but its errors, so that the arrows run one way: cli -> stages -> options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Callable, NoReturn, Sequence
+
+from .errors import ClsrError, UsageError
+
+SOURCE_HELP = ("a BEIR folder, a collection name under $CLSR_DATA (e.g. scifact), a .jsonl/.tsv file, "
+               "or an ir_datasets id (e.g. beir/scifact/test; needs the network)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``clsr NAME`` and ``python -m clsr.<module>`` build the same parser."""
+
+    name: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], None]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, subcommand: bool = False) -> None:
+    """-v and --debug, taken before or after a subcommand's name (``subcommand``: leave the value given
+    before it, since argparse would otherwise reset it to the default)."""
+    default = argparse.SUPPRESS if subcommand else False
+    parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log progress details")
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="on an error, show the Python traceback instead of one line")
+
+
+def build_parser(command: Command, prog: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog or f"clsr {command.name}", description=command.description)
+    command.add_arguments(parser)
+    add_common_arguments(parser)
+    return parser
+
+
+def execute(command: Command, args: argparse.Namespace) -> None:
+    """Run a parsed command. Any failure becomes one line on stderr and a non-zero exit, unless --debug.
+
+    Exit status: 1 for an error, 130 when interrupted (as a shell reports SIGINT).
+    """
+    args.command = command.name
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        command.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"clsr {command.name}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except ClsrError as e:
+        if args.debug:
+            raise
+        fail(command.name, str(e))
+    except Exception as e:  # a bug or an environment problem: still one line, with the way to see more
+        if args.debug:
+            raise
+        fail(command.name, f"{type(e).__name__}: {e} (run again with --debug for the traceback)")
+
+
+def fail(command_name: str, message: str) -> NoReturn:
+    """``clsr NAME: error: MESSAGE`` as one line on stderr (a message's detail lines are joined), exit status 1."""
+    one_line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    sys.exit(f"clsr {command_name}: error: {one_line}")
+
+
+def main_for(command: Command, argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    """The ``python -m clsr.<module>`` entry point of a stage."""
+    parser = build_parser(command, prog)
+    execute(command, parser.parse_args(argv))
+
+
+def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "minilm, bundled, works offline") -> None:
+    """The dense encoder's flags; `clsr.dense.encoder_from_args` reads them."""
+    group = parser.add_argument_group("dense encoder")
+    group.add_argument("--encoder",
+                       help=f"preset (minilm, bge), a local Hugging Face model folder, or a hub id (default: {default_help})")
+    group.add_argument("--pooling", choices=["mean", "cls"], help="override the preset's pooling")
+    group.add_argument("--query-prefix", help="text put before every query (bge's instruction for the bge preset)")
+    group.add_argument("--max-length", type=int, help="tokens per text (preset default: 256 minilm, 512 bge)")
+    group.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                       help="keep raw pooled vectors instead of L2-normalising them")
+    group.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+                       help="torch backend: auto = bf16 where the CPU has bf16 instructions (about 1.8x faster), "
+                            "else fp32")
+    group.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"],
+                       help="encoder runtime: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (int8 matrix products, "
+                            "faster, cosine ~0.995 to fp32); default: the index's when searching, else auto = torch "
+                            "(README, Encoding speed)")
+    group.add_argument("--encode-batch-size", type=int, default=32, help="texts per encoder batch (default 32)")
+    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+
+
+def add_concept_query_options(parser: argparse.ArgumentParser) -> None:
+    """How queries of a concept index are encoded; `clsr.index.concept_encoder_options` reads them."""
+    group = parser.add_argument_group("concept index queries")
+    group.add_argument("--sae", help="SAE folder (default: the one the index was built with)")
+    group.add_argument("--query-k", type=int, help="concepts per query (default: the index's, see its manifest)")
+    group.add_argument("--query-mode", choices=["topk", "projected"],
+                       help="topk: the query's own top-K code; projected: max(0, q . atom) on every concept, the K "
+                            "largest kept (default: the index's)")
+    group.add_argument("--force", action="store_true",
+                       help="search even if the encoder or SAE differs from the one in the index's manifest")
+
+
+def add_steering_options(parser: argparse.ArgumentParser) -> None:
+    """Concept steering; `clsr.describe.steering_from_args` reads them."""
+    group = parser.add_argument_group("steering (concept indexes)")
+    group.add_argument("--boost", action="append", default=[], metavar="cID=FACTOR",
+                       help="multiply a concept's query weight, e.g. c123=2.0 (a concept the query lacks is added "
+                            "at its mean weight times FACTOR); repeatable")
+    group.add_argument("--suppress", action="append", default=[], metavar="cID",
+                       help="remove a concept from every query; repeatable")
+    group.add_argument("--boost-concept", action="append", default=[], metavar="TEXT[=FACTOR]",
+                       help='boost the concepts whose descriptions best match TEXT, e.g. "employment, salary=3" '
+                            "(needs concepts.jsonl from clsr describe); prints which it picked")
+    group.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts such as --hits: refused at parse time, not deep inside a search."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+__all__ = ["Command", "SOURCE_HELP", "UsageError", "add_common_arguments", "add_concept_query_options",
+           "add_encoder_options", "add_steering_options", "build_parser", "execute", "fail", "main_for",
+           "positive_int"]

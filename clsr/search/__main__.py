@@ -1,0 +1,5 @@
+"""``python -m clsr.search`` (= ``clsr search``)."""
+
+from .command import main
+
+main()

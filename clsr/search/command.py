@@ -1,0 +1,108 @@
+"""`clsr search` / ``python -m clsr.search``: topics in, a TREC or MS MARCO run out; the flags mirror
+``python -m pyserini.search.lucene``.
+
+It sits in its own module, above `clsr.search`'s searchers, because it also opens the hybrid
+(`clsr.fusion`), which is built on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+from ..options import (SOURCE_HELP, Command, UsageError, add_concept_query_options, add_encoder_options,
+                       add_steering_options, main_for, positive_int)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..fusion import add_hybrid_options
+
+    parser.add_argument("--index", required=True, help="a clsr index folder")
+    parser.add_argument("--topics", required=True, help=SOURCE_HELP)
+    parser.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to run")
+    parser.add_argument("--output", required=True, help="run file to write")
+    parser.add_argument("--output-format", choices=["trec", "msmarco"], default="trec")
+    parser.add_argument("--hits", type=positive_int, default=1000, help="hits per query (default 1000)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="search threads (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=1,
+                        help="queries handed to Lucene at once, searched by --threads threads (default 1: one by one)")
+    parser.add_argument("--remove-query", action="store_true", help="drop a hit whose docid is the query's id")
+    parser.add_argument("--explain", action="store_true",
+                        help="write JSONL instead of a run: each hit with its top three shared concepts and their "
+                             "descriptions (concept indexes; descriptions from concepts.jsonl if present)")
+    parser.add_argument("--run-tag", default="clsr", help="tag in the run file's last column")
+    add_concept_query_options(parser)
+    add_hybrid_options(parser)
+    add_steering_options(parser)
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run(args: argparse.Namespace) -> None:
+    from ..data import load_topics
+    from ..describe import steering_from_args
+    from ..evaluate import write_run
+    from ..index import concept_encoder_options, read_manifest
+    from . import open_searcher
+
+    topics = load_topics(args.topics, args.split)
+    manifest = read_manifest(args.index)
+    kind = manifest["kind"]
+    if kind != "concepts" and (args.hybrid or args.explain):
+        raise UsageError(f"--{'hybrid' if args.hybrid else 'explain'} needs a concept index; {args.index} is a "
+                         f"{kind} index")
+    steering = steering_from_args(args) if kind == "concepts" else {}
+    if kind == "concepts" and args.hybrid:
+        from ..fusion import HybridSearcher
+
+        searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
+                                  method=args.fusion, alpha=args.alpha, normalization=args.normalization,
+                                  depth=args.depth, steering=steering, **concept_encoder_options(args, manifest))
+        run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
+    elif kind == "concepts":
+        searcher = open_searcher(args.index, steering=steering, **concept_encoder_options(args, manifest))
+        run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
+    else:
+        from ..dense import EncoderConfig, encoder_from_args, encoder_overridden
+
+        options = {}
+        if kind == "dense" and encoder_overridden(args):  # checked against the index's encoder
+            options["encoder"] = encoder_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
+        searcher = open_searcher(args.index, **options)
+        run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
+    if args.remove_query:  # as Pyserini: for collections whose queries are documents too (e.g. ArguAna)
+        run = {qid: [hit for hit in hits if hit[0] != qid] for qid, hits in run.items()}
+    if args.explain:
+        _write_explained_run(getattr(searcher, "sparse", searcher), topics, run, args)
+        print(f"wrote {sum(map(len, run.values()))} explained hits for {len(run)} queries to {args.output}")
+        return
+    write_run(run, args.output, tag=args.run_tag, output_format=args.output_format)
+    print(f"wrote {sum(map(len, run.values()))} hits for {len(run)} queries to {args.output}")
+
+
+def _write_explained_run(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
+    """JSONL, a line per hit: qid, docid, rank, score and the top three shared concepts with descriptions."""
+    from ..describe import CATALOGUE_NAME, load_catalogue
+
+    path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+    catalogue = load_catalogue(path) if path.exists() else {}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as f, searcher.query_encoder.encoded(list(topics.values())):
+        for qid, hits in run.items():
+            vector = searcher.query_encoder.encode(topics[qid])
+            for rank, (docid, score) in enumerate(hits, 1):
+                shared = searcher.shared_concepts(vector, docid)[:3]
+                f.write(json.dumps({"qid": qid, "docid": docid, "rank": rank, "score": score, "concepts": [
+                    {"concept": c.concept, "query_weight": c.query_weight, "doc_weight": c.doc_weight,
+                     "contribution": c.contribution,
+                     "description": catalogue[c.concept].description if c.concept in catalogue else ""}
+                    for c in shared]}) + "\n")
+
+
+COMMAND = Command("search", "Search an index for a set of topics and write a run file. Mirrors python -m "
+                            "pyserini.search.lucene; the index's manifest picks the searcher.", _add_arguments, _run)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(COMMAND, argv, prog="python -m clsr.search")
