@@ -129,7 +129,6 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
     lengths = token_lengths(encoders[reference], texts)
     flags = cpu_flags()
     import onnxruntime
-    import torch
 
     return {
         "dataset": str(dataset), "split": split, "passages": len(texts), "rounds": rounds,
@@ -138,7 +137,7 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
         "max_length": config.max_length,
         "tokens": {"mean": round(float(lengths.mean()), 1), "p50": int(np.median(lengths)),
                    "over_max_length": round(float((lengths > config.max_length).mean()), 4)},
-        "threads": {"torch": torch.get_num_threads(), "onnxruntime": encoders["onnx"].threads},
+        "threads": {"torch": encoders[reference].threads, "onnxruntime": encoders["onnx"].threads},
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "cpu_flags": {flag: flag in flags for flag in FLAGS},
         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

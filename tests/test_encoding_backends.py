@@ -10,10 +10,12 @@ from clsr.dense import DenseEncoder, encode_corpus, encoder_config, recorded_bac
 from clsr.index import build_dense_index
 from clsr.search import DenseSearcher
 
-# Lowest cosine to torch fp32 each backend may give; 0.999 is the gate. onnx-int8 misses it
-# (benchmarks/encoding.py measured min 0.990, mean 0.994 on 600 SciFact passages), which is why it is
-# opt-in; its bound here catches a broken quantisation (per-tensor weights gave min 0.88-0.90).
-MIN_COSINE = {"torch-bf16": 0.999, "onnx": 0.99999, "onnx-int8": 0.98}
+# Lowest cosine to torch fp32 each backend may give on SciFact passages and queries; 0.999 is the
+# issue's gate. onnx-int8 misses it (benchmarks/encoding.py: min 0.992, mean 0.995 on 600 passages),
+# which is why it is opt-in; its bound catches a broken quantisation (per-tensor weight scales gave
+# min 0.88-0.90). The empty text, a degenerate input, gets its own bound: int8 gives it 0.975.
+MIN_COSINE = {"torch-bf16": 0.999, "onnx": 0.99999, "onnx-int8": 0.99}
+MIN_COSINE_EMPTY = {"torch-bf16": 0.999, "onnx": 0.99999, "onnx-int8": 0.97}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,8 @@ def test_backend_stays_close_to_fp32(encoders, texts, name):
     vectors = encoders[name].encode(texts)
     assert vectors.shape == (len(texts), 384) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    assert (vectors * reference).sum(1).min() > MIN_COSINE[name]
+    cosines = (vectors * reference).sum(1)
+    assert cosines[:-1].min() > MIN_COSINE[name] and cosines[-1] > MIN_COSINE_EMPTY[name]
 
 
 def test_encoding_names_backend_and_dtype(encoders):
