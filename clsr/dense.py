@@ -160,8 +160,14 @@ class DenseEncoder:
 
     ``backend`` is one of :data:`BACKENDS` ("auto" = :data:`DEFAULT_BACKEND`); ``dtype`` (auto, bf16
     or fp32) applies to the torch backend only. ``threads`` sets the intra-op threads of either
-    runtime (default: torch's current setting, i.e. the cores it sees or ``OMP_NUM_THREADS``).
-    Raises ValueError for an unknown backend or dtype, OSError when the model cannot be loaded.
+    runtime (default: torch's setting when the encoder is made, i.e. the cores it sees or
+    ``OMP_NUM_THREADS``). The torch backend applies it around every :meth:`encode` call and restores
+    the caller's setting after, because torch shares OpenMP's thread count with other libraries in
+    the process: ``faiss.omp_set_num_threads(1)`` also puts torch on one thread (that halved
+    ``benchmarks/quality.py``'s encoding speed). Setting the attribute later changes the torch
+    backend's threads; an ONNX session keeps the count it was made with.
+    Raises EncoderSettingError (a ValueError) for an unknown backend or a dtype the backend lacks,
+    OSError when the model cannot be loaded, ImportError when an ONNX backend's packages are missing.
     """
 
     def __init__(self, config: EncoderConfig, device: str = "cpu", dtype: str = "auto", batch_size: int = 32,
@@ -175,9 +181,9 @@ class DenseEncoder:
         self.batch_size = batch_size
         backend = DEFAULT_BACKEND if backend == "auto" else backend
         if backend not in BACKENDS:
-            raise ValueError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {backend!r}")
+            raise EncoderSettingError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {backend!r}")
         if backend != "torch" and device != "cpu":
-            raise ValueError(f"the {backend} backend runs on the CPU only; use --backend torch for {device!r}")
+            raise EncoderSettingError(f"the {backend} backend runs on the CPU only; use --backend torch for {device!r}")
         self.backend = backend
         if backend == "torch":
             if dtype == "auto":
@@ -186,7 +192,7 @@ class DenseEncoder:
                 raise ValueError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
         else:
             if dtype not in ("auto", "fp32"):
-                raise ValueError(f"the {backend} backend has no dtype {dtype!r} (it is fixed by the backend)")
+                raise EncoderSettingError(f"the {backend} backend has no dtype {dtype!r} (it is fixed by the backend)")
             dtype = "int8" if backend == "onnx-int8" else "fp32"
         self.dtype = dtype
         self.threads = threads or torch.get_num_threads()

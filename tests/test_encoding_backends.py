@@ -91,9 +91,10 @@ def test_manifest_records_backend_and_searcher_encodes_queries_with_it(encoders,
     assert searcher.encoder.encoding == onnx.encoding
     query = "vitamin D and bone density"
     np.testing.assert_allclose(searcher.encoder.encode_queries([query]), onnx.encode_queries([query]), atol=1e-6)
-    # A passage's own text as the query finds it first: queries and passages share the numerics.
-    hits = searcher.search(docs[3].text, k=1)
-    assert hits[0].docid == docs[3].id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    # A passage's own text as the query finds it first. Not at cosine 1: int8 takes one activation scale
+    # per batch, so a text encoded alone differs a little from the same text in a batch of 20 (0.996).
+    hits = searcher.search(docs[3].text, k=2)
+    assert hits[0].docid == docs[3].id and 0.99 < hits[0].score < 1 + 1e-5 and hits[1].score < 0.9
 
 
 def test_manifests_from_before_backends_mean_torch():
