@@ -214,7 +214,8 @@ class DenseEncoder:
         else:
             from . import onnx_backend
 
-            path = onnx_backend.artefact(model, self.tokenizer, _model_fingerprint(config.model), backend)
+            directory = cache_root() / "onnx" / _model_fingerprint(config.model)[:20]
+            path = onnx_backend.artefact(model, self.tokenizer, directory, backend)
             self.session = onnx_backend.session(path, self.threads)
             self._onnx_inputs = [i.name for i in self.session.get_inputs()]
             del model  # the session holds its own copy of the weights

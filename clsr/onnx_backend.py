@@ -1,6 +1,7 @@
 """ONNX export (and int8 quantisation) of a dense encoder, cached and built on first use, offline.
 
-The artefacts live under ``$CLSR_CACHE/onnx/<model fingerprint>/`` and are never committed:
+The artefacts live under ``$CLSR_CACHE/onnx/<model fingerprint>/`` (chosen by :mod:`clsr.dense`, which
+this module does not import) and are never committed:
 ``model.onnx`` (fp32, the transformer up to its last hidden state) and ``model-int8.onnx``
 (its MatMuls dynamically quantised to int8 with per-channel weight scales). Each is written to
 a temporary file and renamed, so an interrupted build leaves nothing that looks finished.
@@ -18,12 +19,6 @@ log = logging.getLogger(__name__)
 
 OPSET = 17  # ONNX Runtime 1.2x runs it fully; the legacy exporter's well-trodden opset for BERT models
 FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
-
-
-def artefact_dir(fingerprint: str) -> Path:
-    from .dense import cache_root
-
-    return cache_root() / "onnx" / fingerprint[:20]
 
 
 def _replace_atomically(build, target: Path) -> None:
@@ -92,13 +87,13 @@ def require() -> None:
         raise ImportError(f"the ONNX encoder backends need {' and '.join(missing)}: pip install 'clsr[onnx]'")
 
 
-def artefact(model, tokenizer, fingerprint: str, backend: str) -> Path:
-    """The ONNX file for ``backend`` ("onnx" or "onnx-int8"), built from ``model`` if not yet cached.
+def artefact(model, tokenizer, directory: Path, backend: str) -> Path:
+    """The ONNX file for ``backend`` ("onnx" or "onnx-int8") in ``directory`` (one per model's weights),
+    built from ``model`` if not yet there.
 
     Raises ImportError (naming the ``onnx`` extra) when onnx or onnxruntime is not installed.
     """
     require()
-    directory = artefact_dir(fingerprint)
     fp32 = directory / FILES["onnx"]
     if not fp32.exists():
         log.info("exporting the encoder to ONNX under %s (once)", directory)
