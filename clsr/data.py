@@ -91,6 +91,8 @@ def check_id(value: str, what: str, where: str) -> str:
     no lone surrogate (not encodable as UTF-8). Raises DataError naming ``where`` (file:line)."""
     if not value:
         raise DataError(f"{where}: empty {what} id")
+    if _UNWRITABLE.search(value) is None:  # the common case, in one scan
+        return value
     if any(c.isspace() for c in value):
         raise DataError(f"{where}: {what} id {value!r} contains whitespace, which a TREC run (split on whitespace) "
                         "cannot hold; rename it")
@@ -100,6 +102,7 @@ def check_id(value: str, what: str, where: str) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_UNWRITABLE = re.compile("[\\s\ud800-\udfff]")
 
 
 def clean_text(text: str) -> tuple[str, bool]:

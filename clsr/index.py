@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,6 +37,9 @@ from .concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
 from .data import Document
 from .errors import ClsrError
 from .options import SOURCE_HELP, Command, add_encoder_options, main_for
+
+if TYPE_CHECKING:
+    from .dense import EncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +84,9 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     new one renamed into place, so a search running meanwhile finishes on the old one, and one that
     opens in between finds no index and says so; neither reads a half-written one.
     """
-    import fcntl
-
     target = Path(target).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            raise InvalidIndexError(f"another build of {target} is running ({lock.read().strip() or 'unknown pid'}); "
-                                    "wait for it to finish") from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()}\n")
-        lock.flush()
+    with _build_lock(target):
         leftovers = sorted(target.parent.glob(f".{target.name}.building-*"))
         for leftover in leftovers:
             shutil.rmtree(leftover, ignore_errors=True)
@@ -120,6 +111,45 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
                 os.replace(building, target)
         finally:
             shutil.rmtree(building, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _build_lock(target: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside `target` for one build; raise InvalidIndexError if another build holds it.
+
+    The file is removed when the build ends. A build that opened it just before must then not build
+    on the removed file, so a lock counts only while the file at the path is the one locked.
+    """
+    import fcntl
+
+    path = target.parent / f".{target.name}.lock"
+    while True:
+        lock = open(path, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown pid"
+            lock.close()
+            raise InvalidIndexError(f"another build of {target} is running ({holder}); wait for it to finish") from None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        if current is not None and (current.st_dev, current.st_ino) == (os.fstat(lock.fileno()).st_dev,
+                                                                       os.fstat(lock.fileno()).st_ino):
+            break
+        lock.close()  # removed by the build that just finished: lock the new file instead
+    try:
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        lock.close()
 
 
 def _write_json_collection(documents: Iterable[Document], directory: Path) -> int:
@@ -325,7 +355,7 @@ def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
                             "pass its folder with --sae")
 
 
-def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: "EncoderConfig | None" = None,
+def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
                          dtype: str = "auto", batch_size: int = 32, backend: str | None = None):

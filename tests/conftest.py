@@ -82,3 +82,37 @@ def slice_concept_index(tmp_path_factory, scifact_slice) -> Path:
                         sae=TopKSae.load_from_disk(default_sae_path()), sae_path=default_sae_path(),
                         encoder=scifact_slice.encoder.config.to_dict(), doc_k=64, source="scifact", progress=False)
     return index_dir
+
+
+@pytest.fixture
+def cli_error():
+    """Run `clsr ARGV` expecting failure; returns its one-line message (asserted to be one line)."""
+    from clsr.cli import main as clsr
+
+    def run(argv) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            clsr(argv)
+        message = str(exit_info.value.code)
+        assert message.startswith(f"clsr {argv[0]}: error: ") and "\n" not in message
+        return message
+
+    return run
+
+
+@pytest.fixture
+def stock_pyserini_search():
+    """Run unmodified ``python -m pyserini.search.lucene --impact`` (under clsr.jvm) on pre-encoded queries."""
+    import subprocess
+    import sys
+
+    from clsr.jvm import java_environment
+
+    def run(index, topics, encoded_queries, output, hits: int) -> None:
+        stock = subprocess.run(
+            [sys.executable, "-m", "clsr.jvm", "pyserini.search.lucene", "--index", str(index), "--topics", str(topics),
+             "--impact", "--encoder", str(encoded_queries), "--min-idf", "-1", "--hits", str(hits),
+             "--output", str(output)],
+            capture_output=True, text=True, env=java_environment(), timeout=300)
+        assert stock.returncode == 0, stock.stderr[-2000:]
+
+    return run

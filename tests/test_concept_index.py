@@ -1,8 +1,6 @@
 """The Lucene concept index: exact integer scores, the Pyserini drop-in, and safe builds."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ from clsr.cli import main as clsr
 from clsr.concepts import concept_term, dot
 from clsr.evaluate import read_run, trec_eval_order
 from clsr.index import (MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest)
-from clsr.jvm import java_environment
 from clsr.sae import SaeConfig, SaeMismatchError, TopKSae, default_sae_path
 
 SEARCH_OPTIONS = {"dtype": "fp32"}  # the slice's documents were encoded in fp32
@@ -113,18 +110,14 @@ def test_pyserini_impact_searcher_takes_the_clsr_query_encoder(concept_index, se
 
 
 def test_clsr_search_python_api_and_stock_pyserini_give_identical_runs(concept_index, searcher, topics_file,
-                                                                       tmp_path):
+                                                                       tmp_path, stock_pyserini_search):
     path, topics = topics_file
     clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "clsr.trec"),
           "--hits", "100", "--dtype", "fp32"])
     clsr(["encode-queries", "--index", str(concept_index), "--topics", str(path), "--dtype", "fp32",
           "--output", str(tmp_path / "queries.jsonl"), "--topics-output", str(tmp_path / "topics.json")])
-    stock = subprocess.run(
-        [sys.executable, "-m", "clsr.jvm", "pyserini.search.lucene", "--index", str(concept_index),
-         "--topics", str(tmp_path / "topics.json"), "--impact", "--encoder", str(tmp_path / "queries.jsonl"),
-         "--min-idf", "-1", "--hits", "100", "--output", str(tmp_path / "stock.trec")],
-        capture_output=True, text=True, env=java_environment(), timeout=300)
-    assert stock.returncode == 0, stock.stderr[-2000:]
+    stock_pyserini_search(concept_index, tmp_path / "topics.json", tmp_path / "queries.jsonl", tmp_path / "stock.trec",
+                          hits=100)
 
     def lines(path):  # qid, docid, score: Pyserini writes exact ties in Lucene's order, clsr in trec_eval's
         return sorted((f[0], f[2], f[4]) for f in map(str.split, open(path)))

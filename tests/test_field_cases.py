@@ -6,15 +6,12 @@ Every test writes its own tiny input; the numbers in comments are the field case
 import json
 import logging
 import math
-import subprocess
-import sys
 
 import pytest
 
 from clsr.cli import main as clsr
-from clsr.data import DataError, iter_corpus, load_corpus, load_qrels, load_topics
+from clsr.data import DataError, load_corpus, load_qrels, load_topics
 from clsr.evaluate import evaluate, read_run, trec_eval_order, write_run
-from clsr.fusion import fuse
 
 
 def _write(path, text, encoding="utf-8"):
@@ -22,29 +19,23 @@ def _write(path, text, encoding="utf-8"):
     return path
 
 
-def _error(argv, capsys=None) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        clsr(argv)
-    message = str(exit_info.value.code)
-    assert message.startswith(f"clsr {argv[0]}: error: ") and "\n" not in message
-    return message
 
 
 # -- 01, 02: evaluation never reports the impossible -------------------------------------------------------
 
-def test_a_run_listing_a_document_twice_is_refused_naming_both_lines(tmp_path):
+def test_a_run_listing_a_document_twice_is_refused_naming_both_lines(tmp_path, cli_error):
     run = _write(tmp_path / "run.txt", "q1 Q0 dA 1 9.0 t\nq1 Q0 dB 2 8.0 t\nq1 Q0 dA 3 7.0 t\n")
     qrels = _write(tmp_path / "qrels.txt", "q1 0 dA 1\n")
-    message = _error(["evaluate", "--run", str(run), "--qrels", str(qrels)])
+    message = cli_error(["evaluate", "--run", str(run), "--qrels", str(qrels)])
     assert f"{run}:3: document 'dA' is listed twice for query 'q1' (first at line 1)" in message
     with pytest.raises(DataError, match="listed twice"):
         read_run(run)
 
 
-def test_qrels_judging_a_pair_twice_with_different_grades_are_refused(tmp_path):
+def test_qrels_judging_a_pair_twice_with_different_grades_are_refused(tmp_path, cli_error):
     run = _write(tmp_path / "run.txt", "q1 Q0 dA 1 9.0 t\n")
     conflicting = _write(tmp_path / "qrels.txt", "q1 0 dA 0\nq1 0 dB 1\nq1 0 dA 2\n")
-    message = _error(["evaluate", "--run", str(run), "--qrels", str(conflicting)])
+    message = cli_error(["evaluate", "--run", str(run), "--qrels", str(conflicting)])
     assert f"{conflicting}:3: query 'q1', document 'dA' judged 2 here and 0 at line 1" in message
     repeated = _write(tmp_path / "same.txt", "q1 0 dA 2\nq1 0 dA 2\n")
     assert load_qrels(repeated) == {"q1": {"dA": 2}}
@@ -53,9 +44,9 @@ def test_qrels_judging_a_pair_twice_with_different_grades_are_refused(tmp_path):
 
 # -- 03: ids that cannot round-trip -------------------------------------------------------------------------
 
-def test_document_ids_with_whitespace_are_refused_at_the_build(tmp_path):
+def test_document_ids_with_whitespace_are_refused_at_the_build(tmp_path, cli_error):
     corpus = _write(tmp_path / "corpus.jsonl", '{"_id": "d1", "text": "sea"}\n{"_id": "Sea level", "text": "x"}\n')
-    message = _error(["index", "--kind", "bm25", "--corpus", str(corpus), "--index", str(tmp_path / "i")])
+    message = cli_error(["index", "--kind", "bm25", "--corpus", str(corpus), "--index", str(tmp_path / "i")])
     assert f"{corpus}:2: document id 'Sea level' contains whitespace" in message
     assert not (tmp_path / "i").exists() and not list(tmp_path.glob(".i.building-*"))
     tsv = _write(tmp_path / "corpus.tsv", "d1\tsea\nd 2\tlevel\n")
@@ -118,24 +109,24 @@ def test_a_repeated_query_id_is_refused_naming_both_lines(tmp_path):
 
 # -- 12 (step 8's bad input): encodings, empty corpora ------------------------------------------------------
 
-def test_bytes_that_are_not_utf8_name_the_file_line_and_column(tmp_path):
+def test_bytes_that_are_not_utf8_name_the_file_line_and_column(tmp_path, cli_error):
     corpus = _write(tmp_path / "c.jsonl", b'{"_id": "a", "text": "x"}\n{"_id": "b", "text": "caf\xe9"}\n')
-    message = _error(["index", "--kind", "bm25", "--corpus", str(corpus), "--index", str(tmp_path / "i")])
+    message = cli_error(["index", "--kind", "bm25", "--corpus", str(corpus), "--index", str(tmp_path / "i")])
     assert f"{corpus}:2: not UTF-8 (byte 0xe9 at column 26)" in message
 
 
-def test_an_empty_corpus_is_an_error(tmp_path):
+def test_an_empty_corpus_is_an_error(tmp_path, cli_error):
     corpus = _write(tmp_path / "c.jsonl", "\n\n")
-    assert "c.jsonl: no documents" in _error(["index", "--kind", "bm25", "--corpus", str(corpus),
+    assert "c.jsonl: no documents" in cli_error(["index", "--kind", "bm25", "--corpus", str(corpus),
                                               "--index", str(tmp_path / "i")])
     assert not (tmp_path / "i").exists()
 
 
 # -- 09, 10, 11: encoding input guards ----------------------------------------------------------------------
 
-def test_max_length_over_the_model_positions_is_refused_before_any_work(tmp_path):
+def test_max_length_over_the_model_positions_is_refused_before_any_work(tmp_path, cli_error):
     corpus = _write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n')
-    message = _error(["index", "--kind", "dense", "--corpus", str(corpus), "--index", str(tmp_path / "i"),
+    message = cli_error(["index", "--kind", "dense", "--corpus", str(corpus), "--index", str(tmp_path / "i"),
                       "--max-length", "1024"])
     assert message.endswith("--max-length 1024 exceeds the 512 positions of sentence-transformers/all-MiniLM-L6-v2; "
                             "use at most 512")
@@ -265,24 +256,19 @@ def test_fusion_equals_pyserini_fusion_on_runs_with_ties(tmp_path, method):
 # -- 05: the stock-Pyserini route keeps every id ------------------------------------------------------------
 
 @pytest.mark.slow
-def test_stock_pyserini_keeps_zero_padded_and_alphanumeric_query_ids(tmp_path, slice_concept_index, scifact_slice):
-    from clsr.jvm import java_environment
-
+def test_stock_pyserini_keeps_zero_padded_and_alphanumeric_query_ids(tmp_path, slice_concept_index, scifact_slice,
+                                                                      cli_error, stock_pyserini_search):
     texts = list(scifact_slice.topics.values())[:3]
     topics = _write(tmp_path / "q.tsv", "".join(f"{qid}\t{text}\n" for qid, text in zip(["001", "042", "q7"], texts)))
     clsr(["search", "--index", str(slice_concept_index), "--topics", str(topics), "--hits", "20", "--dtype", "fp32",
           "--output", str(tmp_path / "clsr.trec")])
-    assert "would not come back unchanged" in _error(
+    assert "would not come back unchanged" in cli_error(
         ["encode-queries", "--index", str(slice_concept_index), "--topics", str(topics), "--output",
          str(tmp_path / "queries.jsonl"), "--topics-output", str(tmp_path / "topics.tsv")])
     clsr(["encode-queries", "--index", str(slice_concept_index), "--topics", str(topics), "--dtype", "fp32",
           "--output", str(tmp_path / "queries.jsonl"), "--topics-output", str(tmp_path / "topics.json")])
-    stock = subprocess.run(
-        [sys.executable, "-m", "clsr.jvm", "pyserini.search.lucene", "--index", str(slice_concept_index),
-         "--topics", str(tmp_path / "topics.json"), "--impact", "--encoder", str(tmp_path / "queries.jsonl"),
-         "--min-idf", "-1", "--hits", "20", "--output", str(tmp_path / "stock.trec")],
-        capture_output=True, text=True, env=java_environment(), timeout=300)
-    assert stock.returncode == 0, stock.stderr[-2000:]
+    stock_pyserini_search(slice_concept_index, tmp_path / "topics.json", tmp_path / "queries.jsonl",
+                          tmp_path / "stock.trec", hits=20)
     ours, theirs = read_run(tmp_path / "clsr.trec"), read_run(tmp_path / "stock.trec")
     assert set(ours) == set(theirs) == {"001", "042", "q7"}
     assert {q: sorted(h) for q, h in ours.items()} == {q: sorted(h) for q, h in theirs.items()}
