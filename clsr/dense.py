@@ -7,7 +7,7 @@ Presets:
 * ``bge``: BAAI/bge-base-en-v1.5 (the reference setup; needs the hub or a local copy). CLS pooling,
   L2-normalised, bge's retrieval instruction before queries, 512 tokens.
 
-Backends (``DenseEncoder(backend=...)``, ``--backend``), measured side by side by
+Backends (``DenseEncoder(backend=...)``, ``--encoder-backend``), measured side by side by
 ``benchmarks/encoding.py``:
 
 * ``torch``: the Hugging Face model in PyTorch, bf16 where the CPU has bf16 instructions
@@ -182,7 +182,7 @@ class DenseEncoder:
         if backend not in BACKENDS:
             raise EncoderSettingError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {backend!r}")
         if backend != "torch" and device != "cpu":
-            raise EncoderSettingError(f"the {backend} backend runs on the CPU only; use --backend torch for {device!r}")
+            raise EncoderSettingError(f"the {backend} backend runs on the CPU only; use --encoder-backend torch for {device!r}")
         self.backend = backend
         if backend == "torch":
             if dtype == "auto":
@@ -394,4 +394,4 @@ def encoder_config_from_args(args, base: EncoderConfig | None = None) -> Encoder
 def encoder_from_args(args, base: EncoderConfig | None = None) -> DenseEncoder:
     """The DenseEncoder the flags of `clsr.options.add_encoder_options` ask for (backend: auto unless given)."""
     return DenseEncoder(encoder_config_from_args(args, base), device=args.device, dtype=args.dtype,
-                        batch_size=args.encode_batch_size, backend=args.backend or "auto")
+                        batch_size=args.encode_batch_size, backend=args.encoder_backend or "auto")

@@ -417,7 +417,7 @@ def concept_encoder_options(args, manifest: dict) -> dict:
                if encoder_overridden(args) else None)
     return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
             "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,
-            "backend": args.backend if args.backend != "auto" else None}
+            "backend": args.encoder_backend if args.encoder_backend != "auto" else None}
 
 
 EMBEDDED_SAE_DIR = "sae"

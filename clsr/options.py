@@ -96,7 +96,7 @@ def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "mi
     group.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                        help="torch backend: auto = bf16 where the CPU has bf16 instructions (about 1.8x faster), "
                             "else fp32")
-    group.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"],
+    group.add_argument("--encoder-backend", choices=["auto", "torch", "onnx", "onnx-int8"],
                        help="encoder runtime: torch, onnx (ONNX Runtime, fp32) or onnx-int8 (int8 matrix products, "
                             "faster, cosine ~0.995 to fp32); default: the index's when searching, else auto = torch "
                             "(README, Encoding speed)")
