@@ -4,9 +4,18 @@
         [--sae DIR] [--llm-url URL --llm-model NAME]
 
 The corpus is split in two halves (seed 0). Each sampled concept (up to `--per-region` per region,
-firing in both halves) is described from the first half only; on the held-out half every passage
-is scored by how many of the description's keywords it contains (stemmed; markers such as
-"broad:" dropped), and two ROC AUCs are measured:
+firing in both halves) is described from the first half only. On the held-out half a *simulator*
+(as in Bills et al. 2023, "Language models can explain neurons in language models") predicts each
+passage's activation from two things only, the description's text and the passage's text, never
+the SAE, the concept's activations or its decoder direction. Two simulators:
+
+* **count**: how many of the description's keywords the passage contains (stemmed; markers such
+  as "broad:" and the contrast words after "; not:" dropped);
+* **embedding** (clsr.evidence_describer.EmbeddingSimulator): each word of the description is
+  embedded alone with the dense encoder (MiniLM), as is the passage; the passage's score is its
+  mean cosine to the description's words minus its mean cosine to the contrast words.
+
+For each, two ROC AUCs are measured:
 
 * **fires**: the passage has the concept in its top-K code, against every other passage;
 * **strong**: the passage is in the concept's top decile (of the held-out passages where it
@@ -14,14 +23,17 @@ is scored by how many of the description's keywords it contains (stemmed; marker
   judged on where it fires *strongly*.
 
 The baseline gives each concept another sampled concept's description from the same region
-(shuffled). Describers: `keywords` (c-TF-IDF of the top passages, the former default), `evidence`
-(word evidence aggregated over the top passages, checked against activations on the describe half:
-clsr.evidence_describer), and `llm` when an endpoint is given. 0.5 is chance.
+(shuffled). Describers: `keywords` (c-TF-IDF of the top passages, the default of `clsr describe`),
+`evidence-count` (word evidence aggregated over the top passages, words chosen for the count
+simulator on the describe half: the evidence describer before the embedding simulator),
+`evidence` (the same evidence, words and contrast words chosen for the embedding simulator:
+clsr.evidence_describer), and `llm` when an endpoint is given. 0.5 is chance; the target is 0.75.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import sys
 import time
@@ -32,7 +44,9 @@ import numpy as np
 from clsr.data import resolve
 from clsr.describe import KeywordDescriber, regions
 from clsr.evidence import EvidenceExplainer
-from clsr.evidence_describer import EvidenceDescriber, count_auc, description_keywords, strong_labels
+from clsr.dense import encode_corpus
+from clsr.evidence_describer import (EmbeddingSimulator, EvidenceDescriber, count_auc, description_keywords, rank_aucs,
+                                     strong_labels, unit_rows)
 from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
 from clsr.index import DocCodes
 from clsr.sae import TopKSae, default_sae_path
@@ -40,6 +54,9 @@ from provenance import provenance_line, sae_provenance
 
 HERE = Path(__file__).resolve().parent
 REGIONS = ("head", "torso", "tail")
+# Each description is scored under both simulators, for both targets: "<simulator>_<target>".
+SIMULATED = ("count_fires", "count_strong", "embedding_fires", "embedding_strong")
+TARGET = 0.75  # the issue's target AUC, in every region
 
 
 def measure(dataset: str, sae_path: Path, args) -> dict:
@@ -72,33 +89,47 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
     keyword_describer = KeywordDescriber(describe_texts)
     sae = TopKSae.load_from_disk(sae_path)
     explainer = EvidenceExplainer(baselines.encoder, sae)
+    # The dense embeddings of the passages (from the embedding cache): what the embedding simulator compares a
+    # description's words with. The simulator never sees the SAE.
+    encoded = encode_corpus(baselines.encoder, baselines.documents, progress=False)
+    row_of = {docid: n for n, docid in enumerate(encoded.ids)}
+    embeddings = unit_rows(np.asarray(encoded.embeddings)[[row_of[docid] for docid in codes.ids]])
+    simulator = EmbeddingSimulator(baselines.encoder.encode)
     evidence_describer = EvidenceDescriber(explainer, describe_texts, latents[describe_rows], activations[describe_rows],
-                                           keyword_describer.stem, top_passages=args.top_passages)
+                                           keyword_describer.stem, simulator=simulator,
+                                           embeddings=embeddings[describe_rows], top_passages=args.top_passages)
+    # The same evidence, labelled for the keyword count (the evidence describer before the embedding simulator).
+    counting_describer = copy.copy(evidence_describer)
+    counting_describer.simulator, counting_describer.candidate_min_df = None, 1  # exactly as it was
     descriptions, timings, kinds = {}, {}, {}
+
+    def top_texts(latent: int) -> list[str]:
+        return [describe_texts[r] for r in evidence_describer.top_rows(evidence_describer.activation_column(latent))]
+
     start = time.perf_counter()
-    descriptions["keywords"] = {l: keyword_describer.describe([describe_texts[r] for r in
-                                                               evidence_describer.top_rows(evidence_describer.activation_column(l))])
-                                for l in chosen}
+    descriptions["keywords"] = {l: keyword_describer.describe(top_texts(l)) for l in chosen}
     timings["keywords"] = time.perf_counter() - start
     start = time.perf_counter()
-    labels = evidence_describer.describe_latents(chosen, progress=True)
-    descriptions["evidence"] = {l: labels[l]["description"] for l in chosen}
-    kinds["evidence"] = {l: labels[l]["kind"] for l in chosen}
-    timings["evidence"] = time.perf_counter() - start
+    mass = evidence_describer.combined_mass(chosen)
+    mass_seconds = time.perf_counter() - start
+    for describer, labeller in (("evidence-count", counting_describer), ("evidence", evidence_describer)):
+        start = time.perf_counter()
+        labels = {l: labeller.label(l, mass[l]) for l in chosen}
+        descriptions[describer] = {l: labels[l]["description"] for l in chosen}
+        kinds[describer] = {l: labels[l]["kind"] for l in chosen}
+        timings[describer] = mass_seconds + time.perf_counter() - start  # both pay for the evidence pass
     if args.llm_url:
         from clsr.describe import LlmDescriber
 
         llm = LlmDescriber(args.llm_url, args.llm_model)
         start = time.perf_counter()
-        descriptions["llm"] = {l: llm.describe([describe_texts[r] for r in
-                                                evidence_describer.top_rows(evidence_describer.activation_column(l))])
-                               for l in chosen}
+        descriptions["llm"] = {l: llm.describe(top_texts(l)) for l in chosen}
         timings["llm"] = time.perf_counter() - start
 
     from clsr.evidence import WORD_PATTERN
 
     held_stems = [frozenset(s for s in map(keyword_describer.stem, WORD_PATTERN.findall(texts[r])) if s) for r in held_rows]
-    held_latents, held_activations = latents[held_rows], activations[held_rows]
+    held_latents, held_activations, held_embeddings = latents[held_rows], activations[held_rows], embeddings[held_rows]
 
     def keyword_stems(description: str) -> set[str]:
         stems = set()
@@ -106,11 +137,15 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
             stems |= {s for s in map(keyword_describer.stem, WORD_PATTERN.findall(keyword)) if s}
         return stems
 
-    def aucs(latent: int, description: str) -> tuple[float | None, float | None]:
+    def aucs(latent: int, description: str) -> dict[str, float | None]:
+        """The description's held-out AUCs (fires, strong) under each simulator."""
         column = np.where(held_latents == latent, held_activations, 0).max(axis=1)
+        targets = [column > 0, strong_labels(column)]
         stems = keyword_stems(description)
-        scores = np.array([len(stems & passage) for passage in held_stems], np.int64)
-        return count_auc(scores, column > 0), count_auc(scores, strong_labels(column))
+        counts = np.array([len(stems & passage) for passage in held_stems], np.int64)
+        by_embedding = rank_aucs(simulator.scores(description, held_embeddings), targets)
+        return {"count_fires": count_auc(counts, targets[0]), "count_strong": count_auc(counts, targets[1]),
+                "embedding_fires": by_embedding[0], "embedding_strong": by_embedding[1]}
 
     results = {}
     for describer, described in descriptions.items():
@@ -118,56 +153,68 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
         for r in REGIONS:
             chosen_r = samples[r]
             shuffled = list(np.random.default_rng(args.seed + 1).permutation(chosen_r)) if len(chosen_r) > 1 else chosen_r
-            true, fake = [], []
-            for latent, other in zip(chosen_r, shuffled):
-                true.append(aucs(latent, described[latent]))
-                fake.append(aucs(latent, described[other]))
+            true = [aucs(latent, described[latent]) for latent in chosen_r]
+            fake = [aucs(latent, described[other]) for latent, other in zip(chosen_r, shuffled)]
 
-            def mean(pairs, i):
-                values = [p[i] for p in pairs if p[i] is not None]
+            def mean(rows: list[dict], key: str) -> float | None:
+                values = [row[key] for row in rows if row[key] is not None]
                 return round(float(np.mean(values)), 4) if values else None
 
-            entry = {"concepts": len(chosen_r), "auc_fires": mean(true, 0), "auc_fires_shuffled": mean(fake, 0),
-                     "auc_strong": mean(true, 1), "auc_strong_shuffled": mean(fake, 1),
+            entry = {"concepts": len(chosen_r),
                      "mean_df_share": round(float(np.mean([df[l] / len(texts) for l in chosen_r])), 4),
                      "examples": {f"c{l}": described[l] for l in chosen_r[:4]}}
+            for key in SIMULATED:
+                entry[f"auc_{key}"], entry[f"auc_{key}_shuffled"] = mean(true, key), mean(fake, key)
+                # How many concepts reach the target on their own (not only on average).
+                values = [row[key] for row in true if row[key] is not None]
+                entry[f"share_{key}_at_target"] = round(float(np.mean([v >= TARGET for v in values])), 3) if values else None
             if describer in kinds:
                 counted = [kinds[describer][l] for l in chosen_r]
                 entry["share_broad"] = round(counted.count("broad") / max(len(counted), 1), 3)
                 entry["share_unclear"] = round(counted.count("unclear") / max(len(counted), 1), 3)
             per_region[r] = entry
         results[describer] = {"regions": per_region, "seconds": round(timings[describer], 1)}
-    result = {"dataset": name, "doc_k": args.doc_k, "sae": sae_provenance(sae_path, name), "faithfulness": results}
+    result = {"dataset": name, "doc_k": args.doc_k, "held_out_passages": len(held_rows),
+              "sae": sae_provenance(sae_path, name), "faithfulness": results}
     print(result, file=sys.stderr, flush=True)
     return result
 
 
 def markdown(result: dict) -> str:
     lines = ["# Concept descriptions: do they predict activation?", "",
-             "Each sampled concept is described from one half of the corpus; on the other half, a passage's score is "
-             "the number of the description's keywords it contains. ROC AUC of that score for **fires** (the concept "
-             "is in the passage's top-K code) and for **strong** (the passage is in the concept's top decile of the "
-             "held-out passages where it fires, against all others); *shuffled*: each concept scored with another "
-             "sampled concept's description from the same region. 0.5 is chance; the target is 0.75 in every region.",
-             ""]
+             "Each sampled concept is described from one half of the corpus; on the other half a *simulator* predicts "
+             "each passage's activation from the description's text and the passage's text alone (never the SAE): "
+             "**count**, the number of the description's keywords the passage contains, or **embedding**, the "
+             "passage's mean cosine (MiniLM) to the description's words minus its mean cosine to the contrast words "
+             "after \"; not:\". ROC AUC of that prediction for **fires** (the concept is in the passage's top-K code) "
+             "and for **strong** (the passage is in the concept's top decile of the held-out passages where it fires, "
+             "against all others); *shuffled*: each concept scored with another sampled concept's description from "
+             "the same region. 0.5 is chance; the target is 0.75 in every region. *at target*: the share of concepts "
+             "whose own AUC reaches 0.75.", ""]
     for data in result["datasets"]:
-        lines += [f"## {data['dataset']}", "", provenance_line(data["sae"], data["dataset"]), "",
-                  "| describer | region | concepts | mean df share | AUC fires | shuffled | AUC strong | shuffled "
-                  "| broad | unclear |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {data['dataset']}", "", provenance_line(data["sae"], data["dataset"]) + " Held out: "
+                  f"{data['held_out_passages']} passages.", "",
+                  "| describer | region | concepts | mean df share | simulator | AUC fires | shuffled | at target "
+                  "| AUC strong | shuffled | at target | broad | unclear |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for describer, r in data["faithfulness"].items():
             for region, e in r["regions"].items():
-                lines.append(f"| {describer} | {region} | {e['concepts']} | {e['mean_df_share']:.1%} | "
-                             f"**{e['auc_fires']}** | {e['auc_fires_shuffled']} | **{e['auc_strong']}** | "
-                             f"{e['auc_strong_shuffled']} | {e.get('share_broad', '–')} | {e.get('share_unclear', '–')} |")
+                for simulator in ("count", "embedding"):
+                    lines.append(f"| {describer} | {region} | {e['concepts']} | {e['mean_df_share']:.1%} | {simulator} | "
+                                 f"**{e[f'auc_{simulator}_fires']}** | {e[f'auc_{simulator}_fires_shuffled']} | "
+                                 f"{e[f'share_{simulator}_fires_at_target']:.0%} | **{e[f'auc_{simulator}_strong']}** | "
+                                 f"{e[f'auc_{simulator}_strong_shuffled']} | {e[f'share_{simulator}_strong_at_target']:.0%} | "
+                                 f"{e.get('share_broad', '–')} | {e.get('share_unclear', '–')} |")
         lines += ["", "Examples:", ""]
         for describer, r in data["faithfulness"].items():
             for region, e in r["regions"].items():
                 lines.append(f"- {describer}, {region}: " + "; ".join(f"{c}: {d or '(none)'}" for c, d in e["examples"].items()))
-        lines += ["", "Describing time for the sampled concepts: " + ", ".join(
-            f"{d} {r['seconds']} s" for d, r in data["faithfulness"].items()) + ".", ""]
+        lines += ["", "Describing time for the sampled concepts (the evidence describers share one evidence pass, "
+                  "counted in both): " + ", ".join(f"{d} {r['seconds']} s" for d, r in data["faithfulness"].items()) + ".",
+                  ""]
     machine = result["machine"]
     lines += [f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores), doc K "
-              f"{result['datasets'][0]['doc_k']}, top {result['top_passages']} passages per concept.", ""]
+              f"{result['datasets'][0]['doc_k']}, top {result['top_passages']} passages per concept, up to "
+              f"{result['per_region']} concepts per region.", ""]
     return "\n".join(lines)
 
 

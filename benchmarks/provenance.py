@@ -14,20 +14,25 @@ from clsr.sae import sae_checksum
 
 
 def sae_provenance(sae_path: str | Path, dataset: str) -> dict:
-    """{"name", "path", "sha256", "trained_on", "transductive"} for the SAE folder and a collection name."""
+    """{"name", "path", "sha256", "trained_on", "transductive", "relation"} for the SAE folder and a collection
+    name; `relation` is clsr.experiment.sae_relation's zero-shot, adapted or transductive."""
+    from clsr.experiment import sae_relation
+
     sae_path = Path(sae_path)
     config = json.loads((sae_path / "config.json").read_text())
     trained_on = sorted((config.get("training") or {}).get("data", {}).get("datasets", {}))
     name = Path(str(dataset)).name
     seen = any(t == str(dataset) or Path(t).name == name for t in trained_on)
     return {"name": sae_path.name, "path": str(sae_path), "sha256": sae_checksum(sae_path)[:16],
-            "trained_on": trained_on, "transductive": seen}
+            "trained_on": trained_on, "transductive": seen, "relation": sae_relation(sae_path, dataset)}
 
 
 def provenance_line(provenance: dict, dataset: str) -> str:
-    """A sentence for a report: the SAE and, when it saw the collection, that the numbers are transductive."""
+    """A sentence for a report: the SAE and how it relates to the collection (zero-shot, adapted, transductive)."""
     where = ", ".join(provenance["trained_on"]) or "unknown data"
     line = f"SAE `{provenance['name']}` (sha256 {provenance['sha256']}, trained on {where})"
-    if provenance["transductive"]:
-        line += f": **transductive** on {dataset} (the SAE was fitted on its passages)"
+    relation = provenance.get("relation") or ("transductive" if provenance["transductive"] else None)
+    line += {"transductive": f": **transductive** on {dataset} (the SAE was fitted on its passages)",
+             "adapted": f": **adapted** to {dataset} (from a base SAE that never saw it, without judgments)",
+             "zero-shot": f": **zero-shot** on {dataset} (the SAE never saw its passages)"}.get(relation, "")
     return line + "."

@@ -6,6 +6,8 @@ Writes the JSON (``{"dataset", "split", "methods": {name: {...}}, "machine", "ve
 markdown table beside it (same name, ``.md``). Latencies are per query, one thread, top 1000:
 ``search_ms_*`` excludes query encoding, ``e2e_ms_p50`` includes it. Indexes are built under
 ``benchmarks/work/<dataset>/`` (git-ignored) and reused; embeddings come from the clsr cache.
+The dense row's ``encode_docs_per_s`` is measured in the run, on all cores, over the corpus's first
+``ENCODING_SAMPLE`` passages, with the load average beside it (``encode_load_average``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import argparse
 import datetime
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from clsr.data import load_qrels, load_topics, resolve
+from clsr.dense import encoding_rate
 from clsr.fusion import DEFAULT_ALPHA, HybridSearcher, best_alpha, interpolate, interpolation_curve
 from clsr.index import DOC_CODES_DIR
 from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
@@ -30,6 +34,7 @@ from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
 HERE = Path(__file__).resolve().parent
 DEPTH = 1000
+ENCODING_SAMPLE = 200  # passages timed for the dense row's encode docs/s (the corpus's first)
 
 
 SAE_KS = (32, 64, 128)
@@ -87,11 +92,13 @@ def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relev
 def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path | None, adapt: bool = False) -> dict:
     import faiss
 
-    faiss.omp_set_num_threads(1)  # single-thread latency, comparable with Lucene's one search thread
     source = resolve(dataset)
     name = re.sub(r"[^\w.-]+", "_", str(dataset).strip("/"))
     topics, qrels = load_topics(source, split), load_qrels(source, split)
     baselines = build_baselines(str(source), HERE / "work" / name)
+    # Encoding speed measured in this run, on all cores: the cache's figure is whichever run wrote it.
+    load_average = [round(x, 2) for x in os.getloadavg()]
+    encode_docs_per_s = encoding_rate(baselines.encoder, [d.text for d in baselines.documents[:ENCODING_SAMPLE]])
     texts = list(topics.values())
     methods = {}
     adaptation = None
@@ -110,6 +117,10 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
         tuning = {"split": split_for_tuning, "topics": load_topics(source, split_for_tuning),
                   "qrels": load_qrels(source, split_for_tuning)}
 
+    # Single-thread latency, comparable with Lucene's one search thread. faiss's call sets OpenMP's
+    # thread count, which torch shares, so the encoder is pinned to one thread explicitly as well.
+    faiss.omp_set_num_threads(1)
+    baselines.encoder.threads = 1
     bm25 = Bm25Searcher(baselines.bm25_dir)
     run = bm25.batch_search(topics, k=DEPTH)
     bm25_runs = {"test": run, "index_bytes": None,
@@ -126,8 +137,10 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
     end_to_end = latencies_ms(lambda q: dense.search(q, DEPTH), texts)
     methods["dense"] = method_report(run, qrels, timings, baselines.dense_dir, relevance_threshold,
                                      e2e_ms_p50=round(percentile(end_to_end, 0.5), 3),
-                                     encode_docs_per_s=round(baselines.encode_docs_per_s, 1),
-                                     encoder=baselines.encoder.config.model, dtype=baselines.encoder.dtype)
+                                     encode_docs_per_s=round(encode_docs_per_s, 1),
+                                     encode_sample=ENCODING_SAMPLE, encode_load_average=load_average,
+                                     encoder=baselines.encoder.config.model, dtype=baselines.encoder.dtype,
+                                     backend=baselines.encoder.backend)
 
     sae_report = None
     if sae_path is not None:

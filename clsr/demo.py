@@ -76,7 +76,8 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
         print(f"{name:<16} {report['ndcg@10']:>8.4f} {report['recall@100']:>7.4f} "
               f"{_human_bytes(size):>11} {report['search_ms_mean']:>12.2f}")
     print("search ms/q: one thread, top 1000, query encoding excluded "
-          f"(the dense model encodes at {baselines.encode_docs_per_s:.0f} passages/s here).\n"
+          f"(the dense model encoded {baselines.encode_docs_per_s:.0f} passages/s"
+          f"{' when the corpus was first encoded and cached' if baselines.encoded_from_cache else ' here'}).\n"
           f"CL-SR: each passage's top {DEMO_DOC_K} SAE concepts in a Lucene impact index (size: the Lucene files).\n"
           f"The SAE is {sae_relation(sae_path, str(dataset)).upper()} here: "
           + ("adapted to this corpus's text without judgments." if adapt else

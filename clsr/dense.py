@@ -7,9 +7,22 @@ Presets:
 * ``bge``: BAAI/bge-base-en-v1.5 (the reference setup; needs the hub or a local copy). CLS pooling,
   L2-normalised, bge's retrieval instruction before queries, 512 tokens.
 
+Backends (``DenseEncoder(backend=...)``, ``--encoder-backend``), measured side by side by
+``benchmarks/encoding.py``:
+
+* ``torch``: the Hugging Face model in PyTorch, bf16 where the CPU has bf16 instructions
+  (``dtype``), else fp32.
+* ``onnx``: the same model exported to ONNX (fp32) and run by ONNX Runtime.
+* ``onnx-int8``: that export with its matrix products dynamically quantised to int8 (VNNI).
+
+ONNX artefacts are built on first use, offline, from the local weights, and kept under
+``$CLSR_CACHE/onnx``. The backend (and dtype) changes the numerics slightly, so it is part of the
+embedding cache key and of every index manifest (``encoding``), and searchers encode queries with
+the backend the index was built with.
+
 Corpus embeddings are cached as float32 ``embeddings.npy`` plus ``ids.txt`` under
-``$CLSR_CACHE`` (default ``~/.cache/clsr``), keyed by the model's weights, the encoding settings
-and the corpus content, so a second run never re-encodes.
+``$CLSR_CACHE`` (default ``~/.cache/clsr``), keyed by the model's weights, the encoding settings,
+the backend and dtype, and the corpus content, so a second run never re-encodes.
 """
 
 from __future__ import annotations
@@ -84,13 +97,30 @@ def _model_location(model: str) -> str:
     return model
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read, e.g. not Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 def cpu_supports_bf16() -> bool:
     """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# Chosen by benchmarks/encoding.py (README, "Encoding speed"): see there for the numbers.
+DEFAULT_BACKEND = "torch"
+
+
+def recorded_backend(manifest: dict) -> str:
+    """The backend an index was built with ("torch" for manifests written before there were backends)."""
+    return (manifest.get("encoding") or {}).get("backend", "torch")
 
 
 class EncoderSettingError(ClsrError, ValueError):
@@ -125,9 +155,22 @@ def cut_texts(texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
 
 
 class DenseEncoder:
-    """Encode texts to float32 vectors with one transformer; batches are sorted by length."""
+    """Encode texts to float32 vectors with one transformer; batches are sorted by length.
 
-    def __init__(self, config: EncoderConfig, device: str = "cpu", dtype: str = "auto", batch_size: int = 32):
+    ``backend`` is one of :data:`BACKENDS` ("auto" = :data:`DEFAULT_BACKEND`); ``dtype`` (auto, bf16
+    or fp32) applies to the torch backend only. ``threads`` sets the intra-op threads of either
+    runtime (default: torch's setting when the encoder is made, i.e. the cores it sees or
+    ``OMP_NUM_THREADS``). The torch backend applies it around every :meth:`encode` call and restores
+    the caller's setting after, because torch shares OpenMP's thread count with other libraries in
+    the process: ``faiss.omp_set_num_threads(1)`` also puts torch on one thread (that halved
+    ``benchmarks/quality.py``'s encoding speed). Setting the attribute later changes the torch
+    backend's threads; an ONNX session keeps the count it was made with.
+    Raises EncoderSettingError (a ValueError) for an unknown backend or a dtype the backend lacks,
+    OSError when the model cannot be loaded, ImportError when an ONNX backend's packages are missing.
+    """
+
+    def __init__(self, config: EncoderConfig, device: str = "cpu", dtype: str = "auto", batch_size: int = 32,
+                 backend: str = "auto", threads: int | None = None):
         import torch
         import transformers
 
@@ -135,29 +178,69 @@ class DenseEncoder:
         self.config = config
         self.device = device
         self.batch_size = batch_size
-        if dtype == "auto":
-            dtype = "bf16" if (device != "cpu" or cpu_supports_bf16()) else "fp32"
-        if dtype not in ("bf16", "fp32"):
-            raise ValueError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
+        backend = DEFAULT_BACKEND if backend == "auto" else backend
+        if backend not in BACKENDS:
+            raise EncoderSettingError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {backend!r}")
+        if backend != "torch" and device != "cpu":
+            raise EncoderSettingError(f"the {backend} backend runs on the CPU only; use --encoder-backend torch for {device!r}")
+        self.backend = backend
+        if backend == "torch":
+            if dtype == "auto":
+                dtype = "bf16" if (device != "cpu" or cpu_supports_bf16()) else "fp32"
+            if dtype not in ("bf16", "fp32"):
+                raise ValueError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
+        else:
+            if dtype not in ("auto", "fp32"):
+                raise EncoderSettingError(f"the {backend} backend has no dtype {dtype!r} (it is fixed by the backend)")
+            dtype = "int8" if backend == "onnx-int8" else "fp32"
         self.dtype = dtype
+        self.threads = threads or torch.get_num_threads()
         location = _model_location(config.model)
         check_max_length(config, location)  # before the weights load or any text is read
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(location)
-            self.model = transformers.AutoModel.from_pretrained(location)
+            model = transformers.AutoModel.from_pretrained(location)
         except OSError as e:
             raise OSError(
                 f"cannot load encoder {config.model!r}: {e}\n"
                 "Pass a local Hugging Face model folder, or connect to the hub for a model id."
             ) from e
-        torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-        self.model = self.model.to(device=device, dtype=torch_dtype).eval()
-        self.dim: int = self.model.config.hidden_size
+        self.dim: int = model.config.hidden_size
+        self.model = self.session = None
+        if backend == "torch":
+            torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+            self.model = model.to(device=device, dtype=torch_dtype).eval()
+        else:
+            from . import onnx_backend
+
+            directory = cache_root() / "onnx" / _model_fingerprint(config.model)[:20]
+            path = onnx_backend.artefact(model, self.tokenizer, directory, backend)
+            self.session = onnx_backend.session(path, self.threads)
+            self._onnx_inputs = [i.name for i in self.session.get_inputs()]
+            del model  # the session holds its own copy of the weights
+
+    @property
+    def encoding(self) -> dict:
+        """How vectors are computed, beyond :class:`EncoderConfig`: recorded in manifests and cache keys."""
+        return {"backend": self.backend, "dtype": self.dtype}
+
+    def _hidden(self, texts: list[str]):
+        """Last hidden states (batch, tokens, dim) as a float32 torch tensor, with the attention mask."""
+        import torch
+
+        if self.backend == "torch":
+            tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
+                                    return_tensors="pt").to(self.device)
+            return self.model(**tokens).last_hidden_state.float(), tokens["attention_mask"]
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
+                                return_tensors="np")
+        feeds = {name: tokens[name].astype(np.int64) for name in self._onnx_inputs}
+        hidden = self.session.run(None, feeds)[0]
+        return torch.from_numpy(hidden), torch.from_numpy(tokens["attention_mask"])
 
     def encode(self, texts: Sequence[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
         """(len(texts), dim) float32; longest texts first so padding stays small, output in input order."""
         import torch
-        from tqdm.auto import tqdm
 
         texts, cut = cut_texts(texts, self.config.max_length)
         if cut:
@@ -166,28 +249,53 @@ class DenseEncoder:
                         self.config.max_length * CHARS_PER_TOKEN_BOUND, self.config.max_length)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        previous_threads = torch.get_num_threads()
+        if self.backend == "torch":
+            torch.set_num_threads(self.threads)
+        try:
+            self._encode_sorted(texts, order, out, progress, desc)
+        finally:
+            torch.set_num_threads(previous_threads)
+        return out
+
+    def _encode_sorted(self, texts: Sequence[str], order: list[int], out: np.ndarray, progress: bool,
+                       desc: str) -> None:
+        import torch
+        from tqdm.auto import tqdm
+
         with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=None if progress else True) as bar:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start:start + self.batch_size]
-                tokens = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                                        max_length=self.config.max_length, return_tensors="pt").to(self.device)
-                hidden = self.model(**tokens).last_hidden_state.float()
+                hidden, attention_mask = self._hidden([texts[i] for i in batch])
                 if self.config.pooling == "cls":
                     pooled = hidden[:, 0]
                 else:
-                    mask = tokens["attention_mask"].unsqueeze(-1).float()
+                    mask = attention_mask.unsqueeze(-1).float()
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 if self.config.normalize:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[batch] = pooled.cpu().numpy()
                 bar.update(len(batch))
-        return out
 
     def encode_queries(self, queries: Sequence[str], **kwargs) -> np.ndarray:
+        """(len(queries), dim) float32: each query after the config's prefix, through the same backend as passages."""
         return self.encode([self.config.query_prefix + q for q in queries], **kwargs)
 
     def encode_documents(self, documents: Sequence[str], **kwargs) -> np.ndarray:
+        """(len(documents), dim) float32, as :meth:`encode`."""
         return self.encode(documents, **kwargs)
+
+
+def encoding_rate(encoder: DenseEncoder, texts: Sequence[str]) -> float:
+    """Passages per second (wall clock) for encoding ``texts`` now, after one untimed warm-up batch.
+
+    What a benchmark should report, rather than :attr:`EncodedCorpus.docs_per_s`, which was
+    measured by whichever run first wrote the cache entry, under that run's load and threads.
+    """
+    encoder.encode_documents(list(texts[:encoder.batch_size]))
+    start = time.perf_counter()
+    encoder.encode_documents(list(texts))
+    return len(texts) / max(time.perf_counter() - start, 1e-9)
 
 
 def cache_root() -> Path:
@@ -219,7 +327,8 @@ def corpus_fingerprint(documents: Iterable[Document]) -> str:
 class EncodedCorpus:
     ids: list[str]
     embeddings: np.ndarray  # (n, dim) float32, possibly memory-mapped
-    docs_per_s: float  # measured when the cache entry was written
+    docs_per_s: float  # measured when the cache entry was written, possibly by another run: see encoding_rate
+    cached: bool = False  # read from the cache: docs_per_s is then that earlier run's figure
 
 
 def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_dir: Path | None = None,
@@ -229,13 +338,16 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
         "model": _model_fingerprint(encoder.config.model),
         "config": encoder.config.to_dict(),
         "dtype": encoder.dtype,
+        # Torch keys stay as they were before there were backends, so existing caches stay valid.
+        **({"backend": encoder.backend} if encoder.backend != "torch" else {}),
         "corpus": corpus_fingerprint(documents),
     }, sort_keys=True).encode()).hexdigest()[:20]
     directory = (cache_dir or cache_root()) / "embeddings" / key
     if (directory / "meta.json").exists():
         meta = json.loads((directory / "meta.json").read_text())
         ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:meta["count"]]
-        return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), meta["docs_per_s"])
+        return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), meta["docs_per_s"],
+                             cached=True)
     start = time.perf_counter()
     embeddings = encoder.encode_documents([d.text for d in documents], progress=progress, desc="encoding corpus")
     docs_per_s = len(documents) / max(time.perf_counter() - start, 1e-9)
@@ -247,7 +359,7 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
     (tmp / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
     (tmp / "meta.json").write_text(json.dumps({
         "count": len(ids), "dim": int(embeddings.shape[1]), "encoder": encoder.config.to_dict(),
-        "dtype": encoder.dtype, "docs_per_s": docs_per_s}, indent=2))
+        **encoder.encoding, "docs_per_s": docs_per_s}, indent=2))
     try:
         os.replace(tmp, directory)
     except OSError:
@@ -280,5 +392,6 @@ def encoder_config_from_args(args, base: EncoderConfig | None = None) -> Encoder
 
 
 def encoder_from_args(args, base: EncoderConfig | None = None) -> DenseEncoder:
+    """The DenseEncoder the flags of `clsr.options.add_encoder_options` ask for (backend: auto unless given)."""
     return DenseEncoder(encoder_config_from_args(args, base), device=args.device, dtype=args.dtype,
-                        batch_size=args.encode_batch_size)
+                        batch_size=args.encode_batch_size, backend=args.encoder_backend or "auto")

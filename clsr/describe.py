@@ -72,7 +72,7 @@ class ConceptEntry(NamedTuple):
     top_passages: list[dict]  # [{"docid", "activation", "snippet"}], strongest first
     description: str
     # The evidence describer's check of its own label: {"kind": specific|broad|unclear, "auc_fires", "auc_strong",
-    # "df_share"} on the corpus it described; None for the other describers.
+    # "df_share", "simulator"} on the corpus it described; None for the other describers.
     label: dict | None = None
 
 
@@ -150,7 +150,8 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     The passages' texts come from `corpus`, by default the source recorded in the index's manifest.
     `describer` is anything with ``describe(passages) -> str`` (KeywordDescriber, LlmDescriber), or
     ``"evidence"`` for :class:`clsr.evidence_describer.EvidenceDescriber` (word evidence of the top
-    passages, checked against activations; it labels every used concept in one pass over the corpus).
+    passages, checked against activations with the embedding simulator; it labels every used concept
+    in one pass over the corpus).
     """
     import textwrap
 
@@ -201,7 +202,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
                           for docid, value in passages],
             description=(labels[latent]["description"] if labels is not None and latent in labels
                          else describer.describe([texts.get(docid, "") for docid, _ in passages]) if passages else ""),
-            label=({k: labels[latent][k] for k in ("kind", "auc_fires", "auc_strong", "df_share")}
+            label=({k: labels[latent][k] for k in ("kind", "auc_fires", "auc_strong", "df_share", "simulator")}
                    if labels is not None and latent in labels else None)))
     return entries
 
@@ -284,8 +285,9 @@ def _add_describe_arguments(parser) -> None:
     parser.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
     parser.add_argument("--describer", choices=["keywords", "evidence"], default="keywords",
                         help="keywords: c-TF-IDF of the top passages (fast); evidence: the words that make the "
-                             "concept fire in its top passages, checked against where it fires, marked "
-                             "broad:/unclear: when so (one encoder pass per passage)")
+                             "concept fire in its top passages, checked against where it fires by an embedding "
+                             "simulator, marked broad:/unclear: when so, '; not: ...' the passages it stays silent "
+                             "on (one encoder pass per passage)")
     group = parser.add_argument_group("LLM describer (optional; off unless both are given)")
     group.add_argument("--llm-url", help="an OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
     group.add_argument("--llm-model", help="the model name to ask for 1-8 word labels")

@@ -55,7 +55,7 @@ def _run_encode(args) -> None:
         ids, vectors = encoded.ids, encoded.embeddings
     np.save(output / "embeddings.npy", np.asarray(vectors, dtype=np.float32))
     (output / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
-    (output / "encoder.json").write_text(json.dumps(encoder.config.to_dict(), indent=2))
+    (output / "encoder.json").write_text(json.dumps({**encoder.config.to_dict(), **encoder.encoding}, indent=2))
     print(f"wrote {len(ids)} x {vectors.shape[1]} embeddings to {output}")
 
 

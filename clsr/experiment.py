@@ -29,6 +29,7 @@ class Baselines:
     dense_dir: Path
     encoder: DenseEncoder
     encode_docs_per_s: float
+    encoded_from_cache: bool = False  # then encode_docs_per_s was measured by the run that wrote the cache
 
 
 def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", threads: int = 1) -> Baselines:
@@ -44,8 +45,9 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
     encoded = encode_corpus(encoder, documents)
     if not (dense_dir / MANIFEST_NAME).exists():
         build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
+                          encoding=encoder.encoding,
                           source=source, overwrite=True)
-    return Baselines(source, documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s)
+    return Baselines(source, documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s, encoded.cached)
 
 
 def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
@@ -61,7 +63,8 @@ def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Pat
         return read_manifest(index_dir)
     encoded = encode_corpus(baselines.encoder, baselines.documents)
     return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
-                               sae_path=sae_path, encoder=baselines.encoder.config.to_dict(), doc_k=doc_k,
+                               sae_path=sae_path, encoder=baselines.encoder.config.to_dict(),
+                               encoding=baselines.encoder.encoding, doc_k=doc_k,
                                query_k=query_k, query_mode=query_mode, bits=bits, source=baselines.source,
                                threads=threads, overwrite=True,
                                progress=False)

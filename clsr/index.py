@@ -184,15 +184,19 @@ def build_bm25_index(documents: Iterable[Document], index_dir: str | os.PathLike
 
 
 def build_dense_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: str | os.PathLike, *,
-                      encoder: dict, source: str = "", overwrite: bool = False) -> dict:
-    """A flat index: float32 embeddings.npy plus ids.txt, searched exactly by inner product."""
+                      encoder: dict, source: str = "", overwrite: bool = False, encoding: dict | None = None) -> dict:
+    """A flat index: float32 embeddings.npy plus ids.txt, searched exactly by inner product.
+
+    ``encoding`` is the encoder's backend and dtype (:attr:`clsr.dense.DenseEncoder.encoding`),
+    recorded so that searchers encode queries the way the documents were encoded.
+    """
     if len(ids) != len(embeddings):
         raise InvalidIndexError(f"{len(ids)} ids but {len(embeddings)} embeddings")
     with atomic_directory(index_dir, overwrite) as building:
         np.save(building / "embeddings.npy", np.ascontiguousarray(embeddings, dtype=np.float32))
         (building / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
         return write_manifest(building, "dense", len(ids), source=source, dim=int(embeddings.shape[1]),
-                              encoder=encoder)
+                              encoder=encoder, encoding=encoding)
 
 
 DOC_CODES_DIR = "doc_codes"
@@ -266,11 +270,13 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                         sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
                         query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
                         threads: int = 1, overwrite: bool = False, progress: bool = True,
-                        embed_sae: bool = False, codes: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                        embed_sae: bool = False, codes: tuple[np.ndarray, np.ndarray] | None = None,
+                        encoding: dict | None = None) -> dict:
     """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
 
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
     trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
+    ``encoding`` (backend and dtype) is recorded as for :func:`build_dense_index`.
     ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index).
     The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
     ``codes`` are the documents' top-``doc_k`` (activations, latents) when already computed with
@@ -333,7 +339,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         timings["doc_codes_s"] = time.perf_counter() - start
 
         return write_manifest(
-            building, "concepts", len(ids), source=source, encoder=encoder,
+            building, "concepts", len(ids), source=source, encoder=encoder, encoding=encoding,
             sae={**sae_record, "sha256": sae_checksum(sae_path), "n_latents": sae.config.n_latents,
                  "k": sae.config.k, "d_in": sae.config.d_in, "adapted_from": (sae.config.training.get("adaptation")
                                                                               or {}).get("base_sae")},
@@ -361,18 +367,19 @@ def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
 def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
-                         dtype: str = "auto", batch_size: int = 32, manifest: dict | None = None,
-                         where: str | None = None):
+                         dtype: str = "auto", batch_size: int = 32, backend: str | None = None,
+                         manifest: dict | None = None, where: str | None = None):
     """The ConceptEncoder a concept index was built with, checked against the manifest.
 
     ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
     manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
-    the index's query defaults. ``manifest`` (with ``where`` naming it in errors) is the index's
-    manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an SAE
-    recorded relative to the index.
+    the index's query defaults. ``backend`` defaults to the index's (:func:`clsr.dense.recorded_backend`),
+    so queries get the numerics the documents got. ``manifest`` (with ``where`` naming it in errors) is
+    the index's manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an
+    SAE recorded relative to the index.
     """
     from .concepts import ConceptEncoder
-    from .dense import DenseEncoder, EncoderConfig
+    from .dense import DenseEncoder, EncoderConfig, recorded_backend
     from .sae import SaeMismatchError, TopKSae, sae_checksum
 
     manifest = manifest if manifest is not None else read_manifest(index_dir)
@@ -393,8 +400,9 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
             f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
     sae = TopKSae.load_from_disk(sae_path, device=device)
     query = manifest["query"]
-    return ConceptEncoder(DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size),
-                          sae, doc_k=manifest["doc_k"], query_k=query_k or query["k"],
+    dense = DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size,
+                         backend=backend or recorded_backend(manifest))
+    return ConceptEncoder(dense, sae, doc_k=manifest["doc_k"], query_k=query_k or query["k"],
                           query_mode=query_mode or query["mode"],
                           doc_quantizer=Quantizer.from_dict(manifest["doc_quantizer"]),
                           query_quantizer=Quantizer.from_dict(query["quantizer"]))
@@ -408,7 +416,8 @@ def concept_encoder_options(args, manifest: dict) -> dict:
     encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
                if encoder_overridden(args) else None)
     return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
-            "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size}
+            "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,
+            "backend": args.encoder_backend if args.encoder_backend != "auto" else None}
 
 
 EMBEDDED_SAE_DIR = "sae"
@@ -485,7 +494,7 @@ def _run_index(args) -> None:
         encoder = encoder_from_args(args)
         encoded = encode_corpus(encoder, load_corpus(source))
         manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
-                                     source=source, overwrite=args.overwrite)
+                                     encoding=encoder.encoding, source=source, overwrite=args.overwrite)
     elif args.ray:
         from .dense import encoder_config_from_args
         from .ray_encoding import shards_from_args
@@ -524,7 +533,8 @@ def _run_index(args) -> None:
                 print_adaptation(report, encode_seconds)
                 sae_path = Path(adapted)
             manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
-                                           encoder=encoder.config.to_dict(), doc_k=args.doc_k, query_k=args.query_k,
+                                           encoder=encoder.config.to_dict(), encoding=encoder.encoding,
+                                           doc_k=args.doc_k, query_k=args.query_k,
                                            query_mode=args.query_mode, bits=args.bits, source=source,
                                            threads=args.threads, overwrite=args.overwrite, embed_sae=args.adapt)
     print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}")

@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from clsr.evidence_describer import BROAD, UNCLEAR, count_auc, description_keywords, strong_labels
+import copy
+from collections import Counter
+
+from clsr.evidence_describer import (BROAD, UNCLEAR, EmbeddingSimulator, EvidenceDescriber, choose_words, count_auc,
+                                     description_keywords, parse_description, rank_aucs, strong_labels)
 
 
 def test_count_auc_is_the_rank_sum_auc_with_ties_halved():
@@ -32,6 +36,81 @@ def test_keywords_drop_the_markers():
     assert description_keywords(UNCLEAR + "risk") == ["risk"]
     assert description_keywords("bone, fracture, ") == ["bone", "fracture"]
     assert description_keywords("") == []
+    assert description_keywords(BROAD + "cells, protein; not: diet, survey") == ["cells", "protein"]
+    assert parse_description(BROAD + "cells, protein; not: diet, survey") == (["cells", "protein"], ["diet", "survey"])
+    assert parse_description("bone") == (["bone"], [])
+
+
+def test_rank_aucs_match_the_rank_sum_auc_and_count_auc():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(5)
+    scores, labels = rng.normal(size=400).round(1), rng.random(400) < 0.4  # rounded: many ties
+    positives, negatives = labels.sum(), (~labels).sum()
+    expected = (rankdata(scores)[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    assert rank_aucs(scores, [labels, ~labels]) == pytest.approx([expected, 1 - expected], abs=1e-12)
+    counts = rng.integers(0, 3, 400)
+    assert rank_aucs(counts, [labels])[0] == pytest.approx(count_auc(counts, labels), abs=1e-12)
+    assert rank_aucs(np.array([0.2, 0.1]), [np.array([True, True])]) == [None]
+
+
+# A three-dimensional "encoder": fruit words point one way, car words another, anything else nowhere.
+VECTORS = {"apple": [1, 0, 0], "fruit": [0.8, 0.6, 0], "car": [0, 1, 0], "engine": [0, 0.6, 0.8]}
+
+
+def encode(texts):
+    return np.array([VECTORS.get(t, [0, 0, 0]) for t in texts], np.float32)
+
+
+def test_embedding_simulator_scores_mean_cosine_to_the_words_minus_the_contrast_words():
+    simulator = EmbeddingSimulator(encode)
+    passages = np.array([[2, 0, 0], [0, 3, 0], [1, 1, 0]], np.float32)  # lengths do not matter: cosines
+    assert simulator.scores("apple", passages) == pytest.approx([1, 0, 0.70711], abs=1e-5)
+    assert simulator.scores(BROAD + "apple, fruit", passages) == pytest.approx([0.9, 0.3, 0.84853], abs=1e-5)
+    assert simulator.scores("apple; not: car", passages) == pytest.approx([1, -1, 0], abs=1e-5)
+    assert simulator.scores("", passages) == pytest.approx([0, 0, 0])
+    assert simulator.word_vectors(["fruit"]) == pytest.approx(np.array([[0.8, 0.6, 0]]))
+
+
+def test_choose_words_takes_the_best_predictor_first_and_contrast_words_only_after_a_word():
+    fires = np.array([True, True, True, False, False, False])
+    strong = np.array([True, False, False, False, False, False])
+    columns = np.array([[0.9, 0.5, 0.1],   # 0: separates fires, and ranks the strong passage first
+                        [0.8, 0.5, 0.2],
+                        [0.7, 0.5, 0.0],
+                        [0.1, 0.5, 0.9],   # 2 (a contrast word) is high where it does not fire
+                        [0.2, 0.5, 0.8],
+                        [0.3, 0.5, 0.7]])
+    chosen, aucs = choose_words(columns, np.array([1, 1, -1]), [fires, strong], min_words=1, max_words=3,
+                                max_contrast=1)
+    assert chosen == [0] and aucs == [1.0, 1.0]  # perfect at once; nothing can add 0.002
+    # Word 1 is constant (AUC 0.5 alone), so the contrast word must wait for it and then carries the label.
+    chosen, aucs = choose_words(columns[:, 1:], np.array([1, -1]), [fires, strong], min_words=2, max_words=3,
+                                max_contrast=1)
+    assert chosen == [0, 1] and aucs == [1.0, 0.8]  # the strong passage (0.5 - 0.1) is beaten by row 2 (0.5 - 0)
+
+
+def test_a_label_from_given_evidence_is_broad_with_its_own_aucs_and_contrast_candidates():
+    texts = ["apple fruit"] * 6 + ["apple pie", "car engine", "car engine", "car road", "car road", "engine oil"]
+    fire = [0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.6, 0, 0, 0, 0, 0]  # 7 of 12 passages
+    latents = np.zeros((12, 1), np.int64)
+    activations = np.array(fire, np.float32)[:, None]
+    embeddings = np.array([[1, 0, 0]] + [[1, 0.3, 0]] * 6 + [[0, 1, 0]] * 5, np.float32)
+    describer = EvidenceDescriber(None, texts, latents, activations, lambda w: w.lower() if len(w) > 2 else None,
+                                  simulator=EmbeddingSimulator(encode), embeddings=embeddings, min_keywords=1,
+                                  contrast_min_df=2)
+    # log odds silent/firing x sqrt(df): car 2.485 x 2 = 4.97, engine 2.234 x 1.73, road 1.897 x 1.41; oil: 1 passage
+    assert describer.contrast_stems(activations[:, 0] > 0) == ["car", "engine", "road"]
+    label = describer.label(0, Counter({"apple": 1.0, "fruit": 0.4}))
+    assert label["keywords"] == ["apple"] and label["contrast"] == []
+    assert label["description"] == BROAD + "apple" and label["kind"] == "broad" and label["df_share"] == 0.5833
+    assert (label["auc_fires"], label["auc_strong"], label["simulator"]) == (1.0, 1.0, "embedding")
+    counted = EvidenceDescriber(None, texts, latents, activations, lambda w: w.lower() if len(w) > 2 else None,
+                                min_keywords=1).label(0, Counter({"apple": 1.0, "fruit": 0.4}))
+    # By count, "apple" (every firing passage, no other) ties the strong passage with six others: strong (5 + 3) / 11;
+    # "fruit" breaks the tie with "apple pie": (6 + 2.5) / 11. No contrast words with the keyword count.
+    assert counted["keywords"] == ["apple", "fruit"] and counted["contrast"] == []
+    assert (counted["auc_fires"], counted["auc_strong"], counted["simulator"]) == (1.0, 0.7727, "keywords")
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +128,21 @@ def test_labels_report_their_own_auc_and_say_broad_or_unclear(describer):
     df = np.bincount(np.asarray(describer.latents)[np.asarray(describer.activations) > 0], minlength=8192)
     by_df = np.argsort(-df)
     chosen = [int(by_df[0]), int(by_df[1]), int(by_df[200]), int(by_df[400])]
-    labels = describer.describe_latents(chosen)
+    mass = describer.combined_mass(chosen)  # one evidence pass for both simulators
+    labels = {latent: describer.label(latent, mass[latent]) for latent in chosen}
     stems = describer.passage_stems()
+    counting = copy.copy(describer)
+    counting.simulator = None
     for latent in chosen:
         label = labels[latent]
         assert describer.min_keywords <= len(label["keywords"]) <= describer.max_keywords
-        keyword_stems = {describer.stem(k) for k in label["keywords"]}
-        scores = np.array([len(keyword_stems & passage) for passage in stems])
+        assert len(label["contrast"]) <= describer.max_contrast and label["simulator"] == "embedding"
+        assert parse_description(label["description"]) == (label["keywords"], label["contrast"])
         column = describer.activation_column(latent)
-        assert label["auc_fires"] == pytest.approx(count_auc(scores, column > 0), abs=1e-4)
-        assert label["auc_strong"] == pytest.approx(count_auc(scores, strong_labels(column)), abs=1e-4)
+        # Its own AUCs are the embedding simulator's, reading nothing but the description and the passages.
+        scores = describer.simulator.scores(label["description"], describer.embeddings)
+        assert [label["auc_fires"], label["auc_strong"]] == pytest.approx(
+            rank_aucs(scores, [column > 0, strong_labels(column)]), abs=1e-4)
         share = df[latent] / len(stems)
         assert label["df_share"] == pytest.approx(share, abs=1e-4)
         if (label["auc_fires"] + label["auc_strong"]) / 2 < describer.min_auc:
@@ -66,5 +150,11 @@ def test_labels_report_their_own_auc_and_say_broad_or_unclear(describer):
         elif share >= describer.broad_share:
             assert label["kind"] == "broad" and label["description"].startswith(BROAD)
         else:
-            assert label["kind"] == "specific" and label["description"] == ", ".join(label["keywords"])
+            assert label["kind"] == "specific" and not label["description"].startswith((BROAD, UNCLEAR))
+        counted = counting.label(latent, mass[latent])
+        keyword_stems = {describer.stem(k) for k in counted["keywords"]}
+        counts = np.array([len(keyword_stems & passage) for passage in stems])
+        assert counted["auc_fires"] == pytest.approx(count_auc(counts, column > 0), abs=1e-4)
+        assert counted["auc_strong"] == pytest.approx(count_auc(counts, strong_labels(column)), abs=1e-4)
+        assert counted["contrast"] == [] and counted["simulator"] == "keywords"
     assert labels[chosen[0]]["kind"] in {"broad", "unclear"}  # the most frequent concept fires on most passages

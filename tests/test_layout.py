@@ -56,10 +56,13 @@ def test_no_import_cycles():
 
 
 def test_every_command_is_owned_by_a_stage_and_named_alike():
+    from clsr.cli import build_parser
+
     for name, (module, attribute, _) in COMMANDS.items():
         command = load_command(name)
         assert command.name == name and command.description
         assert getattr(importlib.import_module(module), attribute) is command
+        build_parser([name])  # its arguments, shared groups included, do not clash
 
 
 @pytest.mark.parametrize("module", ["clsr.index", "clsr.search", "clsr.fusion", "clsr.evaluate", "clsr.explain"])

@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from .. import __version__
-from ..dense import DenseEncoder, EncoderConfig
+from ..dense import DenseEncoder, EncoderConfig, recorded_backend
 from ..evaluate import Run, trec_eval_order
 from ..index import BM25_K1, BM25_B, DocCodes, InvalidIndexError, load_concept_encoder, read_manifest
 
@@ -69,7 +69,9 @@ class Bm25Searcher:
 class DenseSearcher:
     """Exact inner-product search (FAISS flat) over a dense index's embeddings."""
 
-    def __init__(self, index_dir: str | os.PathLike, encoder: DenseEncoder | None = None, dtype: str = "auto"):
+    def __init__(self, index_dir: str | os.PathLike, encoder: DenseEncoder | None = None, dtype: str = "auto",
+                 backend: str | None = None):
+        """``backend`` defaults to the one the index was built with, so queries get the documents' numerics."""
         import faiss
 
         self.manifest = read_manifest(index_dir)
@@ -80,7 +82,8 @@ class DenseSearcher:
             raise InvalidIndexError(
                 f"the query encoder does not match the index.\n  index {index_dir}: {indexed_with}\n"
                 f"  query encoder: {encoder.config}")
-        self.encoder = encoder or DenseEncoder(indexed_with, dtype=dtype)
+        self.encoder = encoder or DenseEncoder(indexed_with, dtype=dtype,
+                                               backend=backend or recorded_backend(self.manifest))
         directory = Path(index_dir)
         embeddings = np.load(directory / "embeddings.npy")
         self.ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:len(embeddings)]

@@ -5,13 +5,18 @@ const state = { query: "", k: 10, steering: {}, lastHits: null, queryConcepts: [
 const $ = (selector, root = document) => root.querySelector(selector);
 const SEGMENTS = 8;  // concepts drawn as their own bar segments; the rest form one grey "other" segment
 
-// Chips and sliders show a description's first few keywords (the full one is in the tooltip and on the concept page).
-function short(description, words = 4) {
+// Chips and sliders show a description's first few keywords and contrast words ("; not: ..."); the full one is in
+// the tooltip and on the concept page.
+function short(description, words = 4, contrastWords = 2) {
   const text = description || "";
   const marker = /^(broad|unclear): /.exec(text);
   const rest = marker ? text.slice(marker[0].length) : text;
-  const parts = rest.split(", ");
-  return (marker ? marker[0] : "") + parts.slice(0, words).join(", ") + (parts.length > words ? ", …" : "");
+  const [positive, contrast] = rest.split("; not: ");
+  const first = (part, n) => {
+    const parts = part.split(", ");
+    return parts.slice(0, n).join(", ") + (parts.length > n ? ", …" : "");
+  };
+  return (marker ? marker[0] : "") + first(positive, words) + (contrast ? "; not: " + first(contrast, contrastWords) : "");
 }
 
 function escapeHtml(text) {
@@ -218,7 +223,7 @@ async function showConcept(term) {
       <div class="facts"><span>df <b>${c.df}</b> (${(100 * c.df_share).toFixed(1)}% of passages)</span>
         <span>region <b>${c.region}</b></span><span>rank <b>${c.rank}</b></span>
         <span>mean activation <b>${c.mean_activation}</b></span><span>max <b>${c.max_activation}</b></span>
-        ${c.label ? `<span title="how well the label's words predict the concept on this corpus">label ${c.label.kind}:
+        ${c.label ? `<span title="how well the label predicts the concept on this corpus (ROC AUC; its words read by the ${c.label.simulator || "keyword-count"} simulator)">label ${c.label.kind}:
           AUC fires <b>${c.label.auc_fires}</b>, strong <b>${c.label.auc_strong}</b></span>` : ""}</div>
       <h2>Activation histogram <span class="muted">(passages where it is in the top-K code)</span></h2>
       <svg class="histogram" width="${width}" height="${height}">${bars}${axis}</svg>

@@ -1,0 +1,119 @@
+"""ONNX export (and int8 quantisation) of a dense encoder, cached and built on first use, offline.
+
+The artefacts live under ``$CLSR_CACHE/onnx/<model fingerprint>/`` (chosen by :mod:`clsr.dense`, which
+this module does not import) and are never committed:
+``model.onnx`` (fp32, the transformer up to its last hidden state) and ``model-int8.onnx``
+(its MatMuls dynamically quantised to int8 with per-channel weight scales). Each is written to
+a temporary file and renamed, so an interrupted build leaves nothing that looks finished.
+Pooling and normalisation stay in :class:`clsr.dense.DenseEncoder`, shared by every backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+OPSET = 17  # ONNX Runtime 1.2x runs it fully; the legacy exporter's well-trodden opset for BERT models
+FILES = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx"}
+
+
+def _replace_atomically(build, target: Path) -> None:
+    """Run ``build(tmp_path)`` and rename the file it writes to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.stem}.tmp-{os.getpid()}.onnx")
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export(model, tokenizer, target: Path) -> None:
+    """Export a Hugging Face encoder to ONNX: inputs as the tokenizer names them, batch and length dynamic.
+
+    Output ``last_hidden_state`` (batch, tokens, hidden) float32. Uses the TorchScript exporter
+    (``dynamo=False``), which needs neither the network nor onnxscript.
+    """
+    import torch
+
+    names = list(tokenizer.model_input_names)
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+
+    example = tokenizer(["an example passage", "a second, longer example passage"], padding=True,
+                        return_tensors="pt")
+    wrapped = LastHiddenState(model.float().eval())
+
+    def build(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(wrapped, tuple(example[n] for n in names), str(tmp), input_names=names,
+                              output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
+                              dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names + ["last_hidden_state"]})
+
+    _replace_atomically(build, target)
+
+
+def quantize(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation of every MatMul with per-channel weight scales (ONNX Runtime's quantiser).
+
+    Activations are quantised per tensor at run time, so no calibration data is needed.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def build(tmp: Path) -> None:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+
+    _replace_atomically(build, target)
+
+
+def require() -> None:
+    """Raise ImportError naming the extra when the ONNX packages are missing."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"the ONNX encoder backends need {' and '.join(missing)}: pip install 'clsr[onnx]'")
+
+
+def artefact(model, tokenizer, directory: Path, backend: str) -> Path:
+    """The ONNX file for ``backend`` ("onnx" or "onnx-int8") in ``directory`` (one per model's weights),
+    built from ``model`` if not yet there.
+
+    Raises ImportError (naming the ``onnx`` extra) when onnx or onnxruntime is not installed.
+    """
+    require()
+    fp32 = directory / FILES["onnx"]
+    if not fp32.exists():
+        log.info("exporting the encoder to ONNX under %s (once)", directory)
+        export(model, tokenizer, fp32)
+    if backend == "onnx":
+        return fp32
+    int8 = directory / FILES[backend]
+    if not int8.exists():
+        log.info("quantising the ONNX encoder to int8 under %s (once)", directory)
+        quantize(fp32, int8)
+    return int8
+
+
+def session(path: Path, threads: int):
+    """An ONNX Runtime CPU session with all graph optimisations and ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # one batch at a time: parallelism is inside each operator
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its shape-inference notes are noise here
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
