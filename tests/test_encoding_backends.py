@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from clsr.data import load_corpus, load_topics
-from clsr.dense import DenseEncoder, encode_corpus, encoder_config, recorded_backend
+from clsr.dense import (DenseEncoder, cpu_supports_bf16, default_backend, encode_corpus, encoder_config,
+                        recorded_backend)
 from clsr.index import build_dense_index
 from clsr.search import DenseSearcher
 
@@ -14,8 +15,10 @@ from clsr.search import DenseSearcher
 # issue's gate. onnx-int8 misses it (benchmarks/encoding.py: min 0.992, mean 0.995 on 600 passages),
 # which is why it is opt-in; its bound catches a broken quantisation (per-tensor weight scales gave
 # min 0.88-0.90). The empty text, a degenerate input, gets its own bound: int8 gives it 0.975.
-MIN_COSINE = {"torch-bf16": 0.999, "onnx": 0.99999, "onnx-int8": 0.99}
-MIN_COSINE_EMPTY = {"torch-bf16": 0.999, "onnx": 0.99999, "onnx-int8": 0.97}
+MIN_COSINE = {"torch-bf16": 0.999, "openvino-bf16": 0.999, "openvino-fp32": 0.99999, "onnx": 0.99999,
+              "onnx-int8": 0.99}
+MIN_COSINE_EMPTY = {"torch-bf16": 0.999, "openvino-bf16": 0.999, "openvino-fp32": 0.99999, "onnx": 0.99999,
+                    "onnx-int8": 0.97}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,10 @@ def texts():
 @pytest.fixture(scope="module")
 def encoders():
     config = encoder_config("minilm")
-    return {"torch-fp32": DenseEncoder(config, dtype="fp32"), "torch-bf16": DenseEncoder(config, dtype="bf16"),
+    return {"torch-fp32": DenseEncoder(config, backend="torch", dtype="fp32"),
+            "torch-bf16": DenseEncoder(config, backend="torch", dtype="bf16"),
+            "openvino-bf16": DenseEncoder(config, backend="openvino", dtype="bf16"),
+            "openvino-fp32": DenseEncoder(config, backend="openvino", dtype="fp32"),
             "onnx": DenseEncoder(config, backend="onnx"), "onnx-int8": DenseEncoder(config, backend="onnx-int8")}
 
 
@@ -45,7 +51,45 @@ def test_backend_stays_close_to_fp32(encoders, texts, name):
 def test_encoding_names_backend_and_dtype(encoders):
     assert {name: e.encoding for name, e in encoders.items()} == {
         "torch-fp32": {"backend": "torch", "dtype": "fp32"}, "torch-bf16": {"backend": "torch", "dtype": "bf16"},
+        "openvino-bf16": {"backend": "openvino", "dtype": "bf16"},
+        "openvino-fp32": {"backend": "openvino", "dtype": "fp32"},
         "onnx": {"backend": "onnx", "dtype": "fp32"}, "onnx-int8": {"backend": "onnx-int8", "dtype": "int8"}}
+
+
+def test_auto_is_openvino_on_the_cpu_and_torch_on_an_accelerator():
+    assert default_backend("cpu") == "openvino" and default_backend("cuda") == "torch"
+    encoder = DenseEncoder(encoder_config("minilm"))
+    assert encoder.backend == "openvino" and encoder.dtype == ("bf16" if cpu_supports_bf16() else "fp32")
+
+
+def test_openvino_keeps_input_order_across_concurrent_batches(encoders):
+    """Many batches run concurrently and finish in any order; each vector must land on its own text's row,
+    as the text encoded alone (latency path) gives it."""
+    texts = [d.text for d in load_corpus("scifact")[:40]]
+    encoder = encoders["openvino-fp32"]
+    encoder.batch_size = 4
+    try:
+        together = encoder.encode(texts)
+    finally:
+        encoder.batch_size = 32
+    alone = np.concatenate([encoder.encode([t]) for t in texts])
+    np.testing.assert_allclose((together * alone).sum(1), 1, atol=1e-5)
+    assert (np.argmax(together @ alone.T, axis=1) == np.arange(len(texts))).all()
+
+
+def test_openvino_error_while_pooling_reaches_the_caller(monkeypatch):
+    encoder = DenseEncoder(encoder_config("minilm"), backend="openvino", batch_size=2)
+    calls = []
+
+    def failing_pool(hidden, mask):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("pooling failed")
+        return DenseEncoder._pool(encoder, hidden, mask)
+
+    monkeypatch.setattr(encoder, "_pool", failing_pool)
+    with pytest.raises(RuntimeError, match="pooling failed"):
+        encoder.encode([d.text for d in load_corpus("scifact")[:20]])
 
 
 def test_bad_backend_or_dtype_is_refused():
@@ -53,6 +97,17 @@ def test_bad_backend_or_dtype_is_refused():
         DenseEncoder(encoder_config("minilm"), backend="tensorrt")
     with pytest.raises(ValueError, match="has no dtype 'bf16'"):
         DenseEncoder(encoder_config("minilm"), backend="onnx", dtype="bf16")
+
+
+def test_openvino_model_is_converted_once(encoders, monkeypatch):
+    from clsr import openvino_backend
+
+    def no_convert(*args, **kwargs):
+        raise AssertionError("converted a cached OpenVINO model again")
+
+    monkeypatch.setattr(openvino_backend, "convert", no_convert)
+    again = DenseEncoder(encoder_config("minilm"), backend="openvino", dtype="fp32")
+    np.testing.assert_array_equal(again.encode(["bone density"]), encoders["openvino-fp32"].encode(["bone density"]))
 
 
 def test_onnx_artefacts_are_cached_not_rebuilt(encoders, monkeypatch):
@@ -70,7 +125,7 @@ def test_onnx_artefacts_are_cached_not_rebuilt(encoders, monkeypatch):
 def test_cache_key_differs_per_backend(encoders, tmp_path):
     docs = load_corpus("scifact")[:5]
     entries = {}
-    for name in ("torch-fp32", "onnx", "onnx-int8"):
+    for name in ("torch-fp32", "openvino-fp32", "onnx", "onnx-int8"):
         encode_corpus(encoders[name], docs, cache_dir=tmp_path, progress=False)
         new = set((tmp_path / "embeddings").iterdir()) - set(entries.values())
         assert len(new) == 1, f"{name} reused another backend's cache entry"
@@ -107,7 +162,7 @@ def test_torch_encoder_keeps_its_threads_when_faiss_changes_openmp(encoders, mon
     import faiss
     import torch
 
-    encoder = DenseEncoder(encoder_config("minilm"), dtype="fp32", threads=2)
+    encoder = DenseEncoder(encoder_config("minilm"), backend="torch", dtype="fp32", threads=2)
     seen = []
     original = encoder._hidden
     monkeypatch.setattr(encoder, "_hidden", lambda texts: (seen.append(torch.get_num_threads()), original(texts))[1])
