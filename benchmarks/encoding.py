@@ -74,18 +74,21 @@ def token_lengths(encoder: DenseEncoder, texts: list[str]) -> np.ndarray:
 
 
 def measure(dataset: str, split: str, passages: int, rounds: int, query_count: int, full_corpus: bool,
-            batch_size: int, threads: int | None = None, ndcg: bool = True) -> dict:
+            batch_size: int, threads: int | None = None, ndcg: bool = True,
+            variants: list[str] | None = None) -> dict:
     source = resolve(dataset)
     corpus = load_corpus(source)
     topics, qrels = load_topics(source, split), load_qrels(source, split)
+    passages = passages or len(corpus)
     texts = [d.text for d in corpus[:passages]]
     config = encoder_config("minilm")
     # Built before any timing: ONNX export and quantisation happen here on a first run.
+    chosen = [v for v in VARIANTS if not variants or v[0] in variants]
     encoders = {name: DenseEncoder(config, backend=backend, dtype=dtype, batch_size=batch_size, threads=threads)
-                for name, backend, dtype in VARIANTS}
-    reference = VARIANTS[0][0]
-    for encoder in encoders.values():  # warm-up: first-call allocations, oneDNN kernel creation
-        encoder.encode_documents(texts[:batch_size])
+                for name, backend, dtype in chosen}
+    reference = chosen[0][0]  # torch fp32 when chosen; else the first, and cosines are to it
+    for encoder in encoders.values():  # warm-up: first-call allocations, kernel creation, OpenVINO's compilations
+        encoder.encode_documents(texts[:128])
 
     load_before = os.getloadavg()
     embeddings, timings = interleaved(encoders, texts, rounds)
@@ -113,7 +116,7 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
             run = top_hits(query_vectors @ doc_vectors.T, qids, [d.id for d in documents], 100)
         cos = (embeddings[name] * embeddings[reference]).sum(1)
         rows[name] = {
-            "backend": encoder.backend, "dtype": encoder.dtype,
+            "backend": encoder.backend, "dtype": encoder.dtype, "batch_size": encoder.batch_size,
             "passages_per_s": round(len(texts) / timings[name]["wall_s"], 2),
             "passages_per_cpu_s": round(len(texts) / timings[name]["cpu_s"], 2),
             "wall_s": round(timings[name]["wall_s"], 2), "cpu_s": round(timings[name]["cpu_s"], 2),
@@ -137,8 +140,9 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
         "max_length": config.max_length,
         "tokens": {"mean": round(float(lengths.mean()), 1), "p50": int(np.median(lengths)),
                    "over_max_length": round(float((lengths > config.max_length).mean()), 4)},
-        "threads": {"torch": encoders[reference].threads, "openvino": encoders["openvino-fp32"].threads,
-                    "onnxruntime": encoders["onnx"].threads},
+        "threads": {runtime: next((e.threads for e in encoders.values() if e.backend.startswith(prefix)), None)
+                    for runtime, prefix in (("torch", "torch"), ("openvino", "openvino"), ("onnxruntime", "onnx"))},
+        "reference": reference,
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "cpu_flags": {flag: flag in flags for flag in FLAGS},
         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -150,11 +154,13 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
 def markdown(result: dict) -> str:
     flags = ", ".join(f for f, present in result["cpu_flags"].items() if present) or "none"
     load = result["load_average"]
+    batches = ", ".join(sorted({f"{r['backend']} {r['batch_size']}" for r in result["backends"].values()}))
     lines = [f"# Dense encoding: {result['dataset']}, {result['passages']} passages, MiniLM "
-             f"(max {result['max_length']} tokens), batch {result['batch_size']}", "",
+             f"(max {result['max_length']} tokens), batch {result['batch_size'] or batches}", "",
              f"CPU: {result['machine']['cpu']} ({result['machine']['cores']} cores; flags: {flags}); "
              f"threads: torch {result['threads']['torch']}, OpenVINO {result['threads'].get('openvino', '-')}, "
-             f"ONNX Runtime {result['threads']['onnxruntime']}; "
+             f"ONNX Runtime {result['threads']['onnxruntime']}; ×fp32, cosines and Δ are to "
+             f"{result.get('reference', 'torch-fp32')}; "
              f"load average (1/5/15 min) {'/'.join(map(str, load['before']))} before, "
              f"{'/'.join(map(str, load['after']))} after; {result['measured']}.", "",
              "| backend | passages/s | ×fp32 | passages per CPU-s | cosine to fp32 min / mean "
@@ -176,10 +182,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--passages", type=int, default=600, help="passages timed per backend (default 600)")
+    parser.add_argument("--passages", type=int, default=600,
+                        help="passages timed per backend (default 600; 0 = the whole corpus)")
+    parser.add_argument("--backends", nargs="+", choices=[v[0] for v in VARIANTS],
+                        help="the variants to run (default: all); cosines are to the first given")
     parser.add_argument("--rounds", type=int, default=6, help="interleaving rounds (default 6)")
     parser.add_argument("--queries", type=int, default=100, help="queries timed one by one (default 100)")
-    parser.add_argument("--batch-size", type=int, default=32, help="encoder batch size (default 32, clsr's)")
+    parser.add_argument("--batch-size", type=int, help="encoder batch size (default: each backend's, as clsr's)")
     parser.add_argument("--threads", type=int, help="intra-op threads of both runtimes (default: torch's, the cores)")
     parser.add_argument("--ndcg", action=argparse.BooleanOptionalAction, default=True,
                         help="measure nDCG@10 (--no-ndcg: speed and cosines only)")
@@ -188,7 +197,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "encoding.json")
     args = parser.parse_args()
     result = measure(args.dataset, args.split, args.passages, args.rounds, args.queries, args.full_corpus,
-                     args.batch_size, args.threads, args.ndcg)
+                     args.batch_size, args.threads, args.ndcg, args.backends)
     write_report(result, args.out, markdown(result))
 
 

@@ -42,7 +42,7 @@ def _run_encode(args) -> None:
         # The shards' joined, memory-mapped file becomes embeddings.npy: no copy through memory.
         os.replace(Path(shards.embeddings.filename), output / "embeddings.npy")
         (output / "ids.txt").write_text("\n".join(shards.ids), encoding="utf-8")
-        (output / "encoder.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (output / "encoder.json").write_text(json.dumps({**config.to_dict(), **shards.meta["encoding"]}, indent=2))
         print(f"wrote {len(shards.ids)} x {shards.embeddings.shape[1]} embeddings to {output}")
         return
     encoder = encoder_from_args(args)

@@ -489,7 +489,7 @@ def _run_index(args) -> None:
         config = encoder_config_from_args(args)
         shards = shards_from_args(args, source, config, shards_dir)
         manifest = build_dense_index(shards.ids, shards.embeddings, args.index, encoder=config.to_dict(),
-                                     source=source, overwrite=args.overwrite)
+                                     encoding=shards.meta["encoding"], source=source, overwrite=args.overwrite)
     elif args.kind == "dense":
         encoder = encoder_from_args(args)
         encoded = encode_corpus(encoder, load_corpus(source))
@@ -509,7 +509,8 @@ def _run_index(args) -> None:
         # The actors encode and compute the codes; the build reads the shards, memory-mapped.
         shards = shards_from_args(args, source, config, shards_dir, sae_path=sae_path, doc_k=doc_k)
         manifest = build_concept_index(shards.ids, shards.embeddings, args.index, sae=sae, sae_path=sae_path,
-                                       encoder=config.to_dict(), doc_k=doc_k, query_k=args.query_k,
+                                       encoder=config.to_dict(), encoding=shards.meta["encoding"],
+                                       doc_k=doc_k, query_k=args.query_k,
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
                                        codes=(shards.activations, shards.latents))

@@ -116,6 +116,8 @@ class Runtime:
         self.config = {"INFERENCE_NUM_THREADS": threads,
                        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         self._compiled: dict[str, object] = {}
+        self._queue = None
+        self._queue_lock = threading.Lock()  # one run at a time on the shared queue (a server may call from threads)
 
     @classmethod
     def load(cls, path: Path, threads: int, precision: str) -> "Runtime":
@@ -126,6 +128,11 @@ class Runtime:
         runtime = cls(core.read_model(str(path)), threads, precision, core)
         runtime.path = path
         return runtime
+
+    @property
+    def streams(self) -> int:
+        """How many batches the throughput setting runs at once."""
+        return int(self.compiled("THROUGHPUT").get_property("NUM_STREAMS"))
 
     def compiled(self, hint: str):
         if hint not in self._compiled:
@@ -139,8 +146,6 @@ class Runtime:
         up, so a generator keeps only a few batches in memory. An exception from ``consume`` stops
         the run and is raised here.
         """
-        import openvino as ov
-
         batches = iter(batches)
         first = list(itertools.islice(batches, 2))
         if len(first) < 2:
@@ -149,8 +154,16 @@ class Runtime:
                 request.infer(feeds)
                 consume(number, request.get_output_tensor(0).data)
             return
-        compiled = self.compiled("THROUGHPUT")
-        queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        with self._queue_lock:
+            self._run_queued(itertools.chain(first, batches), consume)
+
+    def _run_queued(self, batches: Iterable[dict[str, np.ndarray]], consume: Callable[[int, np.ndarray], None]) -> None:
+        import openvino as ov
+
+        if self._queue is None:
+            compiled = self.compiled("THROUGHPUT")
+            self._queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        queue = self._queue
         lock = threading.Lock()
         failures: list[BaseException] = []
 
@@ -164,7 +177,7 @@ class Runtime:
                     failures.append(error)
 
         queue.set_callback(done)
-        for number, feeds in enumerate(itertools.chain(first, batches)):
+        for number, feeds in enumerate(batches):
             if failures:
                 break
             queue.start_async(feeds, number)  # waits while every request is busy

@@ -98,15 +98,16 @@ def _parse_lines(batch: dict, path: str) -> dict:
 class CorpusEncoder:
     """A Ray actor: loads the dense encoder (and SAE) once, then encodes batches of {"id", "text"}."""
 
-    def __init__(self, encoder: dict, dtype: str = "fp32", batch_size: int = 32, sae_path: str | None = None,
-                 doc_k: int | None = None, torch_threads: int = 1):
+    def __init__(self, encoder: dict, backend: str = "torch", dtype: str = "fp32", batch_size: int | None = None,
+                 sae_path: str | None = None, doc_k: int | None = None, torch_threads: int = 1):
         import torch
 
         from .dense import DenseEncoder, EncoderConfig
         from .sae import TopKSae
 
         torch.set_num_threads(torch_threads)
-        self.dense = DenseEncoder(EncoderConfig.from_dict(encoder), dtype=dtype, batch_size=batch_size)
+        self.dense = DenseEncoder(EncoderConfig.from_dict(encoder), backend=backend, dtype=dtype,
+                                  batch_size=batch_size, threads=torch_threads)
         self.sae = TopKSae.load_from_disk(sae_path) if sae_path else None
         self.doc_k = doc_k
 
@@ -136,7 +137,8 @@ def encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, is
 
     ``encoder`` is an ``EncoderConfig`` dict. Options: ``address`` (default local), ``workers``
     actors (default: one per CPU of the cluster), each encoding ``rows_per_batch`` passages at a
-    time, ``batch_size`` per forward pass, with one torch thread; ``dtype``; with ``sae_path`` the
+    time, ``batch_size`` per forward pass (default: the backend's), with one thread; ``backend``
+    and ``dtype`` (resolved, as :func:`clsr.dense.resolve_encoding` gives them); with ``sae_path`` the
     actors also compute each passage's top-``doc_k`` code; ``shard_rows``; ``progress``. The output
     folder is written afresh (a partial one from an interrupted run is replaced) and
     ``shards.json`` is written last, so a folder with it is complete.
@@ -156,7 +158,8 @@ def encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, is
 
 
 def _encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, address: str | None = LOCAL,
-                     workers: int | None = None, dtype: str = "fp32", batch_size: int = 32, rows_per_batch: int = 256,
+                     workers: int | None = None, backend: str = "torch", dtype: str = "fp32",
+                     batch_size: int | None = None, rows_per_batch: int = 256,
                      sae_path: str | os.PathLike | None = None, doc_k: int | None = None,
                      shard_rows: int = SHARD_ROWS, progress: bool = True) -> dict:
     ray = _ray()
@@ -172,14 +175,14 @@ def _encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, a
     start = time.perf_counter()
     encoded = corpus_dataset(source).map_batches(
         CorpusEncoder, batch_size=rows_per_batch, batch_format="numpy", concurrency=workers, num_cpus=1,
-        fn_constructor_kwargs={"encoder": encoder, "dtype": dtype, "batch_size": batch_size,
+        fn_constructor_kwargs={"encoder": encoder, "backend": backend, "dtype": dtype, "batch_size": batch_size,
                                "sae_path": str(sae_path) if sae_path else None, "doc_k": doc_k})
     shard, rows = 0, 0
     for batch in encoded.iter_batches(batch_size=shard_rows, batch_format="numpy"):
         _write_shard(output / f"shard-{shard:05d}", batch)
         shard, rows = shard + 1, rows + len(batch["id"])
     seconds = time.perf_counter() - start
-    meta = {"documents": rows, "shards": shard, "encoder": encoder, "dtype": dtype,
+    meta = {"documents": rows, "shards": shard, "encoder": encoder, "encoding": {"backend": backend, "dtype": dtype},
             "sae": str(Path(sae_path).resolve()) if sae_path else None, "doc_k": doc_k, "workers": workers,
             "address": address or LOCAL, "ray_start_s": round(startup_s, 3), "encode_s": round(seconds, 3),
             "docs_per_s": round(rows / max(seconds, 1e-9), 2), "source": source}
@@ -233,15 +236,16 @@ def shards_from_args(args, source: str, encoder, default_shards: str | os.PathLi
                      doc_k: int | None = None) -> Shards:
     """Encode ``source`` on Ray as the flags of ``clsr.options.add_ray_options`` say; the shards, read back.
 
-    ``encoder`` is the driver's ``EncoderConfig``; ``args.dtype`` auto is resolved here, so that every
-    actor, on whatever node, encodes alike.
+    ``encoder`` is the driver's ``EncoderConfig``; ``--encoder-backend`` and ``--dtype`` auto are resolved
+    here, so that every actor, on whatever node, encodes alike; the shards' ``meta["encoding"]`` records them.
     """
-    from .dense import cpu_supports_bf16
+    from .dense import resolve_encoding
 
-    dtype = args.dtype if args.dtype != "auto" else ("bf16" if cpu_supports_bf16() else "fp32")
+    backend, dtype = resolve_encoding(args.encoder_backend or "auto", args.dtype, args.device)
     directory = Path(args.shards or default_shards)
     meta = encode_with_ray(source, encoder.to_dict(), directory, address=args.ray, workers=args.ray_workers,
-                           dtype=dtype, batch_size=args.encode_batch_size, sae_path=sae_path, doc_k=doc_k)
+                           backend=backend, dtype=dtype, batch_size=args.encode_batch_size, sae_path=sae_path,
+                           doc_k=doc_k)
     print(f"encoded {meta['documents']} passages on Ray ({meta['workers']} workers, {meta['address']}) in "
           f"{meta['encode_s']:.0f} s ({meta['docs_per_s']:.1f} passages/s; Ray started in {meta['ray_start_s']:.1f} s)"
           f" into {meta['shards']} shards at {directory}")
