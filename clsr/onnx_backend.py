@@ -40,24 +40,14 @@ def export(model, tokenizer, target: Path) -> None:
     """
     import torch
 
-    names = list(tokenizer.model_input_names)
+    from .tracing import traceable
 
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *inputs):
-            return self.inner(**dict(zip(names, inputs))).last_hidden_state
-
-    example = tokenizer(["an example passage", "a second, longer example passage"], padding=True,
-                        return_tensors="pt")
-    wrapped = LastHiddenState(model.float().eval())
+    wrapped, names, example = traceable(model, tokenizer)
 
     def build(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(wrapped, tuple(example[n] for n in names), str(tmp), input_names=names,
+            torch.onnx.export(wrapped, example, str(tmp), input_names=names,
                               output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
                               dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names + ["last_hidden_state"]})
 

@@ -35,7 +35,7 @@ def require() -> None:
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
-        raise ImportError("the openvino encoder backend needs OpenVINO: pip install 'openvino>=2025.2'")
+        raise ImportError("the openvino encoder backend needs OpenVINO, a clsr dependency: pip install 'openvino>=2026.4,<2027'")
 
 
 def convert(model, tokenizer, directory: Path) -> None:
@@ -50,23 +50,12 @@ def convert(model, tokenizer, directory: Path) -> None:
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
-    names = list(tokenizer.model_input_names)
+    from .tracing import traceable
 
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *inputs):
-            return self.inner(**dict(zip(names, inputs))).last_hidden_state
-
-    # Two texts of different lengths, so the traced graph keeps the attention mask.
-    example = tokenizer(["an example passage", "a second, longer example passage"], padding=True,
-                        return_tensors="pt")
+    wrapped, names, example = traceable(model, tokenizer)
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # the tracer's notes on Python booleans in transformers' masking code
-        decoder = TorchScriptPythonDecoder(LastHiddenState(model.float().eval()),
-                                           example_input=tuple(example[n] for n in names))
+        decoder = TorchScriptPythonDecoder(wrapped, example_input=example)
         frontend = FrontEndManager().load_by_framework("pytorch")
         converted = frontend.convert(frontend.load(decoder))
     for port, name in zip(converted.inputs, names):

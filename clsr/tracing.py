@@ -1,0 +1,36 @@
+"""A Hugging Face encoder in the form graph exporters trace: positional inputs, one output.
+
+Shared by the ONNX export (:mod:`clsr.onnx_backend`) and the OpenVINO conversion
+(:mod:`clsr.openvino_backend`), so both trace the same graph from the same example.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Traceable(NamedTuple):
+    module: object  # torch.nn.Module: forward(*inputs) -> last hidden state (batch, tokens, hidden) float32
+    names: list[str]  # the inputs, in order, as the tokenizer names them
+    example: tuple  # one example batch of int64 tensors, in that order
+
+
+def traceable(model, tokenizer) -> Traceable:
+    """``model`` (put in fp32 eval mode) wrapped to take the tokenizer's inputs positionally and return its
+    last hidden state, with an example of two texts of different lengths, so the traced graph keeps
+    the attention mask."""
+    import torch
+
+    names = list(tokenizer.model_input_names)
+
+    class LastHiddenState(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs))).last_hidden_state
+
+    example = tokenizer(["an example passage", "a second, longer example passage"], padding=True,
+                        return_tensors="pt")
+    return Traceable(LastHiddenState(model.float().eval()), names, tuple(example[n] for n in names))
