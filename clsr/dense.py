@@ -15,7 +15,8 @@ Backends (``DenseEncoder(backend=...)``, ``--encoder-backend``), measured side b
   cosine 0.999 of fp32.
 * ``torch``: the Hugging Face model in PyTorch, bf16 or fp32 likewise; the default on GPUs.
 * ``onnx``: the same model exported to ONNX (fp32) and run by ONNX Runtime.
-* ``onnx-int8``: that export with its matrix products dynamically quantised to int8 (VNNI).
+* ``onnx-int8``: that export with its matrix products dynamically quantised to int8 (u8 x s8 where the
+  CPU has VNNI, u8 x u8 where it has not, so that no product saturates: :mod:`clsr.onnx_backend`).
 
 OpenVINO and ONNX artefacts are built on first use, offline, from the local weights, and kept
 under ``$CLSR_CACHE/openvino`` and ``$CLSR_CACHE/onnx``. The backend (and dtype) changes the numerics slightly, so it is part of the
@@ -42,6 +43,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .cpu import cpu_flags, cpu_supports_bf16, cpu_supports_vnni  # noqa: F401 (re-exported)
 from .data import Document
 from .errors import ClsrError
 
@@ -97,22 +99,6 @@ def _model_location(model: str) -> str:
     if model == PRESETS["minilm"].model:
         return bundled_minilm_dir()
     return model
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read, e.g. not Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 BACKENDS = ("openvino", "torch", "onnx", "onnx-int8")
@@ -246,7 +232,7 @@ class DenseEncoder:
             from . import onnx_backend
 
             directory = cache_root() / "onnx" / _model_fingerprint(config.model)[:20]
-            path = onnx_backend.artefact(model, self.tokenizer, directory, backend)
+            path = onnx_backend.artefact(model, self.tokenizer, directory, backend, vnni=cpu_supports_vnni())
             self.session = onnx_backend.session(path, self.threads)
             self._onnx_inputs = [i.name for i in self.session.get_inputs()]
             del model  # the session holds its own copy of the weights

@@ -30,7 +30,8 @@ Plain-language markers, so that a reader is not misled:
 
 * ``broad: ...`` when the concept fires on at least ``broad_share`` of the passages;
 * ``unclear: ...`` when even the best label predicts it poorly (AUC below ``min_auc`` on the
-  describer's own corpus); the words after it are the strongest evidence, not a faithful label;
+  describer's own corpus), or when fewer than ``min_keywords`` candidate words exist (evidence
+  too thin to name it); the words after it are the strongest evidence, not a faithful label;
 * ``...; not: x, y`` the contrast words: passages about these are where it does not fire.
 
 :func:`parse_description` turns any description back into its words and contrast words (markers
@@ -372,8 +373,8 @@ class EvidenceDescriber:
         excluded = [words[j] for j in chosen if signs[j] < 0]
         share = float(fires.mean()) if len(fires) else 0.0
         kind = "broad" if share >= self.broad_share else "specific"
-        if a_fires is None or (a_fires + a_strong) / 2 < self.min_auc:
-            kind = "unclear"
+        if a_fires is None or (a_fires + a_strong) / 2 < self.min_auc or len(keywords) < self.min_keywords:
+            kind = "unclear"  # too few words to be a label is as unclear as a label that predicts poorly
         prefix = {"broad": BROAD, "unclear": UNCLEAR}.get(kind, "")
         description = prefix + ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "") if keywords else ""
         return {"description": description, "keywords": keywords, "contrast": excluded,
