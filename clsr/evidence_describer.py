@@ -404,12 +404,12 @@ class EvidenceDescriber:
 
     def describe_latents(self, latents: Iterable[int], progress: bool = False) -> dict[int, dict]:
         """Labels for many concepts at once (each passage is encoded once, for every concept that wants it)."""
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         latents = list(latents)
         mass = self.combined_mass(latents)
         return {latent: self.label(latent, mass[latent])
-                for latent in tqdm(latents, desc="labelling concepts", unit="concept", disable=not progress)}
+                for latent in progress_bar(latents, desc="labelling concepts", unit="concept", enabled=progress)}
 
 
 def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passages: int = 10,

