@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence
@@ -60,6 +61,11 @@ def execute(command: Command, args: argparse.Namespace) -> None:
             raise
         print(f"clsr {command.name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`clsr explain ... | head`): not an error of this command. As the Python docs
+        # advise, stdout goes to devnull so that flushing it at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports a pipe writer cut short
     except ClsrError as e:
         if args.debug:
             raise
