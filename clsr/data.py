@@ -8,18 +8,27 @@ A *source* is one of:
   (MS MARCO ``id<TAB>text``), or TREC / BEIR qrels;
 * an ``ir_datasets`` id such as ``beir/scifact/test`` (needs a network connection on first use).
 
+Every file, of every kind, is read by one line reader (`text_lines`): gzip, bzip2 and xz files are
+decompressed whatever their name (known by their first bytes), and a line ends at LF, CRLF or a bare CR.
+
 A document's text is ``title + " " + text`` (the BEIR convention, as in Pyserini's "flat" indexes).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
 import logging
+import lzma
+import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import IO, Collection, Iterable, Iterator, NamedTuple
 
 from .errors import ClsrError
 
@@ -68,22 +77,120 @@ def resolve(source: str | os.PathLike) -> Path | str:
     )
 
 
+# Compressed files are known by their first bytes, not their names (a ".gz" may be plain text, and a
+# download may have lost its suffix). bzip2: "BZh", a block size 1-9, then a block or end-of-stream magic.
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+          (b"\x04\x22\x4d\x18", "lz4"), (b"PK\x03\x04", "zip"), (b"7z\xbc\xaf\x27\x1c", "7z"))
+_BZIP2 = re.compile(rb"BZh[1-9](?:\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z")
+"""Name endings of compressed files: dropped to find a file's format (``queries.tsv.gz`` is TSV)."""
+_READABLE = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+
+
+def compression(path: str | os.PathLike) -> str | None:
+    """The codec a file is compressed with, from its first bytes: gzip, bz2, xz, zstd, lz4, zip, 7z; None if
+    it is not compressed. Raises DataError if the file does not exist."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(10)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    if _BZIP2.match(head):
+        return "bz2"
+    return next((codec for magic, codec in _MAGIC if head.startswith(magic)), None)
+
+
+def open_binary(path: str | os.PathLike) -> IO[bytes]:
+    """The file's bytes, decompressed if it is compressed (see `compression`).
+
+    gzip, bz2 and xz come with Python; zstd needs the ``zstandard`` package. Another codec, or zstd
+    without it, raises DataError naming the file and the codec.
+    """
+    codec = compression(path)
+    if codec is None:
+        return open(path, "rb")
+    if codec in _READABLE:
+        return _READABLE[codec](path, "rb")
+    if codec == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"{path}: compressed with zstd, which needs the zstandard package (pip install "
+                            f"zstandard); or decompress it first (zstd -d)") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+        return io.BufferedReader(raw)
+    raise DataError(f"{path}: compressed with {codec}, which clsr cannot read; decompress it first, or compress "
+                    "it with gzip, bz2 or xz")
+
+
+def format_suffix(path: str | os.PathLike) -> str:
+    """A file's format suffix, under any compression suffix: ``.tsv`` for ``queries.tsv.gz``."""
+    name = Path(path).name
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            return Path(name[:-len(suffix)]).suffix
+    return Path(name).suffix
+
+
+def beir_file(folder: Path, name: str) -> Path:
+    """``folder/name``, or its compressed form (``corpus.jsonl.gz``, ...) where only that exists.
+
+    Raises DataError naming the folder and the file when neither is there.
+    """
+    for candidate in (name, *(name + suffix for suffix in COMPRESSED_SUFFIXES)):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise DataError(f"{folder} has no {name} (nor {name}.gz, .bz2, .xz or .zst); a BEIR folder holds corpus.jsonl, "
+                    "queries.jsonl and qrels/<split>.tsv")
+
+
+def qrels_splits(folder: Path) -> list[str]:
+    """The qrels splits of a BEIR folder: ``qrels/<split>.tsv``, compressed or not."""
+    names = (p.name for p in (folder / "qrels").glob("*.tsv*") if p.is_file())
+    return sorted({name[:name.index(".tsv")] for name in names if format_suffix(name) == ".tsv"})
+
+
 def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """(line number from 1, line without its line end) for every line of a UTF-8 text file.
 
-    A byte-order mark is valid UTF-8 and is dropped. Bytes that are not UTF-8 raise DataError naming
-    the file, line and column: clsr never guesses an encoding.
+    The one reader of every input file. A compressed file (gzip, bz2, xz; see `open_binary`) is read
+    decompressed. A line ends at LF, CRLF or a bare CR (old Mac and spreadsheet exports), as Python's
+    universal newlines read text, so records are never merged. A byte-order mark is valid UTF-8 and is
+    dropped. Bytes that are not UTF-8 raise DataError naming the file, line and column: clsr never
+    guesses an encoding. Corrupt compressed data raises DataError naming the file and the line it broke off in.
     """
-    with open(path, "rb") as f:
-        for line_number, raw in enumerate(f, 1):
+    codec = compression(path)
+    stream = open_binary(path)
+    line_number = 0
+    try:
+        with io.TextIOWrapper(stream, encoding="utf-8", newline=None) as text:
+            for line_number, line in enumerate(text, 1):
+                if line_number == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
+                yield line_number, line.rstrip("\n")
+    except UnicodeDecodeError:
+        _raise_decode_error(path, codec)
+    except Exception as e:  # each codec has its own errors (BadGzipFile, EOFError, zlib.error, LZMAError, ...)
+        if codec is None:
+            raise
+        raise DataError(f"{path}:{line_number + 1}: corrupt {codec} data ({type(e).__name__}: {e})") from None
+
+
+def _raise_decode_error(path: str | os.PathLike, codec: str | None) -> None:
+    """Read the file again, line by line as bytes, to name the line and column of the first byte that is not
+    UTF-8 (the decoder that found it works on blocks of the file, not lines)."""
+    with io.TextIOWrapper(open_binary(path), encoding="latin-1", newline=None) as text:  # latin-1: bytes as-is
+        for line_number, line in enumerate(text, 1):
+            raw = line.encode("latin-1")
             try:
-                line = raw.decode("utf-8")
+                raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{line_number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                                "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-            if line_number == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield line_number, line.rstrip("\n").rstrip("\r")
+                where = f"{path}:{line_number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                if codec is not None:  # advice for the file's text, not its compressed bytes
+                    raise DataError(f"{where} in the {codec}-decompressed text; decompress it, convert the text to "
+                                    "UTF-8 and compress it again") from None
+                raise DataError(f"{where}; convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+    raise DataError(f"{path}: not UTF-8")
 
 
 def check_id(value: str, what: str, where: str) -> str:
@@ -205,8 +312,8 @@ def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
                                             document_text(getattr(d, "title", ""), d.text))
                                    for n, d in enumerate(_ir_datasets(where).docs_iter(), 1)), where)
     if where.is_dir():
-        where = where / "corpus.jsonl"
-    if where.suffix == ".tsv":
+        where = beir_file(where, "corpus.jsonl")
+    if format_suffix(where) == ".tsv":
         return _checked_documents((_Located(n, check_id(i, "document", f"{where}:{n}"), t)
                                    for n, i, t in _read_tsv_pairs(where)), str(where))
     return _checked_documents(_jsonl_documents(where), str(where))
@@ -225,10 +332,12 @@ def load_qrels(source: str | os.PathLike, split: str = "test") -> Qrels:
             qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
         return qrels
     if where.is_dir():
-        where = where / "qrels" / f"{split}.tsv"
-        if not where.exists():
-            available = sorted(p.stem for p in where.parent.glob("*.tsv"))
-            raise DataError(f"no qrels for split {split!r} at {where}; available splits: {', '.join(available) or 'none'}")
+        folder = where
+        try:
+            where = beir_file(folder / "qrels", f"{split}.tsv")
+        except DataError:
+            raise DataError(f"no qrels for split {split!r} at {folder / 'qrels' / f'{split}.tsv'}; available splits: "
+                            f"{', '.join(qrels_splits(folder)) or 'none'}") from None
     return _read_qrels_file(where)
 
 
@@ -314,7 +423,7 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
         topics = {q.query_id: q.text for q in dataset.queries_iter()}
         log.info("read %d queries from ir_datasets %r", len(topics), dataset.id)
         return topics
-    queries_file = where / "queries.jsonl" if where.is_dir() else where
+    queries_file = beir_file(where, "queries.jsonl") if where.is_dir() else where
     queries = read_topics_file(queries_file)
     if not where.is_dir() or split is None:
         return queries
