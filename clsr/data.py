@@ -244,31 +244,76 @@ def _read_tsv_pairs(path: Path) -> Iterator[tuple[int, str, str]]:
         yield line_number, key, text
 
 
-def _record_id(path: Path, line_number: int, record: dict, what: str) -> str:
-    for key in ("_id", "id", "docid"):
-        if key in record and record[key] not in (None, ""):
-            return check_id(str(record[key]), what, f"{path}:{line_number}")
-    raise DataError(f"{path}:{line_number}: record has no '_id' (keys: {', '.join(record) or 'none'})")
+ID_KEYS = ("_id", "id", "docid")
+"""The fields a JSONL record's id is read from, the first present: BEIR ``_id``, Pyserini ``id``, ``docid``."""
+
+
+def record_id(record: dict, what: str, where: str) -> str:
+    """The id of a JSONL record (see ID_KEYS) as text that every run and qrels file can hold.
+
+    A JSON string is the id as written; an integer (``31715818``) is its decimal text. A float
+    (``31715818.0``, ``1e3``, as pandas writes an integer column that has a gap), a boolean or null
+    would become text that no qrels line holds, so it raises DataError naming ``where`` (file:line):
+    write ids as strings. So does a missing id, or one `check_id` refuses.
+    """
+    key = next((k for k in ID_KEYS if k in record), None)
+    if key is None:
+        raise DataError(f"{where}: record has no '_id' (keys: {', '.join(record) or 'none'})")
+    value = record[key]
+    if isinstance(value, str):
+        return check_id(value, what, where)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return check_id(str(value), what, where)
+    kind = ("a boolean" if isinstance(value, bool) else "null" if value is None
+            else "a float" if isinstance(value, float) else f"a JSON {type(value).__name__}")
+    raise DataError(f"{where}: {what} id {json.dumps(value)} is {kind}, which would never match the qrels as "
+                    f"written; write ids as strings (e.g. \"{key}\": \"31715818\")")
+
+
+def field_text(value: object, what: str, where: str) -> tuple[str, bool]:
+    """(text, unusual) of a JSON text field (title, text, contents): the one rule for every reader.
+
+    A string is itself and null is empty, as before. NaN (what pandas writes for a missing value) is
+    empty too, and a finite number is its text (a title ``2019`` reads "2019"); both are ``unusual``,
+    for the reader's warning. Anything else (true/false, Infinity, a list, an object) raises DataError
+    naming ``where`` (file, line and record id).
+    """
+    if isinstance(value, str):
+        return value, False
+    if value is None:
+        return "", False
+    if isinstance(value, float) and math.isnan(value):
+        return "", True
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value), True
+    raise DataError(f"{where}: {what} is {json.dumps(value)[:40]}, not a string; write text fields as strings")
 
 
 class _Located(NamedTuple):
     line_number: int
     id: str
     text: str
+    unusual: bool = False  # a text field was NaN or a number (see field_text)
 
 
 def _located(path: Path, line_number: int, record: dict) -> _Located:
-    doc_id = _record_id(path, line_number, record, "document")
+    doc_id = record_id(record, "document", f"{path}:{line_number}")
+
+    def field(name: str) -> tuple[str, bool]:
+        return field_text(record.get(name), name, f"{path}:{line_number}: document {doc_id!r}")
+
     if "contents" in record:  # Pyserini JsonCollection
-        return _Located(line_number, doc_id, record["contents"] or "")
+        contents, unusual = field("contents")
+        return _Located(line_number, doc_id, contents, unusual)
     if "text" in record or "title" in record:
-        return _Located(line_number, doc_id, document_text(record.get("title"), record.get("text")))
+        (title, odd_title), (text, odd_text) = field("title"), field("text")
+        return _Located(line_number, doc_id, document_text(title, text), odd_title or odd_text)
     raise DataError(f"{path}:{line_number}: document {doc_id!r} has no text: expected 'text' and 'title' "
                     f"(BEIR) or 'contents' (Pyserini); keys: {', '.join(record)}")
 
 
 def record_document(path: Path, line_number: int, record: dict) -> Document:
-    """A corpus JSONL record as a Document, its text cleaned as `iter_corpus` cleans it: BEIR ``{_id, title,
+    """A corpus JSONL record as a Document, its id and text read as `iter_corpus` reads them: BEIR ``{_id, title,
     text}`` or Pyserini ``{id, contents}`` (for readers that parse lines elsewhere, e.g. Ray's workers)."""
     located = _located(path, line_number, record)
     return Document(located.id, clean_text(located.text)[0])
@@ -283,7 +328,8 @@ def _checked_documents(located: Iterable[_Located], origin: str) -> Iterator[Doc
     """Documents with unique ids (a repeat names both lines), cleaned text, and at least one of them."""
     first_line: dict[str, int] = {}
     cleaned_lines = []
-    for line_number, doc_id, text in located:
+    unusual: list[tuple[int, str]] = []
+    for line_number, doc_id, text, odd in located:
         if doc_id in first_line:
             raise DataError(f"{origin}:{line_number}: duplicate document id {doc_id!r} (first at line "
                             f"{first_line[doc_id]})")
@@ -291,20 +337,26 @@ def _checked_documents(located: Iterable[_Located], origin: str) -> Iterator[Doc
         text, changed = clean_text(text)
         if changed:
             cleaned_lines.append(line_number)
+        if odd:
+            unusual.append((line_number, doc_id))
         yield Document(doc_id, text)
     if not first_line:
         raise DataError(f"{origin}: no documents")
     if cleaned_lines:
         log.warning("%s: %d passages hold lone surrogate escapes (invalid Unicode), replaced by U+FFFD; first at "
                     "line %d", origin, len(cleaned_lines), cleaned_lines[0])
+    if unusual:
+        log.warning("%s: %d passages have a title or text that is NaN (read as empty) or a number (read as its "
+                    "text); first at line %d (document %r)", origin, len(unusual), *unusual[0])
 
 
 def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
     """Stream a corpus: ``Document(id, title + " " + text)``.
 
     Raises DataError (file and line) for a repeated id (naming both lines), an id a run file cannot
-    hold, a record without text fields, bytes that are not UTF-8, or an empty corpus. Empty texts are
-    allowed; lone surrogate escapes are replaced by U+FFFD and counted in a warning.
+    hold or that is not a JSON string or integer (`record_id`), a record without text fields, bytes that
+    are not UTF-8, or an empty corpus. Empty texts are allowed; a NaN or numeric title or text follows
+    `field_text`; lone surrogate escapes are replaced by U+FFFD; both are counted in a warning.
     """
     where = resolve(source)
     if isinstance(where, str):
@@ -379,14 +431,15 @@ def read_topics_file(path: Path) -> dict[str, str]:
     """Query id -> text from ``id<TAB>text`` (.tsv) or JSONL with ``_id``/``id`` and ``text``.
 
     Raises DataError naming the file and line for a repeated id (and its first line), an id a run
-    cannot hold, or a JSONL record without a ``text`` field. Blank queries are kept (they get no
-    hits) and reported by id.
+    cannot hold or that is not a JSON string or integer (`record_id`), or a JSONL record without a
+    ``text`` field. A NaN or numeric text follows `field_text`, as in a corpus. Blank queries
+    (NaN ones included) are kept (they get no hits) and reported by id.
     """
-    if path.suffix == ".tsv":
+    unusual: list[tuple[int, str]] = []
+    if format_suffix(path) == ".tsv":
         located = ((n, check_id(i, "query", f"{path}:{n}"), t) for n, i, t in _read_tsv_pairs(path))
     else:
-        located = ((n, _record_id(path, n, record, "query"), _query_text(path, n, record))
-                   for n, record in read_jsonl(path))
+        located = _jsonl_queries(path, unusual)
     topics: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for line_number, qid, text in located:
@@ -394,20 +447,27 @@ def read_topics_file(path: Path) -> dict[str, str]:
             raise DataError(f"{path}:{line_number}: duplicate query id {qid!r} (first at line {first_line[qid]})")
         first_line[qid] = line_number
         topics[qid] = clean_text(text)[0]
+    if unusual:
+        log.warning("%s: %d queries have a text that is NaN (read as empty) or a number (read as its text); first "
+                    "at line %d (query %r)", path, len(unusual), *unusual[0])
     blank = [qid for qid, text in topics.items() if not text.strip()]
     if blank:
         log.warning("%s: %d blank queries get no hits: %s", path, len(blank), ", ".join(blank[:20]))
     return topics
 
 
-def _query_text(path: Path, line_number: int, record: dict) -> str:
-    if "text" not in record:
-        raise DataError(f"{path}:{line_number}: query record has no 'text' field (keys: {', '.join(record)}); "
-                        "BEIR queries are {\"_id\": ..., \"text\": ...}")
-    text = record["text"]
-    if text is not None and not isinstance(text, str):
-        raise DataError(f"{path}:{line_number}: query text is a {type(text).__name__}, not a string")
-    return text or ""
+def _jsonl_queries(path: Path, unusual: list[tuple[int, str]]) -> Iterator[tuple[int, str, str]]:
+    """(line number, id, text) of BEIR JSONL queries; lines whose text follows field_text's NaN/number rule are
+    added to `unusual`."""
+    for line_number, record in read_jsonl(path):
+        qid = record_id(record, "query", f"{path}:{line_number}")
+        if "text" not in record:
+            raise DataError(f"{path}:{line_number}: query record has no 'text' field (keys: {', '.join(record)}); "
+                            "BEIR queries are {\"_id\": ..., \"text\": ...}")
+        text, odd = field_text(record["text"], "text", f"{path}:{line_number}: query {qid!r}")
+        if odd:
+            unusual.append((line_number, qid))
+        yield line_number, qid, text
 
 
 def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[str, str]:
