@@ -492,9 +492,57 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
     if missing:
         log.warning("%d query ids in %s/qrels/%s.tsv have no text in %s and are left out: %s",
                     len(missing), where, split, queries_file, ", ".join(missing[:10]))
+        warn_normalisation_matches("query", missing, queries, f"{where}/qrels/{split}.tsv", str(queries_file))
     topics = {qid: text for qid, text in queries.items() if qid in judged}
     log.info("read %d queries of split %r from %s", len(topics), split, where)
     return topics
+
+
+def normalisation_matches(wanted: Iterable[str], present: Collection[str]) -> dict[str, str]:
+    """{id: id in `present`} for each id of `wanted` that is not in `present` as written but equals one of them
+    after Unicode normalisation (NFKC, which also joins NFC and NFD forms: ``café`` written with U+00E9 or
+    with e + U+0301). Ids are compared as written everywhere, as trec_eval compares them; this only finds
+    what to warn about. ASCII ids are their own normal form, so only the others are normalised.
+    """
+    present = present if isinstance(present, (set, frozenset, dict)) else set(present)
+    wanted = [name for name in wanted if name not in present]
+    by_form: dict[str, str] = {}
+    for other in present:
+        if not other.isascii():
+            by_form.setdefault(unicodedata.normalize("NFKC", other), other)
+    if not by_form and all(name.isascii() for name in wanted):
+        return {}
+    matches = {}
+    for name in wanted:
+        form = name if name.isascii() else unicodedata.normalize("NFKC", name)
+        match = by_form.get(form) or (form if form in present else None)
+        if match is not None:
+            matches[name] = match
+    return matches
+
+
+def _form(text: str) -> str:
+    return next((form for form in ("NFC", "NFD", "NFKC", "NFKD") if unicodedata.is_normalized(form, text)), "mixed")
+
+
+_warned_pairs: set[tuple[str, str]] = set()
+
+
+def warn_normalisation_matches(what: str, wanted: Iterable[str], present: Collection[str], wanted_in: str,
+                               present_in: str) -> dict[str, str]:
+    """Log a warning naming the `what` ids (query, document) of `wanted_in` that match ids of `present_in` only
+    after Unicode normalisation (see `normalisation_matches`), each pair once per process; returns the
+    matches. Such ids never match, as in trec_eval: the warning says so instead of a silent zero."""
+    matches = normalisation_matches(wanted, present)
+    new = {name: other for name, other in matches.items() if (name, other) not in _warned_pairs}
+    if new:
+        _warned_pairs.update(new.items())
+        examples = ", ".join(f"{ascii(name)} ({_form(name)}) ~ {ascii(other)} ({_form(other)})"
+                             for name, other in list(new.items())[:3])
+        log.warning("%s: %d %s ids match ids of %s only after Unicode normalisation, so they never match (ids are "
+                    "compared as written, as trec_eval does): %s; write both in one form (e.g. NFC)", wanted_in,
+                    len(new), what, present_in, examples)
+    return matches
 
 
 def _ir_datasets(dataset_id: str, split: str | None = None):

@@ -19,7 +19,9 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .data import DataError, Qrels, check_id, text_lines
+import numpy as np
+
+from .data import DataError, Qrels, check_id, text_lines, warn_normalisation_matches
 from .options import Command, UsageError, main_for
 
 Run = dict[str, list[tuple[str, float]]]
@@ -146,12 +148,28 @@ def per_query(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
 
 
 def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
-             relevance_threshold: int = 1) -> dict[str, float]:
-    """Mean of each metric over all queries in the qrels (trec_eval -c)."""
+             relevance_threshold: int = 1, *, qrels_name: str = "the qrels", run_name: str = "the run"
+             ) -> dict[str, float]:
+    """Mean of each metric over all queries in the qrels (trec_eval -c).
+
+    Ids are compared as written, as trec_eval compares them; judged query or document ids that match the
+    run's only after Unicode normalisation (NFC against NFD, say) are named in a warning
+    (`check_id_forms`). Raises DataError for empty qrels.
+    """
     if not qrels:
         raise DataError("the qrels are empty")
+    check_id_forms(run, qrels, qrels_name, run_name)
     scores = per_query(run, qrels, metrics, relevance_threshold)
     return {name: sum(values.values()) / len(values) for name, values in scores.items()}
+
+
+def check_id_forms(run: Run, qrels: Qrels, qrels_name: str = "the qrels", run_name: str = "the run") -> None:
+    """Warn (clsr.data.warn_normalisation_matches) about judged query and document ids that are not in the run
+    as written but are after Unicode normalisation: they would silently never match."""
+    warn_normalisation_matches("query", list(qrels), run, qrels_name, run_name)
+    retrieved = {docid for hits in run.values() for docid, _ in hits}
+    judged = {docid for judgments in qrels.values() for docid in judgments}
+    warn_normalisation_matches("document", judged, retrieved, qrels_name, run_name)
 
 
 # -- the command line: `clsr evaluate` / `python -m clsr.evaluate` -------------------------------------------
@@ -177,7 +195,8 @@ def _run_evaluate(args) -> None:
             _metric(name)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    scores = evaluate(read_run(args.run), load_qrels(args.qrels, args.split), args.metrics, args.relevance_threshold)
+    scores = evaluate(read_run(args.run), load_qrels(args.qrels, args.split), args.metrics, args.relevance_threshold,
+                      qrels_name=args.qrels, run_name=args.run)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
