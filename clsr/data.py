@@ -264,8 +264,9 @@ def record_id(record: dict, what: str, where: str) -> str:
         return check_id(value, what, where)
     if isinstance(value, int) and not isinstance(value, bool):
         return check_id(str(value), what, where)
-    kind = ("a boolean" if isinstance(value, bool) else "null" if value is None
-            else "a float" if isinstance(value, float) else f"a JSON {type(value).__name__}")
+    kind = ("a JSON boolean" if isinstance(value, bool) else "JSON null" if value is None
+            else "a JSON float" if isinstance(value, float) else "a JSON array" if isinstance(value, list)
+            else "a JSON object")
     raise DataError(f"{where}: {what} id {json.dumps(value)} is {kind}, which would never match the qrels as "
                     f"written; write ids as strings (e.g. \"{key}\": \"31715818\")")
 
