@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from clsr.data import load_corpus, load_qrels, load_topics, resolve
-from clsr.dense import DenseEncoder, cpu_flags, encode_corpus, encoder_config
+from clsr.cpu import REPORTED_FLAGS, cpu_flags, cpu_kind, cpu_supports_vnni
+from clsr.dense import DenseEncoder, encode_corpus, encoder_config
 from clsr.evaluate import evaluate
 from clsr.experiment import machine_info, percentile, top_hits, versions, write_report
 
@@ -32,7 +33,6 @@ HERE = Path(__file__).resolve().parent
 # (name, backend, dtype); the first is the reference for cosines and nDCG deltas.
 VARIANTS = [("torch-fp32", "torch", "fp32"), ("torch-bf16", "torch", "bf16"), ("openvino-fp32", "openvino", "fp32"),
             ("openvino-bf16", "openvino", "bf16"), ("onnx", "onnx", "auto"), ("onnx-int8", "onnx-int8", "auto")]
-FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")
 
 
 def interleaved(encoders: dict[str, DenseEncoder], texts: list[str], rounds: int) -> tuple[dict, dict]:
@@ -124,6 +124,7 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
             "query_ms_p50": round(percentile(latencies[name], 0.5), 2),
             "query_ms_p90": round(percentile(latencies[name], 0.9), 2),
             "ndcg@10": round(evaluate(run, qrels, ["ndcg@10"])["ndcg@10"], 4) if ndcg else None,
+            "int8_form": ("u8s8" if cpu_supports_vnni() else "u8u8") if encoder.backend == "onnx-int8" else None,
         }
     for name, row in rows.items():
         row["speed_vs_fp32"] = round(row["passages_per_s"] / rows[reference]["passages_per_s"], 3)
@@ -144,7 +145,7 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
                     for runtime, prefix in (("torch", "torch"), ("openvino", "openvino"), ("onnxruntime", "onnx"))},
         "reference": reference,
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
-        "cpu_flags": {flag: flag in flags for flag in FLAGS},
+        "cpu_flags": {flag: flag in flags for flag in REPORTED_FLAGS}, "cpu_kind": cpu_kind(),
         "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "backends": rows, "machine": machine_info(),
         "versions": {**versions(), "onnxruntime": onnxruntime.__version__},

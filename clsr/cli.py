@@ -15,7 +15,7 @@ from .options import add_common_arguments, execute
 
 # name -> (module that owns it, the attribute holding its Command, one line for `clsr --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "index": ("clsr.index", "COMMAND", "build a concept, BM25 or dense index"),
+    "index": ("clsr.index.command", "COMMAND", "build a concept, BM25 or dense index"),
     "search": ("clsr.search.command", "COMMAND", "search an index for a set of topics and write a run file"),
     "evaluate": ("clsr.evaluate", "COMMAND", "score a run file: nDCG@10, MRR@10, R@100, R@1000"),
     "fuse": ("clsr.fusion", "COMMAND", "fuse run files (interpolation or RRF), e.g. CL-SR with BM25"),

@@ -11,10 +11,10 @@ from .describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_cat
 from .evaluate import write_run
 from .options import SOURCE_HELP, Command, main_for
 from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report, sae_relation
-from .sae import default_sae_path
+from .cpu import cpu_kind, reported_flags
+from .sae import TopKSae, default_sae_path
 from .search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
-DEMO_DOC_K = 64
 
 
 def _human_bytes(n: int) -> str:
@@ -46,13 +46,14 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
         if not (sae_path / "sae.safetensors").exists():
             print("adapting the SAE to the corpus (clsr adapt-sae; no judgments)")
             adapt_to_corpus(default_sae_path(), str(source), baselines.encoder, sae_path)
-    concept_dir = work_dir / f"concepts-k{DEMO_DOC_K}{'-adapted' * adapt}"
-    build_concept_index_for(baselines, concept_dir, sae_path, doc_k=DEMO_DOC_K, threads=threads, reuse=True)
+    doc_k = TopKSae.load_from_disk(sae_path).config.k  # clsr index's default doc K: the SAE's own
+    concept_dir = work_dir / f"concepts-k{doc_k}{'-adapted' * adapt}"
+    build_concept_index_for(baselines, concept_dir, sae_path, doc_k=doc_k, threads=threads, reuse=True)
     if not (concept_dir / CATALOGUE_NAME).exists():
         write_catalogue(build_catalogue(concept_dir), concept_dir / CATALOGUE_NAME)
     catalogue = load_catalogue(concept_dir / CATALOGUE_NAME)
     concepts = ClsrSearcher(concept_dir, encoder=baselines.encoder.config, dtype=baselines.encoder.dtype)
-    clsr_name = f"CL-SR (K={DEMO_DOC_K})"
+    clsr_name = f"CL-SR (K={doc_k})"
 
     runs = {
         "BM25": bm25.batch_search(topics, k=1000, threads=threads),
@@ -68,17 +69,22 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
     concepts.query_encoder.forget()
     index_dirs = {"BM25": baselines.bm25_dir, "Dense (MiniLM)": baselines.dense_dir, clsr_name: concept_dir}
 
-    print(f"\n{'method':<16} {'nDCG@10':>8} {'R@100':>7} {'index size':>11} {'search ms/q':>12}")
+    print(f"\n{'method':<16} {'nDCG@10':>8} {'R@100':>7} {'index folder':>13} {'search ms/q':>12}")
     for name, run in runs.items():
         write_run(run, work_dir / "runs" / f"{name.split()[0].lower()}.trec", tag=name.split()[0].lower())
         report = method_report(run, qrels, timings[name], index_dirs[name])
-        size = concepts.manifest["lucene_bytes"] if name == clsr_name else report["index_bytes"]
         print(f"{name:<16} {report['ndcg@10']:>8.4f} {report['recall@100']:>7.4f} "
-              f"{_human_bytes(size):>11} {report['search_ms_mean']:>12.2f}")
-    print("search ms/q: one thread, top 1000, query encoding excluded "
-          f"(the dense model encoded {baselines.encode_docs_per_s:.0f} passages/s"
-          f"{' when the corpus was first encoded and cached' if baselines.encoded_from_cache else ' here'}).\n"
-          f"CL-SR: each passage's top {DEMO_DOC_K} SAE concepts in a Lucene impact index (size: the Lucene files).\n"
+              f"{_human_bytes(report['index_bytes']):>13} {report['search_ms_mean']:>12.2f}")
+    encoder = baselines.encoder
+    print("search ms/q: one thread, top 1000, query encoding excluded.\n"
+          f"Encoding: {encoder.backend} {encoder.dtype} on {encoder.threads} thread{'s' * (encoder.threads != 1)}, "
+          f"CPU {cpu_kind()} ({', '.join(reported_flags()) or 'no listed flags'}): the dense model encoded "
+          f"{baselines.encode_docs_per_s:.1f} passages/s"
+          f"{' when the corpus was first encoded and cached' if baselines.encoded_from_cache else ' here'} "
+          "(docs/encoding-speed tables: what each kind of CPU gives).\n"
+          f"CL-SR: each passage's top {doc_k} SAE concepts in a Lucene impact index; its folder holds the Lucene "
+          f"files ({_human_bytes(concepts.manifest['lucene_bytes'])}) and doc_codes/ (codes and decoded "
+          "embeddings, for the hybrid and explanations).\n"
           f"The SAE is {sae_relation(sae_path, str(dataset)).upper()} here: "
           + ("adapted to this corpus's text without judgments." if adapt else
              "the bundled one, trained on general English only, never saw this collection "

@@ -155,7 +155,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     """
     import textwrap
 
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     from .concepts import concept_term
     from .data import load_corpus
@@ -190,7 +190,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     by_latent_rows, by_latent_values = rows[order], activations[fired][order]
     starts = np.searchsorted(latents[fired][order], np.arange(n_latents + 1))
     entries = []
-    for latent in tqdm(range(n_latents), desc="describing concepts", unit="concept", disable=not progress):
+    for latent in progress_bar(range(n_latents), desc="describing concepts", unit="concept", enabled=progress):
         chosen = range(starts[latent], min(starts[latent] + top_passages, starts[latent + 1]))
         passages = [(codes.ids[by_latent_rows[i]], float(by_latent_values[i])) for i in chosen]
         entries.append(ConceptEntry(

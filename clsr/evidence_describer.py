@@ -30,7 +30,8 @@ Plain-language markers, so that a reader is not misled:
 
 * ``broad: ...`` when the concept fires on at least ``broad_share`` of the passages;
 * ``unclear: ...`` when even the best label predicts it poorly (AUC below ``min_auc`` on the
-  describer's own corpus); the words after it are the strongest evidence, not a faithful label;
+  describer's own corpus), or when fewer than ``min_keywords`` candidate words exist (evidence
+  too thin to name it); the words after it are the strongest evidence, not a faithful label;
 * ``...; not: x, y`` the contrast words: passages about these are where it does not fire.
 
 :func:`parse_description` turns any description back into its words and contrast words (markers
@@ -372,8 +373,8 @@ class EvidenceDescriber:
         excluded = [words[j] for j in chosen if signs[j] < 0]
         share = float(fires.mean()) if len(fires) else 0.0
         kind = "broad" if share >= self.broad_share else "specific"
-        if a_fires is None or (a_fires + a_strong) / 2 < self.min_auc:
-            kind = "unclear"
+        if a_fires is None or (a_fires + a_strong) / 2 < self.min_auc or len(keywords) < self.min_keywords:
+            kind = "unclear"  # too few words to be a label is as unclear as a label that predicts poorly
         prefix = {"broad": BROAD, "unclear": UNCLEAR}.get(kind, "")
         description = prefix + ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "") if keywords else ""
         return {"description": description, "keywords": keywords, "contrast": excluded,
@@ -403,12 +404,12 @@ class EvidenceDescriber:
 
     def describe_latents(self, latents: Iterable[int], progress: bool = False) -> dict[int, dict]:
         """Labels for many concepts at once (each passage is encoded once, for every concept that wants it)."""
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         latents = list(latents)
         mass = self.combined_mass(latents)
         return {latent: self.label(latent, mass[latent])
-                for latent in tqdm(latents, desc="labelling concepts", unit="concept", disable=not progress)}
+                for latent in progress_bar(latents, desc="labelling concepts", unit="concept", enabled=progress)}
 
 
 def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passages: int = 10,

@@ -4,7 +4,8 @@ A concept index scores a document by the integer dot product of query and docume
 the explanation is exact: each shared concept contributes query weight x document weight, and
 the contributions sum to Lucene's score.
 
-Run ``clsr explain --index IDX --query TEXT --docid ID [--json]``.
+Run ``clsr explain --index IDX --query TEXT --docid ID [--json]``, or take the query from a topics file
+with ``--topics SOURCE --qid ID``; ``--remove-query`` ranks as ``clsr search --remove-query`` does.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Mapping
 
 from .describe import ConceptEntry
-from .options import Command, UsageError, add_concept_query_options, add_encoder_options, main_for
+from .options import (SOURCE_HELP, Command, UsageError, add_concept_query_options, add_encoder_options,
+                      main_for)
 
 EXPLAIN_DEPTH = 1000  # how deep Lucene is searched to find the document's own score and rank
+QUERY_ECHO_CHARS = 200  # a query-by-document query (ArguAna: 3,500 characters) is shown cut to this
 
 
 def _described(term: str, catalogue: Mapping[str, ConceptEntry] | None) -> str:
@@ -25,16 +28,19 @@ def _described(term: str, catalogue: Mapping[str, ConceptEntry] | None) -> str:
 
 
 def explain(searcher, query: str, docid: str, catalogue: Mapping[str, ConceptEntry] | None = None,
-            top: int = 10) -> dict:
+            top: int = 10, remove_docid: str | None = None) -> dict:
     """{"score", "rank", "shared": [...], "query_concepts": [...], "doc_concepts": [...]} for one match.
 
     ``score`` is Lucene's, found by searching ``EXPLAIN_DEPTH`` deep (``rank`` is None and the
-    score is the sum of contributions when the document ranks below that).
+    score is the sum of contributions when the document ranks below that). ``remove_docid`` is left
+    out of the ranking, as ``clsr search --remove-query`` drops the hit whose docid is the query's id
+    (collections whose queries are documents too, e.g. ArguAna), so the rank is the run's.
     """
     # Through search_vector and doc_vector, so any concept backend explains alike (Lucene, Milvus).
     with searcher.query_encoder.encoded([query]):
         vector = searcher.query_encoder.encode(query)
-    hits = searcher.search_vector(vector, EXPLAIN_DEPTH)
+    hits = [hit for hit in searcher.search_vector(vector, EXPLAIN_DEPTH + (remove_docid is not None))
+            if hit.docid != remove_docid]
     shared = searcher.shared_concepts(vector, docid)
     found = next(((rank, float(h.score)) for rank, h in enumerate(hits, 1) if h.docid == docid), None)
     doc_vector = sorted(searcher.doc_vector(docid).items(), key=lambda item: (-item[1], item[0]))
@@ -56,7 +62,10 @@ def explain(searcher, query: str, docid: str, catalogue: Mapping[str, ConceptEnt
 def format_explanation(explanation: dict, shared_rows: int = 15) -> str:
     """The explanation as a readable table."""
     rank = explanation["rank"]
-    lines = [f"query: {explanation['query']}",
+    query = explanation["query"]
+    if len(query) > QUERY_ECHO_CHARS:
+        query = f"{query[:QUERY_ECHO_CHARS].rstrip()}... ({len(explanation['query']):,} characters)"
+    lines = [f"query: {query}",
              f"document {explanation['docid']}: score {explanation['score']:.0f}"
              + (f" (rank {rank})" if rank else f" (not in the top {EXPLAIN_DEPTH})"), "",
              f"{'concept':<8} {'query':>5} {'doc':>5} {'contrib':>8} {'share':>6}  description"]
@@ -79,6 +88,12 @@ def format_explanation(explanation: dict, shared_rows: int = 15) -> str:
 def _add_explain_arguments(parser) -> None:
     parser.add_argument("--index", required=True, help="a concept index")
     parser.add_argument("--query", help="query text")
+    parser.add_argument("--topics", help="take the query text from these topics (with --qid); " + SOURCE_HELP)
+    parser.add_argument("--split", default="test", help="for a BEIR folder given to --topics: the qrels split")
+    parser.add_argument("--qid", help="the query's id: its text from --topics, and the hit --remove-query drops")
+    parser.add_argument("--remove-query", action="store_true",
+                        help="rank without the document whose id is --qid, as `clsr search --remove-query` does "
+                             "(collections whose queries are documents too, e.g. ArguAna)")
     parser.add_argument("--docid", help="document id")
     parser.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's, if written by clsr describe)")
     parser.add_argument("--top", type=int, default=10, help="top query and document concepts shown (default 10)")
@@ -103,6 +118,17 @@ def _run_explain(args) -> None:
     from .index import concept_encoder_options, read_manifest
     from .search import ClsrSearcher
 
+    if args.topics is not None:
+        from .data import load_topics
+
+        if args.qid is None or args.query is not None:
+            raise UsageError("--topics needs --qid (and no --query)")
+        topics = load_topics(args.topics, args.split)
+        if args.qid not in topics:
+            raise UsageError(f"query {args.qid!r} is not in the topics {args.topics}")
+        args.query = topics[args.qid]
+    if args.remove_query and args.qid is None:
+        raise UsageError("--remove-query needs --qid (the id whose document is left out of the ranking)")
     if args.query is None and args.docid is None:
         raise UsageError("give --query, --docid or both")
     if (args.query is None or args.docid is None) and not args.words:
@@ -111,7 +137,8 @@ def _run_explain(args) -> None:
     catalogue_path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
     catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else None
     try:
-        explanation = (explain(searcher, args.query, args.docid, catalogue, top=args.top)
+        explanation = (explain(searcher, args.query, args.docid, catalogue, top=args.top,
+                               remove_docid=args.qid if args.remove_query else None)
                        if args.query is not None and args.docid is not None else None)
         if args.words:
             evidence = _word_evidence(args, searcher, explanation, catalogue)

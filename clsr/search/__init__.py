@@ -248,7 +248,8 @@ class ClsrSearcher:
         Lucene fails on is named in a warning and gets no hits; the others are searched (`search_each`).
         """
         from jnius import JavaException
-        from tqdm.auto import tqdm
+
+        from ..progress import progress_bar
 
         asked = answerable(queries)
         qids = list(asked)
@@ -257,7 +258,7 @@ class ClsrSearcher:
         run: Run = {}
         step = max(batch_size, threads, 1)
         with self.query_encoder.encoded(texts, progress=progress):
-            with tqdm(total=len(qids), desc="searching", unit="query", disable=not progress) as bar:
+            with progress_bar(total=len(qids), desc="searching", unit="query", enabled=progress) as bar:
                 for start in range(0, len(qids), step):
                     chunk_ids, chunk_texts = qids[start:start + step], texts[start:start + step]
                     text_of = dict(zip(chunk_ids, chunk_texts))

@@ -30,16 +30,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
-from . import __version__
-from .concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
-from .data import Document
-from .errors import ClsrError
-from .options import SOURCE_HELP, Command, UsageError, add_encoder_options, add_ray_options, main_for
+from .. import __version__
+from ..concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
+from ..data import Document
+from ..errors import ClsrError
 
 if TYPE_CHECKING:
-    from .dense import EncoderConfig
+    from ..dense import EncoderConfig
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,17 @@ def write_manifest(directory: Path, kind: str, documents: int, **fields) -> dict
         **fields,
     }
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def update_manifest(directory: str | os.PathLike, **fields) -> dict:
+    """Add or replace ``fields`` in a finished index's manifest, atomically (a temporary file renamed over it),
+    so a reader sees the old manifest or the new one, never half of one. Returns the new manifest."""
+    path = Path(directory) / MANIFEST_NAME
+    manifest = {**read_manifest(directory), **fields}
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, path)
     return manifest
 
 
@@ -87,7 +97,7 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     target = Path(target).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(target):
-        leftovers = sorted(target.parent.glob(f".{target.name}.building-*"))
+        leftovers = sorted([*target.parent.glob(f".{target.name}.building-*"), *_stale_adaptations(target)])
         for leftover in leftovers:
             shutil.rmtree(leftover, ignore_errors=True)
         if leftovers:
@@ -111,6 +121,29 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
                 os.replace(building, target)
         finally:
             shutil.rmtree(building, ignore_errors=True)
+
+
+ADAPTING = ".adapting-"  # `clsr index --adapt`'s SAE folder beside the target: .NAME.adapting-PID-XXXX
+
+
+def _stale_adaptations(target: Path) -> list[Path]:
+    """SAE folders of `clsr index --adapt` runs on `target` whose process is gone (killed mid-adaptation)."""
+    stale = []
+    for folder in target.parent.glob(f".{target.name}{ADAPTING}*"):
+        pid = folder.name.rsplit(ADAPTING, 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or not _process_alive(int(pid)):
+            stale.append(folder)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -163,10 +196,11 @@ def _write_json_collection(documents: Iterable[Document], directory: Path) -> in
 
 def run_anserini_indexer(args: Sequence[str]) -> None:
     """Anserini's IndexCollection in this process's JVM (what `python -m pyserini.index.lucene` runs)."""
-    from .jvm import java_class, java_path
+    from ..jvm import java_class, java_path
 
-    # Anserini logs every setting at INFO; keep that for `clsr -v` only.
-    quiet = [] if log.isEnabledFor(logging.INFO) else ["-quiet"]
+    # Anserini logs every setting at INFO; keep that for `clsr -v` only (which lowers the root logger to INFO;
+    # clsr's own logger is at INFO always).
+    quiet = [] if logging.getLogger().isEnabledFor(logging.INFO) else ["-quiet"]
     args = [java_path(a) if previous in ("-input", "-index") else a for previous, a in zip(["", *args], args)]
     java_class("io.anserini.index.IndexCollection").main([*args, *quiet])
 
@@ -235,7 +269,7 @@ def _write_vector_shards(latents: np.ndarray, impacts: np.ndarray, ids: Sequence
     """JsonVectorCollection files ({"id", "contents", "vector"}); returns the number of postings."""
     postings = 0
     bounds = np.linspace(0, len(ids), shards + 1).astype(int)
-    with tqdm(total=len(ids), desc="writing concept vectors", unit="doc", disable=not progress) as bar:
+    with progress_bar(total=len(ids), desc="writing concept vectors", unit="doc", enabled=progress) as bar:
         for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
             with open(directory / f"vectors-{shard:05d}.jsonl", "w", encoding="utf-8") as f:
                 for row in range(start, stop):
@@ -259,7 +293,7 @@ def index_impact_vectors(latents: np.ndarray, impacts: np.ndarray, ids: Sequence
         postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress)
         write_s = time.perf_counter() - start
         if progress:
-            tqdm.write(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})")
+            print(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})")
         start = time.perf_counter()
         run_anserini_indexer(["-collection", "JsonVectorCollection", "-input", collection, "-index", str(lucene_dir),
                               "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
@@ -283,7 +317,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
     ``codes`` are the documents' top-``doc_k`` (activations, latents) when already computed with
     this SAE, e.g. by the Ray actors (``clsr.ray_encoding``); otherwise they are computed here.
     """
-    from .sae import CONFIG_NAME, WEIGHTS_NAME, sae_checksum
+    from ..sae import CONFIG_NAME, WEIGHTS_NAME, sae_checksum
 
     if len(ids) != len(embeddings):
         raise InvalidIndexError(f"{len(ids)} ids but {len(embeddings)} embeddings")
@@ -318,8 +352,8 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
             activations = np.zeros((len(ids), doc_k), np.float32)
             latents = np.zeros((len(ids), doc_k), np.int32)
             batch = 8192
-            for first in tqdm(range(0, len(ids), batch), desc="encoding concepts", unit="batch",
-                              disable=not progress):
+            for first in progress_bar(range(0, len(ids), batch), desc="encoding concepts", unit="batch",
+                                      enabled=progress):
                 activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
                     embeddings[first:first + batch], doc_k)
         doc_quantizer = Quantizer.fit(activations, bits)
@@ -353,7 +387,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
 
 
 def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
-    from .sae import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
+    from ..sae import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
 
     candidates = [Path(index_dir) / recorded["path"]]  # a relative path is an SAE kept inside the index
     if recorded["name"] == DEFAULT_SAE and default_sae_path() is not None:
@@ -379,9 +413,9 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
     the index's manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an
     SAE recorded relative to the index.
     """
-    from .concepts import ConceptEncoder
-    from .dense import DenseEncoder, EncoderConfig, recorded_backend
-    from .sae import SaeMismatchError, TopKSae, sae_checksum
+    from ..concepts import ConceptEncoder
+    from ..dense import DenseEncoder, EncoderConfig, recorded_backend
+    from ..sae import SaeMismatchError, TopKSae, sae_checksum
 
     manifest = manifest if manifest is not None else read_manifest(index_dir)
     where = where or f"index {index_dir}"
@@ -412,13 +446,23 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
 def concept_encoder_options(args, manifest: dict) -> dict:
     """Keyword options for `load_concept_encoder` (and so ClsrSearcher, ClsrQueryEncoder) from the flags of
     `clsr.options.add_concept_query_options` and `add_encoder_options`."""
-    from .dense import EncoderConfig, encoder_config_from_args, encoder_overridden
+    from ..dense import EncoderConfig, encoder_config_from_args, encoder_overridden
 
     encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
                if encoder_overridden(args) else None)
     return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
             "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,
             "backend": args.encoder_backend if args.encoder_backend != "auto" else None}
+
+
+def encoding_summary(encoder, encoded) -> str:
+    """What a build says of its encoding: the rate, backend, dtype and kind of CPU, or that the cache served it."""
+    from ..dense import describe_rate
+
+    if encoded.cached:
+        return (f"{len(encoded.ids)} embeddings from the cache (encoded earlier at {encoded.docs_per_s:.1f} "
+                f"passages/s, {encoder.backend} {encoder.dtype})")
+    return describe_rate(encoder, len(encoded.ids), len(encoded.ids) / max(encoded.docs_per_s, 1e-9))
 
 
 EMBEDDED_SAE_DIR = "sae"
@@ -433,7 +477,7 @@ def check_sae_fit(sae, embeddings: np.ndarray, sample: int = 2000) -> dict:
     ``POOR_FIT_RATIO`` times that, logs a warning that names both and points to `clsr adapt-sae`.
     Returns ``{"fvu", "reference_fvu", "sample", "poor_fit"}``.
     """
-    from .sae_training import passage_fvu
+    from ..sae_training import passage_fvu
 
     training = sae.config.training
     reference = training.get("reference_fvu", (training.get("final_epoch") or {}).get("fvu"))
@@ -444,113 +488,3 @@ def check_sae_fit(sae, embeddings: np.ndarray, sample: int = 2000) -> dict:
                     "training passages; adapt it first (`clsr index --adapt ...`, or `clsr adapt-sae --corpus ... "
                     "--output DIR` then `--sae DIR`)", fvu, min(sample, len(embeddings)), reference)
     return {"fvu": fvu, "reference_fvu": reference, "sample": min(sample, len(embeddings)), "poor_fit": poor_fit}
-
-
-# -- the command line: `clsr index` / `python -m clsr.index` ------------------------------------------------
-
-def _add_index_arguments(parser) -> None:
-    from .sae_adaptation import add_adaptation_options
-
-    parser.add_argument("--corpus", required=True, help=SOURCE_HELP)
-    parser.add_argument("--index", required=True, help="output index folder")
-    parser.add_argument("--kind", choices=["concepts", "bm25", "dense"], default="concepts",
-                        help="what to build (default concepts)")
-    parser.add_argument("--threads", type=int, default=1, help="Lucene indexing threads (default 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
-    group = parser.add_argument_group("concept index")
-    group.add_argument("--sae", help="SAE folder (default: the bundled one for all-MiniLM-L6-v2)")
-    group.add_argument("--doc-k", type=int, help="concepts per passage (default: the SAE's trained k)")
-    group.add_argument("--query-k", type=int, help="searchers' default concepts per query (default: the SAE's k)")
-    group.add_argument("--query-mode", choices=list(QUERY_MODES), default="topk",
-                       help="searchers' default query mode (default topk)")
-    group.add_argument("--bits", type=int, default=8,
-                       help="impact bits (default 8: impacts 1..255); more than 8 can overflow float32 scores")
-    group.add_argument("--adapt", action="store_true",
-                       help="adapt the SAE to this corpus first (as `clsr adapt-sae`) and keep it in the index's sae/")
-    add_adaptation_options(parser)
-    add_encoder_options(parser, default_help="the encoder the SAE was trained on")
-    add_ray_options(parser)
-
-
-def _run_index(args) -> None:
-    from .data import iter_corpus, load_corpus, resolve
-    from .dense import EncoderConfig, encode_corpus, encoder_from_args
-
-    source = str(resolve(args.corpus))
-    if args.ray and (args.kind == "bm25" or args.adapt):
-        raise UsageError(f"--ray encodes passages: {'--adapt' if args.adapt else 'a BM25 index'} does not use it")
-    shards_dir = Path(args.index).resolve().parent / (Path(args.index).name + ".shards")
-    if args.kind == "bm25":
-        manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
-                                    overwrite=args.overwrite)
-    elif args.kind == "dense" and args.ray:
-        from .dense import encoder_config_from_args
-        from .ray_encoding import shards_from_args
-
-        config = encoder_config_from_args(args)
-        shards = shards_from_args(args, source, config, shards_dir)
-        manifest = build_dense_index(shards.ids, shards.embeddings, args.index, encoder=config.to_dict(),
-                                     encoding=shards.meta["encoding"], source=source, overwrite=args.overwrite)
-    elif args.kind == "dense":
-        encoder = encoder_from_args(args)
-        encoded = encode_corpus(encoder, load_corpus(source))
-        manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
-                                     encoding=encoder.encoding, source=source, overwrite=args.overwrite)
-    elif args.ray:
-        from .dense import encoder_config_from_args
-        from .ray_encoding import shards_from_args
-        from .sae import TopKSae, sae_path_or_default
-
-        sae_path = sae_path_or_default(args.sae)
-        sae = TopKSae.load_from_disk(sae_path)
-        config = encoder_config_from_args(args, EncoderConfig.from_dict(sae.config.encoder)
-                                          if sae.config.encoder else None)
-        sae.check_encoder(config.to_dict())  # before encoding a whole corpus for nothing
-        doc_k = sae.check_k(args.doc_k)
-        # The actors encode and compute the codes; the build reads the shards, memory-mapped.
-        shards = shards_from_args(args, source, config, shards_dir, sae_path=sae_path, doc_k=doc_k)
-        manifest = build_concept_index(shards.ids, shards.embeddings, args.index, sae=sae, sae_path=sae_path,
-                                       encoder=config.to_dict(), encoding=shards.meta["encoding"],
-                                       doc_k=doc_k, query_k=args.query_k,
-                                       query_mode=args.query_mode, bits=args.bits, source=source,
-                                       threads=args.threads, overwrite=args.overwrite,
-                                       codes=(shards.activations, shards.latents))
-    else:
-        from .sae import TopKSae, sae_path_or_default
-        from .sae_adaptation import adapt_config_from_args, adapt_to_corpus, print_adaptation
-
-        sae_path = sae_path_or_default(args.sae)
-        sae = TopKSae.load_from_disk(sae_path)
-        trained_on = EncoderConfig.from_dict(sae.config.encoder) if sae.config.encoder else None
-        encoder = encoder_from_args(args, trained_on)
-        sae.check_encoder(encoder.config.to_dict())  # before encoding a whole corpus for nothing
-        encoded = encode_corpus(encoder, load_corpus(source))
-        with contextlib.ExitStack() as stack:
-            if args.adapt:
-                Path(args.index).resolve().parent.mkdir(parents=True, exist_ok=True)
-                adapted = stack.enter_context(tempfile.TemporaryDirectory(prefix=".adapted-sae-",
-                                                                          dir=Path(args.index).resolve().parent))
-                sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted,
-                                                              adapt_config_from_args(args))
-                print_adaptation(report, encode_seconds)
-                sae_path = Path(adapted)
-            manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
-                                           encoder=encoder.config.to_dict(), encoding=encoder.encoding,
-                                           doc_k=args.doc_k, query_k=args.query_k,
-                                           query_mode=args.query_mode, bits=args.bits, source=source,
-                                           threads=args.threads, overwrite=args.overwrite, embed_sae=args.adapt)
-    print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}")
-
-
-COMMAND = Command("index", "Build a concept, BM25 or dense index atomically (in a hidden folder beside it, "
-                           "renamed at the end); it gets a clsr-index.json manifest. A concept index is a Lucene "
-                           "impact index of each passage's top-K SAE concepts (pseudo-terms c<id>).",
-                  _add_index_arguments, _run_index)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    main_for(COMMAND, argv, prog="python -m clsr.index")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,5 @@
+"""``python -m clsr.index`` (= ``clsr index``)."""
+
+from .command import main
+
+main()

@@ -1,0 +1,144 @@
+"""`clsr index` / ``python -m clsr.index``: build a concept, BM25 or dense index from a corpus.
+
+It sits in its own module, above `clsr.index`'s builders, because a concept build ends by tuning
+the hybrid's alpha (`clsr.fusion`), which searches the index it just built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from ..options import SOURCE_HELP, Command, UsageError, add_encoder_options, add_ray_options, main_for
+from . import (ADAPTING, QUERY_MODES, build_bm25_index, build_concept_index, build_dense_index,
+               encoding_summary)
+
+
+
+def _add_index_arguments(parser) -> None:
+    from ..sae_adaptation import add_adaptation_options
+
+    parser.add_argument("--corpus", required=True, help=SOURCE_HELP)
+    parser.add_argument("--index", required=True, help="output index folder")
+    parser.add_argument("--kind", choices=["concepts", "bm25", "dense"], default="concepts",
+                        help="what to build (default concepts)")
+    parser.add_argument("--threads", type=int, default=1, help="Lucene indexing threads (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    group = parser.add_argument_group("concept index")
+    group.add_argument("--sae", help="SAE folder (default: the bundled one for all-MiniLM-L6-v2)")
+    group.add_argument("--doc-k", type=int, help="concepts per passage (default: the SAE's trained k)")
+    group.add_argument("--query-k", type=int, help="searchers' default concepts per query (default: the SAE's k)")
+    group.add_argument("--query-mode", choices=list(QUERY_MODES), default="topk",
+                       help="searchers' default query mode (default topk)")
+    group.add_argument("--bits", type=int, default=8,
+                       help="impact bits (default 8: impacts 1..255); more than 8 can overflow float32 scores")
+    group.add_argument("--no-tune-alpha", dest="tune_alpha", action="store_false",
+                       help="skip tuning the hybrid's alpha on pseudo-queries from the corpus after the build "
+                            "(default: tune it, ~10-30 s, and record it in the manifest; no judgments are read)")
+    group.add_argument("--adapt", action="store_true",
+                       help="adapt the SAE to this corpus first (as `clsr adapt-sae`) and keep it in the index's sae/")
+    add_adaptation_options(parser)
+    add_encoder_options(parser, default_help="the encoder the SAE was trained on")
+    add_ray_options(parser)
+
+
+def _run_index(args) -> None:
+    from ..data import iter_corpus, load_corpus, resolve
+    from ..dense import EncoderConfig, encode_corpus, encoder_from_args
+
+    source = str(resolve(args.corpus))
+    if args.ray and (args.kind == "bm25" or args.adapt):
+        raise UsageError(f"--ray encodes passages: {'--adapt' if args.adapt else 'a BM25 index'} does not use it")
+    shards_dir = Path(args.index).resolve().parent / (Path(args.index).name + ".shards")
+    encoding_note = None  # passages/s, backend and dtype, said at the end of the build
+    if args.kind == "bm25":
+        manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
+                                    overwrite=args.overwrite)
+    elif args.kind == "dense" and args.ray:
+        from ..dense import encoder_config_from_args
+        from ..ray_encoding import shards_from_args
+
+        config = encoder_config_from_args(args)
+        shards = shards_from_args(args, source, config, shards_dir)
+        manifest = build_dense_index(shards.ids, shards.embeddings, args.index, encoder=config.to_dict(),
+                                     encoding=shards.meta["encoding"], source=source, overwrite=args.overwrite)
+    elif args.kind == "dense":
+        encoder = encoder_from_args(args)
+        encoded = encode_corpus(encoder, load_corpus(source))
+        encoding_note = encoding_summary(encoder, encoded)
+        manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
+                                     encoding=encoder.encoding, source=source, overwrite=args.overwrite)
+    elif args.ray:
+        from ..dense import encoder_config_from_args
+        from ..ray_encoding import shards_from_args
+        from ..sae import TopKSae, sae_path_or_default
+
+        sae_path = sae_path_or_default(args.sae)
+        sae = TopKSae.load_from_disk(sae_path)
+        config = encoder_config_from_args(args, EncoderConfig.from_dict(sae.config.encoder)
+                                          if sae.config.encoder else None)
+        sae.check_encoder(config.to_dict())  # before encoding a whole corpus for nothing
+        doc_k = sae.check_k(args.doc_k)
+        # The actors encode and compute the codes; the build reads the shards, memory-mapped.
+        shards = shards_from_args(args, source, config, shards_dir, sae_path=sae_path, doc_k=doc_k)
+        manifest = build_concept_index(shards.ids, shards.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                       encoder=config.to_dict(), encoding=shards.meta["encoding"],
+                                       doc_k=doc_k, query_k=args.query_k,
+                                       query_mode=args.query_mode, bits=args.bits, source=source,
+                                       threads=args.threads, overwrite=args.overwrite,
+                                       codes=(shards.activations, shards.latents))
+    else:
+        from ..sae import TopKSae, sae_path_or_default
+        from ..sae_adaptation import adapt_config_from_args, adapt_to_corpus, print_adaptation
+
+        sae_path = sae_path_or_default(args.sae)
+        sae = TopKSae.load_from_disk(sae_path)
+        trained_on = EncoderConfig.from_dict(sae.config.encoder) if sae.config.encoder else None
+        encoder = encoder_from_args(args, trained_on)
+        sae.check_encoder(encoder.config.to_dict())  # before encoding a whole corpus for nothing
+        encoded = encode_corpus(encoder, load_corpus(source))
+        encoding_note = encoding_summary(encoder, encoded)
+        with contextlib.ExitStack() as stack:
+            if args.adapt:
+                target = Path(args.index).resolve()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # Removed when this process ends by an exception or Ctrl-C; if it was killed, by the next build
+                # of the same index, with a warning (atomic_directory: the pid in the name is no longer alive).
+                adapted = stack.enter_context(tempfile.TemporaryDirectory(
+                    prefix=f".{target.name}{ADAPTING}{os.getpid()}-", dir=target.parent))
+                sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted,
+                                                              adapt_config_from_args(args))
+                print_adaptation(report, encode_seconds)
+                sae_path = Path(adapted)
+            manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                           encoder=encoder.config.to_dict(), encoding=encoder.encoding,
+                                           doc_k=args.doc_k, query_k=args.query_k,
+                                           query_mode=args.query_mode, bits=args.bits, source=source,
+                                           threads=args.threads, overwrite=args.overwrite, embed_sae=args.adapt)
+    if args.kind == "concepts" and args.tune_alpha:
+        from ..fusion import tune_and_record_alpha
+
+        # Queries as the index's searchers will encode them: its encoder and backend, this run's device and dtype.
+        record = tune_and_record_alpha(args.index, load_corpus(source), device=args.device, dtype=args.dtype,
+                                       batch_size=args.encode_batch_size)
+        print(f"hybrid alpha {record['alpha']} (tuned on {record['tuned_on']}, {record['metric']} "
+              f"{record['curve'][format(record['alpha'], '.1f')]:.4f}; recorded in the manifest)")
+    print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}"
+          + (f"; encoding: {encoding_note}" if encoding_note else ""))
+
+
+COMMAND = Command("index", "Build a concept, BM25 or dense index atomically (in a hidden folder beside it, "
+                           "renamed at the end); it gets a clsr-index.json manifest. A concept index is a Lucene "
+                           "impact index of each passage's top-K SAE concepts (pseudo-terms c<id>).",
+                  _add_index_arguments, _run_index)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(COMMAND, argv, prog="python -m clsr.index")
+
+
+if __name__ == "__main__":
+    main()
