@@ -8,18 +8,27 @@ A *source* is one of:
   (MS MARCO ``id<TAB>text``), or TREC / BEIR qrels;
 * an ``ir_datasets`` id such as ``beir/scifact/test`` (needs a network connection on first use).
 
+Every file, of every kind, is read by one line reader (`text_lines`): gzip, bzip2 and xz files are
+decompressed whatever their name (known by their first bytes), and a line ends at LF, CRLF or a bare CR.
+
 A document's text is ``title + " " + text`` (the BEIR convention, as in Pyserini's "flat" indexes).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import json
 import logging
+import lzma
+import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import IO, Collection, Iterable, Iterator, NamedTuple
 
 from .errors import ClsrError
 
@@ -68,22 +77,120 @@ def resolve(source: str | os.PathLike) -> Path | str:
     )
 
 
+# Compressed files are known by their first bytes, not their names (a ".gz" may be plain text, and a
+# download may have lost its suffix). bzip2: "BZh", a block size 1-9, then a block or end-of-stream magic.
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+          (b"\x04\x22\x4d\x18", "lz4"), (b"PK\x03\x04", "zip"), (b"7z\xbc\xaf\x27\x1c", "7z"))
+_BZIP2 = re.compile(rb"BZh[1-9](?:\x31\x41\x59\x26\x53\x59|\x17\x72\x45\x38\x50\x90)")
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4", ".zip", ".7z")
+"""Name endings of compressed files: dropped to find a file's format (``queries.tsv.gz`` is TSV)."""
+_READABLE = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+
+
+def compression(path: str | os.PathLike) -> str | None:
+    """The codec a file is compressed with, from its first bytes: gzip, bz2, xz, zstd, lz4, zip, 7z; None if
+    it is not compressed. Raises DataError if the file does not exist."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(10)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    if _BZIP2.match(head):
+        return "bz2"
+    return next((codec for magic, codec in _MAGIC if head.startswith(magic)), None)
+
+
+def open_binary(path: str | os.PathLike) -> IO[bytes]:
+    """The file's bytes, decompressed if it is compressed (see `compression`).
+
+    gzip, bz2 and xz come with Python; zstd needs the ``zstandard`` package. Another codec, or zstd
+    without it, raises DataError naming the file and the codec.
+    """
+    codec = compression(path)
+    if codec is None:
+        return open(path, "rb")
+    if codec in _READABLE:
+        return _READABLE[codec](path, "rb")
+    if codec == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"{path}: compressed with zstd, which needs the zstandard package (pip install "
+                            f"zstandard); or decompress it first (zstd -d)") from None
+        raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+        return io.BufferedReader(raw)
+    raise DataError(f"{path}: compressed with {codec}, which clsr cannot read; decompress it first, or compress "
+                    "it with gzip, bz2 or xz")
+
+
+def format_suffix(path: str | os.PathLike) -> str:
+    """A file's format suffix, under any compression suffix: ``.tsv`` for ``queries.tsv.gz``."""
+    name = Path(path).name
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.endswith(suffix):
+            return Path(name[:-len(suffix)]).suffix
+    return Path(name).suffix
+
+
+def beir_file(folder: Path, name: str) -> Path:
+    """``folder/name``, or its compressed form (``corpus.jsonl.gz``, ...) where only that exists.
+
+    Raises DataError naming the folder and the file when neither is there.
+    """
+    for candidate in (name, *(name + suffix for suffix in COMPRESSED_SUFFIXES)):
+        if (folder / candidate).is_file():
+            return folder / candidate
+    raise DataError(f"{folder} has no {name} (nor {name}.gz, .bz2, .xz or .zst); a BEIR folder holds corpus.jsonl, "
+                    "queries.jsonl and qrels/<split>.tsv")
+
+
+def qrels_splits(folder: Path) -> list[str]:
+    """The qrels splits of a BEIR folder: ``qrels/<split>.tsv``, compressed or not."""
+    names = (p.name for p in (folder / "qrels").glob("*.tsv*") if p.is_file())
+    return sorted({name[:name.index(".tsv")] for name in names if format_suffix(name) == ".tsv"})
+
+
 def text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """(line number from 1, line without its line end) for every line of a UTF-8 text file.
 
-    A byte-order mark is valid UTF-8 and is dropped. Bytes that are not UTF-8 raise DataError naming
-    the file, line and column: clsr never guesses an encoding.
+    The one reader of every input file. A compressed file (gzip, bz2, xz; see `open_binary`) is read
+    decompressed. A line ends at LF, CRLF or a bare CR (old Mac and spreadsheet exports), as Python's
+    universal newlines read text, so records are never merged. A byte-order mark is valid UTF-8 and is
+    dropped. Bytes that are not UTF-8 raise DataError naming the file, line and column: clsr never
+    guesses an encoding. Corrupt compressed data raises DataError naming the file and the line it broke off in.
     """
-    with open(path, "rb") as f:
-        for line_number, raw in enumerate(f, 1):
+    codec = compression(path)
+    stream = open_binary(path)
+    line_number = 0
+    try:
+        with io.TextIOWrapper(stream, encoding="utf-8", newline=None) as text:
+            for line_number, line in enumerate(text, 1):
+                if line_number == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
+                yield line_number, line.rstrip("\n")
+    except UnicodeDecodeError:
+        _raise_decode_error(path, codec)
+    except Exception as e:  # each codec has its own errors (BadGzipFile, EOFError, zlib.error, LZMAError, ...)
+        if codec is None:
+            raise
+        raise DataError(f"{path}:{line_number + 1}: corrupt {codec} data ({type(e).__name__}: {e})") from None
+
+
+def _raise_decode_error(path: str | os.PathLike, codec: str | None) -> None:
+    """Read the file again, line by line as bytes, to name the line and column of the first byte that is not
+    UTF-8 (the decoder that found it works on blocks of the file, not lines)."""
+    with io.TextIOWrapper(open_binary(path), encoding="latin-1", newline=None) as text:  # latin-1: bytes as-is
+        for line_number, line in enumerate(text, 1):
+            raw = line.encode("latin-1")
             try:
-                line = raw.decode("utf-8")
+                raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{line_number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                                "convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-            if line_number == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield line_number, line.rstrip("\n").rstrip("\r")
+                where = f"{path}:{line_number}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                if codec is not None:  # advice for the file's text, not its compressed bytes
+                    raise DataError(f"{where} in the {codec}-decompressed text; decompress it, convert the text to "
+                                    "UTF-8 and compress it again") from None
+                raise DataError(f"{where}; convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+    raise DataError(f"{path}: not UTF-8")
 
 
 def check_id(value: str, what: str, where: str) -> str:
@@ -137,31 +244,77 @@ def _read_tsv_pairs(path: Path) -> Iterator[tuple[int, str, str]]:
         yield line_number, key, text
 
 
-def _record_id(path: Path, line_number: int, record: dict, what: str) -> str:
-    for key in ("_id", "id", "docid"):
-        if key in record and record[key] not in (None, ""):
-            return check_id(str(record[key]), what, f"{path}:{line_number}")
-    raise DataError(f"{path}:{line_number}: record has no '_id' (keys: {', '.join(record) or 'none'})")
+ID_KEYS = ("_id", "id", "docid")
+"""The fields a JSONL record's id is read from, the first present: BEIR ``_id``, Pyserini ``id``, ``docid``."""
+
+
+def record_id(record: dict, what: str, where: str) -> str:
+    """The id of a JSONL record (see ID_KEYS) as text that every run and qrels file can hold.
+
+    A JSON string is the id as written; an integer (``31715818``) is its decimal text. A float
+    (``31715818.0``, ``1e3``, as pandas writes an integer column that has a gap), a boolean or null
+    would become text that no qrels line holds, so it raises DataError naming ``where`` (file:line):
+    write ids as strings. So does a missing id, or one `check_id` refuses.
+    """
+    key = next((k for k in ID_KEYS if k in record), None)
+    if key is None:
+        raise DataError(f"{where}: record has no '_id' (keys: {', '.join(record) or 'none'})")
+    value = record[key]
+    if isinstance(value, str):
+        return check_id(value, what, where)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return check_id(str(value), what, where)
+    kind = ("a JSON boolean" if isinstance(value, bool) else "JSON null" if value is None
+            else "a JSON float" if isinstance(value, float) else "a JSON array" if isinstance(value, list)
+            else "a JSON object")
+    raise DataError(f"{where}: {what} id {json.dumps(value)} is {kind}, which would never match the qrels as "
+                    f"written; write ids as strings (e.g. \"{key}\": \"31715818\")")
+
+
+def field_text(value: object, what: str, where: str) -> tuple[str, bool]:
+    """(text, unusual) of a JSON text field (title, text, contents): the one rule for every reader.
+
+    A string is itself and null is empty, as before. NaN (what pandas writes for a missing value) is
+    empty too, and a finite number is its text (a title ``2019`` reads "2019"); both are ``unusual``,
+    for the reader's warning. Anything else (true/false, Infinity, a list, an object) raises DataError
+    naming ``where`` (file, line and record id).
+    """
+    if isinstance(value, str):
+        return value, False
+    if value is None:
+        return "", False
+    if isinstance(value, float) and math.isnan(value):
+        return "", True
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value), True
+    raise DataError(f"{where}: {what} is {json.dumps(value)[:40]}, not a string; write text fields as strings")
 
 
 class _Located(NamedTuple):
     line_number: int
     id: str
     text: str
+    unusual: bool = False  # a text field was NaN or a number (see field_text)
 
 
 def _located(path: Path, line_number: int, record: dict) -> _Located:
-    doc_id = _record_id(path, line_number, record, "document")
+    doc_id = record_id(record, "document", f"{path}:{line_number}")
+
+    def field(name: str) -> tuple[str, bool]:
+        return field_text(record.get(name), name, f"{path}:{line_number}: document {doc_id!r}")
+
     if "contents" in record:  # Pyserini JsonCollection
-        return _Located(line_number, doc_id, record["contents"] or "")
+        contents, unusual = field("contents")
+        return _Located(line_number, doc_id, contents, unusual)
     if "text" in record or "title" in record:
-        return _Located(line_number, doc_id, document_text(record.get("title"), record.get("text")))
+        (title, odd_title), (text, odd_text) = field("title"), field("text")
+        return _Located(line_number, doc_id, document_text(title, text), odd_title or odd_text)
     raise DataError(f"{path}:{line_number}: document {doc_id!r} has no text: expected 'text' and 'title' "
                     f"(BEIR) or 'contents' (Pyserini); keys: {', '.join(record)}")
 
 
 def record_document(path: Path, line_number: int, record: dict) -> Document:
-    """A corpus JSONL record as a Document, its text cleaned as `iter_corpus` cleans it: BEIR ``{_id, title,
+    """A corpus JSONL record as a Document, its id and text read as `iter_corpus` reads them: BEIR ``{_id, title,
     text}`` or Pyserini ``{id, contents}`` (for readers that parse lines elsewhere, e.g. Ray's workers)."""
     located = _located(path, line_number, record)
     return Document(located.id, clean_text(located.text)[0])
@@ -176,7 +329,8 @@ def _checked_documents(located: Iterable[_Located], origin: str) -> Iterator[Doc
     """Documents with unique ids (a repeat names both lines), cleaned text, and at least one of them."""
     first_line: dict[str, int] = {}
     cleaned_lines = []
-    for line_number, doc_id, text in located:
+    unusual: list[tuple[int, str]] = []
+    for line_number, doc_id, text, odd in located:
         if doc_id in first_line:
             raise DataError(f"{origin}:{line_number}: duplicate document id {doc_id!r} (first at line "
                             f"{first_line[doc_id]})")
@@ -184,20 +338,26 @@ def _checked_documents(located: Iterable[_Located], origin: str) -> Iterator[Doc
         text, changed = clean_text(text)
         if changed:
             cleaned_lines.append(line_number)
+        if odd:
+            unusual.append((line_number, doc_id))
         yield Document(doc_id, text)
     if not first_line:
         raise DataError(f"{origin}: no documents")
     if cleaned_lines:
         log.warning("%s: %d passages hold lone surrogate escapes (invalid Unicode), replaced by U+FFFD; first at "
                     "line %d", origin, len(cleaned_lines), cleaned_lines[0])
+    if unusual:
+        log.warning("%s: %d passages have a title or text that is NaN (read as empty) or a number (read as its "
+                    "text); first at line %d (document %r)", origin, len(unusual), *unusual[0])
 
 
 def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
     """Stream a corpus: ``Document(id, title + " " + text)``.
 
     Raises DataError (file and line) for a repeated id (naming both lines), an id a run file cannot
-    hold, a record without text fields, bytes that are not UTF-8, or an empty corpus. Empty texts are
-    allowed; lone surrogate escapes are replaced by U+FFFD and counted in a warning.
+    hold or that is not a JSON string or integer (`record_id`), a record without text fields, bytes that
+    are not UTF-8, or an empty corpus. Empty texts are allowed; a NaN or numeric title or text follows
+    `field_text`; lone surrogate escapes are replaced by U+FFFD; both are counted in a warning.
     """
     where = resolve(source)
     if isinstance(where, str):
@@ -205,8 +365,8 @@ def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
                                             document_text(getattr(d, "title", ""), d.text))
                                    for n, d in enumerate(_ir_datasets(where).docs_iter(), 1)), where)
     if where.is_dir():
-        where = where / "corpus.jsonl"
-    if where.suffix == ".tsv":
+        where = beir_file(where, "corpus.jsonl")
+    if format_suffix(where) == ".tsv":
         return _checked_documents((_Located(n, check_id(i, "document", f"{where}:{n}"), t)
                                    for n, i, t in _read_tsv_pairs(where)), str(where))
     return _checked_documents(_jsonl_documents(where), str(where))
@@ -225,10 +385,12 @@ def load_qrels(source: str | os.PathLike, split: str = "test") -> Qrels:
             qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
         return qrels
     if where.is_dir():
-        where = where / "qrels" / f"{split}.tsv"
-        if not where.exists():
-            available = sorted(p.stem for p in where.parent.glob("*.tsv"))
-            raise DataError(f"no qrels for split {split!r} at {where}; available splits: {', '.join(available) or 'none'}")
+        folder = where
+        try:
+            where = beir_file(folder / "qrels", f"{split}.tsv")
+        except DataError:
+            raise DataError(f"no qrels for split {split!r} at {folder / 'qrels' / f'{split}.tsv'}; available splits: "
+                            f"{', '.join(qrels_splits(folder)) or 'none'}") from None
     return _read_qrels_file(where)
 
 
@@ -270,14 +432,15 @@ def read_topics_file(path: Path) -> dict[str, str]:
     """Query id -> text from ``id<TAB>text`` (.tsv) or JSONL with ``_id``/``id`` and ``text``.
 
     Raises DataError naming the file and line for a repeated id (and its first line), an id a run
-    cannot hold, or a JSONL record without a ``text`` field. Blank queries are kept (they get no
-    hits) and reported by id.
+    cannot hold or that is not a JSON string or integer (`record_id`), or a JSONL record without a
+    ``text`` field. A NaN or numeric text follows `field_text`, as in a corpus. Blank queries
+    (NaN ones included) are kept (they get no hits) and reported by id.
     """
-    if path.suffix == ".tsv":
+    unusual: list[tuple[int, str]] = []
+    if format_suffix(path) == ".tsv":
         located = ((n, check_id(i, "query", f"{path}:{n}"), t) for n, i, t in _read_tsv_pairs(path))
     else:
-        located = ((n, _record_id(path, n, record, "query"), _query_text(path, n, record))
-                   for n, record in read_jsonl(path))
+        located = _jsonl_queries(path, unusual)
     topics: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for line_number, qid, text in located:
@@ -285,20 +448,27 @@ def read_topics_file(path: Path) -> dict[str, str]:
             raise DataError(f"{path}:{line_number}: duplicate query id {qid!r} (first at line {first_line[qid]})")
         first_line[qid] = line_number
         topics[qid] = clean_text(text)[0]
+    if unusual:
+        log.warning("%s: %d queries have a text that is NaN (read as empty) or a number (read as its text); first "
+                    "at line %d (query %r)", path, len(unusual), *unusual[0])
     blank = [qid for qid, text in topics.items() if not text.strip()]
     if blank:
         log.warning("%s: %d blank queries get no hits: %s", path, len(blank), ", ".join(blank[:20]))
     return topics
 
 
-def _query_text(path: Path, line_number: int, record: dict) -> str:
-    if "text" not in record:
-        raise DataError(f"{path}:{line_number}: query record has no 'text' field (keys: {', '.join(record)}); "
-                        "BEIR queries are {\"_id\": ..., \"text\": ...}")
-    text = record["text"]
-    if text is not None and not isinstance(text, str):
-        raise DataError(f"{path}:{line_number}: query text is a {type(text).__name__}, not a string")
-    return text or ""
+def _jsonl_queries(path: Path, unusual: list[tuple[int, str]]) -> Iterator[tuple[int, str, str]]:
+    """(line number, id, text) of BEIR JSONL queries; lines whose text follows field_text's NaN/number rule are
+    added to `unusual`."""
+    for line_number, record in read_jsonl(path):
+        qid = record_id(record, "query", f"{path}:{line_number}")
+        if "text" not in record:
+            raise DataError(f"{path}:{line_number}: query record has no 'text' field (keys: {', '.join(record)}); "
+                            "BEIR queries are {\"_id\": ..., \"text\": ...}")
+        text, odd = field_text(record["text"], "text", f"{path}:{line_number}: query {qid!r}")
+        if odd:
+            unusual.append((line_number, qid))
+        yield line_number, qid, text
 
 
 def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[str, str]:
@@ -314,7 +484,7 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
         topics = {q.query_id: q.text for q in dataset.queries_iter()}
         log.info("read %d queries from ir_datasets %r", len(topics), dataset.id)
         return topics
-    queries_file = where / "queries.jsonl" if where.is_dir() else where
+    queries_file = beir_file(where, "queries.jsonl") if where.is_dir() else where
     queries = read_topics_file(queries_file)
     if not where.is_dir() or split is None:
         return queries
@@ -323,9 +493,57 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
     if missing:
         log.warning("%d query ids in %s/qrels/%s.tsv have no text in %s and are left out: %s",
                     len(missing), where, split, queries_file, ", ".join(missing[:10]))
+        warn_normalisation_matches("query", missing, queries, f"{where}/qrels/{split}.tsv", str(queries_file))
     topics = {qid: text for qid, text in queries.items() if qid in judged}
     log.info("read %d queries of split %r from %s", len(topics), split, where)
     return topics
+
+
+def normalisation_matches(wanted: Iterable[str], present: Collection[str]) -> dict[str, str]:
+    """{id: id in `present`} for each id of `wanted` that is not in `present` as written but equals one of them
+    after Unicode normalisation (NFKC, which also joins NFC and NFD forms: ``café`` written with U+00E9 or
+    with e + U+0301). Ids are compared as written everywhere, as trec_eval compares them; this only finds
+    what to warn about. ASCII ids are their own normal form, so only the others are normalised.
+    """
+    present = present if isinstance(present, (set, frozenset, dict)) else set(present)
+    wanted = [name for name in wanted if name not in present]
+    by_form: dict[str, str] = {}
+    for other in present:
+        if not other.isascii():
+            by_form.setdefault(unicodedata.normalize("NFKC", other), other)
+    if not by_form and all(name.isascii() for name in wanted):
+        return {}
+    matches = {}
+    for name in wanted:
+        form = name if name.isascii() else unicodedata.normalize("NFKC", name)
+        match = by_form.get(form) or (form if form in present else None)
+        if match is not None:
+            matches[name] = match
+    return matches
+
+
+def _form(text: str) -> str:
+    return next((form for form in ("NFC", "NFD", "NFKC", "NFKD") if unicodedata.is_normalized(form, text)), "mixed")
+
+
+_warned_pairs: set[tuple[str, str]] = set()
+
+
+def warn_normalisation_matches(what: str, wanted: Iterable[str], present: Collection[str], wanted_in: str,
+                               present_in: str) -> dict[str, str]:
+    """Log a warning naming the `what` ids (query, document) of `wanted_in` that match ids of `present_in` only
+    after Unicode normalisation (see `normalisation_matches`), each pair once per process; returns the
+    matches. Such ids never match, as in trec_eval: the warning says so instead of a silent zero."""
+    matches = normalisation_matches(wanted, present)
+    new = {name: other for name, other in matches.items() if (name, other) not in _warned_pairs}
+    if new:
+        _warned_pairs.update(new.items())
+        examples = ", ".join(f"{ascii(name)} ({_form(name)}) ~ {ascii(other)} ({_form(other)})"
+                             for name, other in list(new.items())[:3])
+        log.warning("%s: %d %s ids match ids of %s only after Unicode normalisation, so they never match (ids are "
+                    "compared as written, as trec_eval does): %s; write both in one form (e.g. NFC)", wanted_in,
+                    len(new), what, present_in, examples)
+    return matches
 
 
 def _ir_datasets(dataset_id: str, split: str | None = None):

@@ -19,7 +19,9 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .data import DataError, Qrels, check_id, text_lines
+import numpy as np
+
+from .data import DataError, Qrels, check_id, text_lines, warn_normalisation_matches
 from .options import Command, UsageError, main_for
 
 Run = dict[str, list[tuple[str, float]]]
@@ -28,25 +30,43 @@ Run = dict[str, list[tuple[str, float]]]
 DEFAULT_METRICS = ("ndcg@10", "mrr@10", "recall@100", "recall@1000")
 
 
-SCORE_DECIMALS = 6  # as Pyserini writes TREC runs
+def score_texts(scores: Sequence[float]) -> list[str]:
+    """Scores as run-file text that reads back to the same ranking: the shortest text that round-trips.
+
+    When every score is a float32 value (Lucene's and FAISS's scores are), each is the shortest text
+    that rounds back to that float32 (``2.0754``, not ``2.075400073051452``); distinct float32 values
+    keep distinct texts in the same order, since rounding is monotone. Otherwise each is Python's
+    shortest round-trip repr of the double (``3.9e-07``, ``0.01639344262295082``). Either way no
+    score is cut to a fixed number of decimals, which would turn scores below 5e-7 into ties.
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    with np.errstate(over="ignore"):  # a double beyond float32's range is simply not a float32 value
+        singles = values.astype(np.float32)
+    if np.array_equal(singles.astype(np.float64), values):
+        return [str(v) for v in singles]
+    return [repr(float(v)) for v in values]
 
 
 def write_run(run: Run, path: str | os.PathLike, tag: str = "clsr", output_format: str = "trec") -> None:
     """Write TREC (``qid Q0 docid rank score tag``) or MS MARCO (``qid<TAB>docid<TAB>rank``) lines.
 
-    Hits are written in trec_eval's order of the scores *as written* (rounded to SCORE_DECIMALS), so
-    the rank column is the rank every evaluator, fuser and explanation uses. Raises DataError for an
-    id a run cannot hold (empty or with whitespace); nothing is written then.
+    Hits are written in trec_eval's order of their scores, each score as text that reads back to the
+    same ranking (`score_texts`), so the rank column is the rank every evaluator, fuser and explanation
+    uses, and `read_run` gives back the ranking held in memory. Raises DataError for an id a run
+    cannot hold (empty or with whitespace) or a score that is not a finite number; nothing is written then.
     """
     if output_format not in ("trec", "msmarco"):
         raise ValueError(f"output format must be 'trec' or 'msmarco', not {output_format!r}")
     lines = []
     for qid, hits in run.items():
         check_id(qid, "query", f"run for {path}")
-        rounded = trec_eval_order((check_id(docid, "document", f"query {qid!r} of the run for {path}"),
-                                   round(float(score), SCORE_DECIMALS)) for docid, score in hits)
-        for rank, (docid, score) in enumerate(rounded, 1):
-            lines.append(f"{qid} Q0 {docid} {rank} {score:.{SCORE_DECIMALS}f} {tag}\n" if output_format == "trec"
+        where = f"query {qid!r} of the run for {path}"
+        ordered = trec_eval_order((check_id(docid, "document", where), float(score)) for docid, score in hits)
+        if not all(math.isfinite(score) for _, score in ordered):
+            raise DataError(f"the run for {path}: query {qid!r} has a score that is not a finite number")
+        texts = score_texts([score for _, score in ordered]) if output_format == "trec" else []
+        for rank, (docid, _) in enumerate(ordered, 1):
+            lines.append(f"{qid} Q0 {docid} {rank} {texts[rank - 1]} {tag}\n" if output_format == "trec"
                          else f"{qid}\t{docid}\t{rank}\n")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("".join(lines), encoding="utf-8")
@@ -146,12 +166,28 @@ def per_query(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
 
 
 def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
-             relevance_threshold: int = 1) -> dict[str, float]:
-    """Mean of each metric over all queries in the qrels (trec_eval -c)."""
+             relevance_threshold: int = 1, *, qrels_name: str = "the qrels", run_name: str = "the run"
+             ) -> dict[str, float]:
+    """Mean of each metric over all queries in the qrels (trec_eval -c).
+
+    Ids are compared as written, as trec_eval compares them; judged query or document ids that match the
+    run's only after Unicode normalisation (NFC against NFD, say) are named in a warning
+    (`check_id_forms`). Raises DataError for empty qrels.
+    """
     if not qrels:
         raise DataError("the qrels are empty")
+    check_id_forms(run, qrels, qrels_name, run_name)
     scores = per_query(run, qrels, metrics, relevance_threshold)
     return {name: sum(values.values()) / len(values) for name, values in scores.items()}
+
+
+def check_id_forms(run: Run, qrels: Qrels, qrels_name: str = "the qrels", run_name: str = "the run") -> None:
+    """Warn (clsr.data.warn_normalisation_matches) about judged query and document ids that are not in the run
+    as written but are after Unicode normalisation: they would silently never match."""
+    warn_normalisation_matches("query", list(qrels), run, qrels_name, run_name)
+    retrieved = {docid for hits in run.values() for docid, _ in hits}
+    judged = {docid for judgments in qrels.values() for docid in judgments}
+    warn_normalisation_matches("document", judged, retrieved, qrels_name, run_name)
 
 
 # -- the command line: `clsr evaluate` / `python -m clsr.evaluate` -------------------------------------------
@@ -177,7 +213,8 @@ def _run_evaluate(args) -> None:
             _metric(name)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    scores = evaluate(read_run(args.run), load_qrels(args.qrels, args.split), args.metrics, args.relevance_threshold)
+    scores = evaluate(read_run(args.run), load_qrels(args.qrels, args.split), args.metrics, args.relevance_threshold,
+                      qrels_name=args.qrels, run_name=args.run)
     if args.json:
         print(json.dumps(scores, indent=2))
     else:

@@ -35,18 +35,23 @@ class ExplorerError(Exception):
 
 def _titles(source: str | None) -> dict[str, str]:
     """BEIR titles by docid when the source is a BEIR folder or corpus file that has them; else {}."""
-    from .data import read_jsonl, resolve
+    from .data import DataError, beir_file, field_text, format_suffix, read_jsonl, record_id, resolve
 
     if not source:
         return {}
     try:
         where = resolve(source)
+        path = beir_file(where, "corpus.jsonl") if isinstance(where, Path) and where.is_dir() else Path(str(where))
     except Exception:  # an ir_datasets id or a vanished path: titles are a nicety, not a need
         return {}
-    path = Path(where) / "corpus.jsonl" if isinstance(where, Path) and Path(where).is_dir() else Path(str(where))
-    if path.suffix != ".jsonl" or not path.exists():
+    if format_suffix(path) != ".jsonl" or not path.exists():
         return {}
-    return {str(row["_id"]): (row.get("title") or "").strip() for _, row in read_jsonl(path) if "_id" in row}
+    try:  # ids and titles read by the corpus reader's rules (the index was built through them)
+        return {record_id(row, "document", f"{path}:{n}"):
+                field_text(row.get("title"), "title", f"{path}:{n}")[0].strip()
+                for n, row in read_jsonl(path) if "_id" in row}
+    except DataError:
+        return {}
 
 
 class Explorer:

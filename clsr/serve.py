@@ -8,6 +8,11 @@ and sits on a JSON API that is usable without it; its OpenAPI description is ``/
 
 Bad requests get a 4xx answer with ``{"detail": "<one line>"}`` and the server carries on.
 Needs the ``serve`` extra: ``pip install 'clsr[serve]'``.
+
+Only requests whose ``Host`` header names this server are answered (`HostCheck`): on loopback,
+``localhost``, ``127.0.0.1`` and ``[::1]`` (any port), plus the ``--host`` given and the names in
+``--allowed-hosts``. Any other Host gets 421. Without the check, any web page the user visits could
+rebind its own name to 127.0.0.1 (DNS rebinding) and read the private corpus through this API.
 """
 
 from __future__ import annotations
@@ -19,13 +24,78 @@ from typing import Sequence
 from .options import Command, UsageError, add_concept_query_options, add_encoder_options, main_for
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+_WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")  # bind addresses, never names a client sends
 
 
-def create_app(explorer) -> "fastapi.FastAPI":  # noqa: F821
+def served_names(host: str = "127.0.0.1", allowed_hosts: Sequence[str] = ()) -> list[str]:
+    """The Host names a server bound to `host` answers: the loopback names, `host` itself (unless it is a
+    wildcard address such as 0.0.0.0) and `allowed_hosts` (``*`` for any, ``*.example.org`` for a domain's
+    names), lower-case, IPv6 addresses without brackets."""
+    names = [*LOOPBACK_NAMES, host, *allowed_hosts]
+    cleaned = (name.strip().lower().removeprefix("[").removesuffix("]") for name in names)
+    return list(dict.fromkeys(name for name in cleaned if name not in _WILDCARD_ADDRESSES))
+
+
+def host_name(header: str) -> str | None:
+    """The name in a Host header, lower-case, without its port or an IPv6 address's brackets; None if the
+    header is empty or malformed (a port that is not a number, an unclosed bracket)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        name, bracket, rest = header[1:].partition("]")
+        if not bracket:
+            return None
+    else:
+        name, colon, port = header.partition(":")
+        rest = colon + port
+    if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        return None
+    return name or None
+
+
+class HostCheck:
+    """ASGI middleware: answers 421 to a request whose Host header is not one of `names` (see `served_names`).
+
+    Starlette's TrustedHostMiddleware does this too, but the Starlette releases that the supported FastAPI
+    range allows differ in how they read ``[::1]:8080``; this reads every form the same way.
+    """
+
+    def __init__(self, app, names: Sequence[str]):
+        self.app, self.names = app, [name.lower() for name in names]
+        self.any = "*" in self.names
+
+    def allows(self, header: str) -> bool:
+        """Whether a request with this Host header value is answered."""
+        if self.any:
+            return True
+        name = host_name(header)
+        return name is not None and any(name == allowed or (allowed.startswith("*.") and name.endswith(allowed[1:]))
+                                        for allowed in self.names)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        header = next((value.decode("latin-1") for key, value in scope["headers"] if key == b"host"), "")
+        if self.allows(header):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        from fastapi.responses import JSONResponse
+
+        shown = ", ".join(f"[{n}]" if ":" in n else n for n in self.names)
+        response = JSONResponse(status_code=421, content={"detail": f"Host {header[:100]!r} is not served here "
+                                                          f"(served: {shown}); to serve another name, start clsr "
+                                                          "serve with --allowed-hosts NAME"})
+        await response(scope, receive, send)
+
+
+def create_app(explorer, allowed_hosts: Sequence[str] | None = None) -> "fastapi.FastAPI":  # noqa: F821
     """The FastAPI application over a :class:`clsr.explorer.Explorer`.
 
     Endpoints are ``async``: they run one at a time on the event loop's thread, which is what
     Pyserini's JVM objects and the shared caches want; each answers in milliseconds to a second.
+    Requests are answered only for the Host names `allowed_hosts` (default: the loopback names;
+    see `served_names` and `HostCheck`); others get 421.
     """
     from fastapi import FastAPI, Query
     from fastapi.exceptions import RequestValidationError
@@ -38,6 +108,8 @@ def create_app(explorer) -> "fastapi.FastAPI":  # noqa: F821
     app = FastAPI(title="clsr concept explorer", version=__version__, docs_url=None, redoc_url=None,
                   description="Search a concept index, see each hit's score split into its shared concepts, "
                               "the words behind each concept, concept pages, steering and comparisons.")
+
+    app.add_middleware(HostCheck, names=list(allowed_hosts) if allowed_hosts is not None else served_names())
 
     @app.exception_handler(ExplorerError)
     async def explorer_error(request, error: ExplorerError):
@@ -104,8 +176,10 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, threads: int = 1,
-          **options) -> None:
+          allowed_hosts: Sequence[str] = (), **options) -> None:
     """Open the index (options as for :class:`clsr.explorer.Explorer`) and serve until interrupted.
+
+    Requests are answered for the Host names `served_names(host, allowed_hosts)`; others get 421.
 
     `threads` is torch's thread count. One is the default: a single query gains nothing from more,
     and on a busy machine threads that wait on each other make a query 25x slower (measured on two
@@ -119,10 +193,13 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 808
     torch.set_num_threads(threads)
 
     explorer = Explorer(index_dir, **options)
+    names = served_names(host, allowed_hosts)
+    shown = f"[{host}]" if ":" in host else host
     print(f"clsr explorer for {index_dir} ({explorer.manifest['documents']} passages"
           f"{', described' if explorer.catalogue else ', no descriptions: run clsr describe'}) "
-          f"on http://{host}:{port}/  (API: http://{host}:{port}/openapi.json)", flush=True)
-    uvicorn.run(create_app(explorer), host=host, port=port, log_level="warning")
+          f"on http://{shown}:{port}/  (API: http://{shown}:{port}/openapi.json); answers the Host names "
+          f"{', '.join(f'[{n}]' if ':' in n else n for n in names)} (add more with --allowed-hosts)", flush=True)
+    uvicorn.run(create_app(explorer, names), host=host, port=port, log_level="warning")
 
 
 # -- the command line: `clsr serve` / `python -m clsr.serve` -------------------------------------------------
@@ -133,6 +210,10 @@ def _add_serve_arguments(parser) -> None:
     parser.add_argument("--index", required=True, help="a concept index")
     parser.add_argument("--port", type=int, default=8080, help="default 8080")
     parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    parser.add_argument("--allowed-hosts", nargs="+", default=[], metavar="NAME",
+                        help="Host names to answer besides localhost, 127.0.0.1, [::1] and --host, for a deliberate "
+                             "use beyond this machine (e.g. the machine's LAN name or address; *.example.org for a "
+                             "domain, * for any); requests for other names get 421, against DNS rebinding")
     parser.add_argument("--bm25", help="a BM25 index of the same corpus, to compare")
     parser.add_argument("--dense", help="a dense index of the same corpus, to compare")
     parser.add_argument("--alpha", type=float, default=None,
@@ -165,8 +246,8 @@ def _run_serve(args) -> None:
     if not port_is_free(args.host, args.port):
         raise UsageError(f"port {args.port} on {args.host} is in use; pick another with --port")
     options = concept_encoder_options(args, manifest)
-    serve(args.index, host=args.host, port=args.port, threads=args.threads, bm25=args.bm25, dense=args.dense,
-          catalogue=args.catalogue, corpus=args.corpus, alpha=args.alpha,
+    serve(args.index, host=args.host, port=args.port, threads=args.threads, allowed_hosts=args.allowed_hosts,
+          bm25=args.bm25, dense=args.dense, catalogue=args.catalogue, corpus=args.corpus, alpha=args.alpha,
           **{k: v for k, v in options.items() if v is not None})
 
 

@@ -59,8 +59,10 @@ def page(server):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no {CHROMIUM}: run scripts/install_chromium.sh (make test-browser does)")
     with playwright_api.sync_playwright() as playwright:
+        # attacker.example resolves to this machine, as a DNS-rebinding site's name would (see the last test).
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--headless", "--no-sandbox", "--disable-background-networking"])
+                                             args=["--headless", "--no-sandbox", "--disable-background-networking",
+                                                   "--host-resolver-rules=MAP attacker.example 127.0.0.1"])
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
         page.requests = []
         page.on("request", lambda request: page.requests.append(request.url))
@@ -131,3 +133,16 @@ def test_search_evidence_concept_page_and_steering(page, server):
     page.press("#query", "Enter")
     assert page.inner_text("#error") == "the query is empty"
     assert page.requests and all(url.startswith(server) for url in page.requests)
+
+
+def test_a_site_whose_name_is_rebound_to_this_machine_gets_no_passages(page, server):
+    """DNS rebinding as a browser meets it: a page of attacker.example, whose name now resolves to 127.0.0.1,
+    reaches clsr serve with that Host and gets 421; the same server still answers its own names."""
+    port = server.rsplit(":", 1)[1]
+    other = page.context.browser.new_page()  # its own requests: the search test checks the first page's
+    try:
+        response = other.goto(f"http://attacker.example:{port}/api/search?q=vitamin&k=1")
+        assert response.status == 421 and "not served here" in other.content() and "hits" not in other.content()
+        assert other.goto(f"http://localhost:{port}/api/info").status == 200
+    finally:
+        other.close()

@@ -44,7 +44,7 @@ def test_relevance_threshold_applies_to_mrr_and_recall_not_ndcg():
 def test_run_files_round_trip_in_both_formats(tmp_path):
     run = {"q1": [("d1", 3.5), ("d2", 1.25)], "q2": [("d3", 0.5)]}
     write_run(run, tmp_path / "r.trec", tag="t")
-    assert (tmp_path / "r.trec").read_text().splitlines()[0] == "q1 Q0 d1 1 3.500000 t"
+    assert (tmp_path / "r.trec").read_text().splitlines()[0] == "q1 Q0 d1 1 3.5 t"  # shortest round-trip text
     assert read_run(tmp_path / "r.trec") == run
     write_run(run, tmp_path / "r.tsv", output_format="msmarco")
     assert (tmp_path / "r.tsv").read_text().splitlines()[1] == "q1\td2\t2"

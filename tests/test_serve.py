@@ -46,7 +46,8 @@ def explorer(slice_concept_index, compared_indexes, catalogue):
 def client(explorer):
     from clsr.serve import create_app
 
-    with TestClient(create_app(explorer)) as client:
+    # The Host a browser on this machine sends; TestClient's default, "testserver", is refused (HostCheck).
+    with TestClient(create_app(explorer), base_url="http://127.0.0.1:8080") as client:
         yield client
 
 

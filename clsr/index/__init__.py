@@ -196,11 +196,12 @@ def _write_json_collection(documents: Iterable[Document], directory: Path) -> in
 
 def run_anserini_indexer(args: Sequence[str]) -> None:
     """Anserini's IndexCollection in this process's JVM (what `python -m pyserini.index.lucene` runs)."""
-    from ..jvm import java_class
+    from ..jvm import java_class, java_path
 
     # Anserini logs every setting at INFO; keep that for `clsr -v` only (which lowers the root logger to INFO;
     # clsr's own logger is at INFO always).
     quiet = [] if logging.getLogger().isEnabledFor(logging.INFO) else ["-quiet"]
+    args = [java_path(a) if previous in ("-input", "-index") else a for previous, a in zip(["", *args], args)]
     java_class("io.anserini.index.IndexCollection").main([*args, *quiet])
 
 

@@ -11,9 +11,10 @@ project's one tie rule (`ranked`).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .. import __version__
 from ..dense import DenseEncoder, EncoderConfig, recorded_backend
 from ..evaluate import Run, trec_eval_order
 from ..index import BM25_K1, BM25_B, DocCodes, InvalidIndexError, load_concept_encoder, read_manifest
+
+
+log = logging.getLogger(__name__)
 
 
 class Hit(NamedTuple):
@@ -40,6 +44,25 @@ def answerable(queries: Mapping[str, str]) -> dict[str, str]:
     return {qid: text for qid, text in queries.items() if text.strip()}
 
 
+def search_each(qids: Sequence[str], search_one: Callable[[str], list]) -> dict[str, list]:
+    """{qid: search_one(qid)}, one query at a time; a query Lucene fails on is named in a one-line warning and
+    gets no hits, so the others are still searched.
+
+    Anserini's batch search loses every query of a batch when one fails; searchers fall back to this then.
+    """
+    from jnius import JavaException
+
+    results: dict[str, list] = {}
+    for qid in qids:
+        try:
+            results[qid] = search_one(qid)
+        except JavaException as e:
+            reason = f"{getattr(e, 'classname', '') or 'Java'}: {getattr(e, 'innermessage', '') or e}"
+            log.warning("query %r could not be searched and gets no hits (%s)", qid, reason.splitlines()[0][:300])
+            results[qid] = []
+    return results
+
+
 # Pyserini keeps a query term only if its idf = log(N / df) exceeds min_idf (default 0). A concept
 # in every document has idf 0, so with the default a one-document index drops every query concept
 # and finds nothing (field case 08); -1 keeps every concept the index holds.
@@ -50,19 +73,26 @@ class Bm25Searcher:
     """Pyserini's LuceneSearcher with BM25 (k1=0.9, b=0.4 unless given)."""
 
     def __init__(self, index_dir: str | os.PathLike, k1: float = BM25_K1, b: float = BM25_B):
-        from ..jvm import pyserini_lucene
+        from ..jvm import java_path, pyserini_lucene
 
         self.manifest = read_manifest(index_dir)
-        self._searcher = pyserini_lucene().LuceneSearcher(str(index_dir))
+        self._searcher = pyserini_lucene().LuceneSearcher(java_path(index_dir))
         self._searcher.set_bm25(k1, b)
 
     def search(self, query: str, k: int = 10) -> list[Hit]:
         return ranked(self._searcher.search(query, k)) if query.strip() else []
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
+        """A run for many queries on `threads` threads. A query Lucene fails on is named in a warning and gets no
+        hits; the others are searched (see `search_each`)."""
+        from jnius import JavaException
+
         asked = answerable(queries)
         qids = list(asked)
-        results = self._searcher.batch_search([asked[q] for q in qids], qids, k, threads) if qids else {}
+        try:
+            results = self._searcher.batch_search([asked[q] for q in qids], qids, k, threads) if qids else {}
+        except JavaException:  # one failed query fails Anserini's whole batch: find it, keep the others
+            results = search_each(qids, lambda qid: self._searcher.search(asked[qid], k))
         return {qid: ranked(results[qid]) if qid in asked else [] for qid in queries}
 
 
@@ -142,7 +172,7 @@ class ClsrSearcher:
 
     def __init__(self, index_dir: str | os.PathLike, steering: Mapping[int, float] | None = None, **options):
         from ..concepts import check_latents
-        from ..jvm import pyserini_lucene
+        from ..jvm import java_path, pyserini_lucene
         from ..pyserini_encoders import ClsrQueryEncoder
 
         self.index_dir = str(index_dir)
@@ -152,8 +182,8 @@ class ClsrSearcher:
         self.concept_encoder.steering = dict(steering or {})  # {latent: factor}: --boost / --suppress
         self.query_encoder = ClsrQueryEncoder(concept_encoder=self.concept_encoder)
         self.doc_codes = DocCodes(index_dir)
-        self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(self.index_dir, self.query_encoder,
-                                                                       min_idf=MIN_IDF)
+        self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(java_path(self.index_dir), self.query_encoder,
+                                                                      min_idf=MIN_IDF)
 
     def searchable(self, vector: Mapping[str, int]) -> dict[str, int]:
         """The part of a query vector Pyserini sends to Lucene: concepts in the index with idf > min_idf."""
@@ -214,8 +244,11 @@ class ClsrSearcher:
         """A run for many queries, dense-encoded in batches first.
 
         As in ``python -m pyserini.search.lucene``: one query at a time unless ``threads`` or
-        ``batch_size`` exceeds 1, then ``batch_size`` queries at once on ``threads`` threads.
+        ``batch_size`` exceeds 1, then ``batch_size`` queries at once on ``threads`` threads. A query
+        Lucene fails on is named in a warning and gets no hits; the others are searched (`search_each`).
         """
+        from jnius import JavaException
+
         from ..progress import progress_bar
 
         asked = answerable(queries)
@@ -228,10 +261,14 @@ class ClsrSearcher:
             with progress_bar(total=len(qids), desc="searching", unit="query", enabled=progress) as bar:
                 for start in range(0, len(qids), step):
                     chunk_ids, chunk_texts = qids[start:start + step], texts[start:start + step]
-                    if step == 1:
-                        results = {chunk_ids[0]: self.impact_searcher.search(chunk_texts[0], k)}
-                    else:
-                        results = self.impact_searcher.batch_search(chunk_texts, chunk_ids, k, threads)
+                    text_of = dict(zip(chunk_ids, chunk_texts))
+                    try:
+                        if step == 1:
+                            results = {chunk_ids[0]: self.impact_searcher.search(chunk_texts[0], k)}
+                        else:
+                            results = self.impact_searcher.batch_search(chunk_texts, chunk_ids, k, threads)
+                    except JavaException:
+                        results = search_each(chunk_ids, lambda qid: self.impact_searcher.search(text_of[qid], k))
                     run.update({qid: ranked(results[qid]) for qid in chunk_ids})
                     bar.update(len(chunk_ids))
         return {qid: run.get(qid, []) for qid in queries}
