@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clsr.data import load_qrels, load_topics, resolve
+from clsr.data import load_corpus, load_qrels, load_topics, resolve
 from clsr.dense import encoding_rate
-from clsr.fusion import DEFAULT_ALPHA, HybridSearcher, best_alpha, interpolate, interpolation_curve
+from clsr.fusion import (DEFAULT_ALPHA, PSEUDO_QUERIES, HybridSearcher, best_alpha, interpolate,
+                         interpolation_curve, pseudo_queries, reciprocal_rank_fusion)
 from clsr.index import DOC_CODES_DIR
 from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
                              machine_info, method_report, percentile, sae_fidelity_runs, sae_relation, sae_statistics,
@@ -76,6 +77,15 @@ def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relev
         if suffix == "" and k == max(HYBRID_KS) and bm25_runs is not None:
             # CL-SR + BM25: the hybrid's run interpolated with BM25's, alpha (on CL-SR) tuned the same way.
             bm25_alpha, bm25_curve = DEFAULT_ALPHA, None
+            if tuning["pseudo"]:
+                # Pseudo-queries are sentences of their passage, an exact lexical match: they would pick BM25
+                # alone (transfer.md). Without a real tuning split the fusion with BM25 is RRF, which has no alpha.
+                rows["clsr_bm25"] = method_report(
+                    reciprocal_rank_fusion([run, bm25_runs["test"]], k=DEPTH), qrels,
+                    relevance_threshold=relevance_threshold,
+                    index_bytes=rows[name]["index_bytes"] + bm25_runs["index_bytes"], alpha=None, fusion="rrf",
+                    fused=[name, "bm25"])
+                continue
             if tuning is not None:
                 tune_hybrid = interpolate(tune_sparse, tune_dense, alpha, k=DEPTH)  # = the tuned hybrid's run
                 bm25_curve = interpolation_curve(tune_hybrid, bm25_runs["tuning"], tuning["qrels"],
@@ -112,10 +122,13 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
         adaptation = {"base": _shown(base_path), **report.to_dict(), "encode_s": round(encode_seconds, 1)}
 
     split_for_tuning = tuning_split(source, split)
-    tuning = None
     if split_for_tuning is not None:
         tuning = {"split": split_for_tuning, "topics": load_topics(source, split_for_tuning),
-                  "qrels": load_qrels(source, split_for_tuning)}
+                  "qrels": load_qrels(source, split_for_tuning), "pseudo": False}
+    else:  # no train or dev split: alpha as `clsr index` tunes it, on pseudo-queries from the corpus (no judgments)
+        pseudo_topics, pseudo_qrels = pseudo_queries(load_corpus(source), PSEUDO_QUERIES)
+        split_for_tuning = f"{len(pseudo_topics)} pseudo-queries"
+        tuning = {"split": split_for_tuning, "topics": pseudo_topics, "qrels": pseudo_qrels, "pseudo": True}
 
     # Single-thread latency, comparable with Lucene's one search thread. faiss's call sets OpenMP's
     # thread count, which torch shares, so the encoder is pinned to one thread explicitly as well.
@@ -124,7 +137,7 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
     bm25 = Bm25Searcher(baselines.bm25_dir)
     run = bm25.batch_search(topics, k=DEPTH)
     bm25_runs = {"test": run, "index_bytes": None,
-                 "tuning": bm25.batch_search(tuning["topics"], k=DEPTH) if tuning else None}
+                 "tuning": bm25.batch_search(tuning["topics"], k=DEPTH) if not tuning["pseudo"] else None}
     timings = latencies_ms(lambda q: bm25.search(q, DEPTH), texts)
     methods["bm25"] = method_report(run, qrels, timings, baselines.bm25_dir, relevance_threshold,
                                     e2e_ms_p50=round(percentile(timings, 0.5), 3))
@@ -239,11 +252,14 @@ def markdown(result: dict) -> str:
         tuned = result.get("alpha_tuned_on")
         lines += ["", ("Hybrid rows: sparse top 1000 rescored with the query embedding (original, or reconstructed "
                        "where named) against the stored reconstructions, min-max interpolated; "
-                       + (f"alpha (the sparse run's weight) tuned on the {tuned} split: "
+                       + (f"alpha (the sparse run's weight) tuned on the {tuned}"
+                          + ("" if "pseudo" in str(tuned) else " split") + ": "
                           if tuned else f"**no train/dev split here: alpha is the documented default "
                                         f"{result.get('default_alpha')}**: ")
-                       + ", ".join(f"{n} {m['alpha']}" for n, m in hybrids.items())
-                       + ". clsr_bm25 interpolates hybrid_k128's run with BM25's. A hybrid's index MB is the "
+                       + ", ".join(f"{n} {m['alpha'] if m.get('alpha') is not None else 'RRF'}"
+                                   for n, m in hybrids.items())
+                       + ". clsr_bm25 interpolates hybrid_k128's run with BM25's (RRF where alpha was tuned on "
+                         "pseudo-queries, which favour BM25's exact matches). A hybrid's index MB is the "
                          "Lucene index plus the document codes (latents and activations) it decodes; "
                          "original_vs_decoded_kK is its dense side alone, exactly.")]
     if "msmarco" in str(result["dataset"]):
