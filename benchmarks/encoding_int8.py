@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from clsr.data import load_corpus, resolve
-from clsr.dense import DenseEncoder, cpu_flags, encoder_config
+from clsr.cpu import reported_flags
+from clsr.dense import DenseEncoder, encoder_config
 from clsr.experiment import machine_info, versions, write_report
 
 HERE = Path(__file__).resolve().parent
@@ -122,7 +123,7 @@ def measure(dataset: str, passages: int, rounds: int, calibration_source: str, c
     return {"dataset": dataset, "passages": len(texts), "rounds": rounds, "threads": threads,
             "calibration": {"source": calibration_source, "passages": len(calibration_texts)},
             "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
-            "cpu_flags": sorted(f for f in cpu_flags() if "avx512" in f or "amx" in f or "vnni" in f),
+            "cpu_flags": reported_flags(),
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "variants": rows, "machine": machine_info(),
             "versions": {**versions(), "openvino": ov.__version__, "nncf": nncf.__version__}}
@@ -132,7 +133,7 @@ def markdown(result: dict) -> str:
     load = result["load_average"]
     lines = [f"# int8 encoding with OpenVINO: {result['dataset']}, {result['passages']} passages, MiniLM, "
              f"{result['threads']} threads", "",
-             f"CPU: {result['machine']['cpu']} ({', '.join(result['cpu_flags'])}); calibration: "
+             f"CPU: {result['machine']['cpu']} (flags: {', '.join(result['cpu_flags']) or 'none listed'}); calibration: "
              f"{result['calibration']['passages']} {result['calibration']['source']} passages (zero-shot for "
              f"{result['dataset']}); load average {'/'.join(map(str, load['before']))} before, "
              f"{'/'.join(map(str, load['after']))} after; {result['measured']}.", "",
