@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -98,5 +99,12 @@ def test_demo_runs_all_three_methods_on_a_small_collection(scifact_slice, tmp_pa
     # On 300 passages that include every judged one, all three methods find most relevant passages.
     assert all(float(row[-5]) > 0.7 for row in rows.values()), rows  # nDCG@10
     assert "top shared concepts: c" in out
+    # What it encoded with, on what CPU, and how fast: any machine can be compared with the docs' tables.
+    from clsr.cpu import cpu_kind
+    from clsr.dense import resolve_encoding
+
+    backend, dtype = resolve_encoding()
+    assert re.search(rf"Encoding: {backend} {dtype} on \d+ threads?, CPU {cpu_kind()} \(.*\): the dense model encoded "
+                     r"\d+\.\d passages/s", out), out
     (runs,) = (tmp_path / "work").glob("*/runs")
     assert sorted(p.name for p in runs.iterdir()) == ["bm25.trec", "cl-sr.trec", "dense.trec"]
