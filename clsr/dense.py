@@ -102,7 +102,7 @@ def _model_location(model: str) -> str:
 
 
 BACKENDS = ("openvino", "torch", "onnx", "onnx-int8")
-# Chosen by benchmarks/encoding.py (README, "Encoding speed"): see there for the numbers.
+# Chosen by benchmarks/encoding.py (docs/encoding-speed.md): see there for the numbers.
 DEFAULT_CPU_BACKEND = "openvino"
 DEFAULT_ACCELERATOR_BACKEND = "torch"
 

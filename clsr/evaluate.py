@@ -115,7 +115,7 @@ def read_run(path: str | os.PathLike) -> Run:
 def trec_eval_order(hits: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
     """The one tie rule: score descending, then docid descending (byte order), as trec_eval ranks a run.
 
-    Search, explain, fusion, tuning and evaluation all rank by it (see the README, "Score ties").
+    Search, explain, fusion, tuning and evaluation all rank by it (see docs/command-line.md, "Score ties").
     """
     return sorted(hits, key=lambda h: (h[1], h[0]), reverse=True)
 

@@ -127,7 +127,7 @@ def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "mi
                        help="encoder runtime: openvino (OpenVINO, the fastest on CPUs), torch, onnx (ONNX Runtime, "
                             "fp32) or onnx-int8 (int8 matrix products, cosine ~0.995 to fp32); default: the index's "
                             "when searching, else auto = openvino on the CPU, torch on --device cuda "
-                            "(README, Encoding speed)")
+                            "(docs/encoding-speed.md)")
     group.add_argument("--encode-batch-size", type=positive_int,
                        help="texts per encoder batch (default: 8 with openvino, 32 with the other backends)")
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
