@@ -70,7 +70,7 @@ def faithfulness(codes: DocCodes, texts: dict[str, str], seed: int = 0) -> dict:
         candidates = [int(l) for l in np.flatnonzero((region == name) & in_both)]
         samples[name] = [int(c) for c in rng.choice(candidates, size=min(PER_REGION, len(candidates)), replace=False)]
     descriptions = {}
-    for name, chosen in samples.items():
+    for chosen in samples.values():
         for latent in chosen:
             rows = [r for r in describe_rows if fired[r][latents[r] == latent].any()]
             rows.sort(key=lambda r: -activations[r][latents[r] == latent].max())
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)  # the Zipf plots go beside the report
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "datasets": [measure(d, out.parent) for d in args.dataset], "machine": machine_info(),
               "versions": versions()}
     write_report(result, out, markdown(result))

@@ -42,14 +42,22 @@ from pathlib import Path
 import numpy as np
 
 from clsr.data import resolve
+from clsr.dense import encode_corpus
 from clsr.describe import KeywordDescriber, regions
 from clsr.evidence import EvidenceExplainer
-from clsr.dense import encode_corpus
-from clsr.evidence_describer import (EmbeddingSimulator, EvidenceDescriber, count_auc, description_keywords, rank_aucs,
-                                     strong_labels, unit_rows)
+from clsr.evidence_describer import (
+    EmbeddingSimulator,
+    EvidenceDescriber,
+    count_auc,
+    description_keywords,
+    rank_aucs,
+    strong_labels,
+    unit_rows,
+)
 from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
 from clsr.index import DocCodes
 from clsr.sae import TopKSae, default_sae_path
+
 from provenance import provenance_line, sae_provenance
 
 HERE = Path(__file__).resolve().parent
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("the LLM describer needs both --llm-url and --llm-model")
     torch.set_num_threads(args.threads)
     sae_path = Path(args.sae) if args.sae else default_sae_path()
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "top_passages": args.top_passages, "per_region": args.per_region,
               "datasets": [measure(d, sae_path, args) for d in args.dataset], "machine": machine_info(),
               "versions": versions()}

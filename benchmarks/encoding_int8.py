@@ -123,7 +123,7 @@ def measure(dataset: str, passages: int, rounds: int, calibration_source: str, c
             "calibration": {"source": calibration_source, "passages": len(calibration_texts)},
             "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
             "cpu_flags": sorted(f for f in cpu_flags() if "avx512" in f or "amx" in f or "vnni" in f),
-            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "variants": rows, "machine": machine_info(),
             "versions": {**versions(), "openvino": ov.__version__, "nncf": nncf.__version__}}
 

@@ -28,6 +28,7 @@ from clsr.dense import DenseEncoder, EncoderConfig
 from clsr.evidence import EvidenceExplainer, delete_spans
 from clsr.experiment import machine_info, versions, write_report
 from clsr.sae import TopKSae, default_sae_path
+
 from provenance import provenance_line, sae_provenance
 
 TOP_WORDS = 3
@@ -117,7 +118,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Examples (pooling): " + "; ".join(
         f"{e['docid']} {e['concept']}: {', '.join(e['top_words'])}" for e in result["examples"]), ""]
     machine = result["machine"]
-    lines += [f"`pooling`: each word's share of the concept's pre-activation through mean pooling, centred on the "
+    lines += ["`pooling`: each word's share of the concept's pre-activation through mean pooling, centred on the "
               "average token (one encoder pass). `occlusion`: the activation lost when that word alone is deleted "
               "(one pass per word).", "",
               f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores), "
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         details["occlusion"] = occlusion
         methods[f"pooling (same {len(subset)} pairs)"] = summarise(rows[:len(subset)], rng)
     print(methods, file=sys.stderr)
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "dataset": Path(str(resolve(args.dataset))).name, "pairs": len(pairs), "doc_k": args.doc_k,
               "random_draws": args.random_draws, "seed": args.seed, "threads": args.threads,
               "sae": sae_provenance(sae_path, args.dataset), "methods": methods,

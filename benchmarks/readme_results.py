@@ -38,7 +38,7 @@ def section(results: dict[str, dict]) -> str:
                 cells.append("– | – | – | – | – | –")
                 continue
 
-            def number(field: str, fmt: str, scale: float = 1.0) -> str:
+            def number(field: str, fmt: str, scale: float = 1.0, m=m) -> str:
                 return format(m[field] * scale, fmt) if m.get(field) is not None else "–"
 
             folder = _folder_mb(results[d]["methods"], key)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from clsr.experiment import latencies_ms, machine_info, percentile, versions, wr
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from scaling import N_LATENTS, scifact_profile, zipf_rows  # noqa: E402  (the synthetic generator, one place)
+from scaling import scifact_profile, zipf_rows  # noqa: E402  (the synthetic generator, one place)
 
 MSMARCO_PASSAGES = 8_841_823
 

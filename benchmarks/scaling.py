@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(measure(n_docs, args.doc_k, args.query_k, exponent, impacts, args.queries, args.threads,
                             args.seed))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "settings": {"doc_k": args.doc_k, "query_k": args.query_k, "queries": args.queries,
                            "threads": args.threads, "zipf_exponent": round(exponent, 4), "seed": args.seed},
               "rows": rows, "machine": machine_info(), "versions": versions()}

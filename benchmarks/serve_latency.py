@@ -35,6 +35,7 @@ from clsr.data import load_topics, resolve
 from clsr.describe import CATALOGUE_NAME, build_catalogue, write_catalogue
 from clsr.experiment import build_baselines, build_concept_index_for, machine_info, percentile, versions, write_report
 from clsr.sae import default_sae_path
+
 from provenance import provenance_line, sae_provenance
 
 HERE = Path(__file__).resolve().parent
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "dataset": name, "split": args.split, "queries": len(queries), "documents": manifest["documents"],
               "sae": sae_provenance(sae_path, name),
               "latency": {"search + explanation (k=10)": summary(search_ms), "steered search (slider move)": summary(steer_ms),

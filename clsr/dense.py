@@ -37,9 +37,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class EncoderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "EncoderConfig":
+    def from_dict(cls, values: dict) -> EncoderConfig:
         return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
@@ -288,6 +288,7 @@ class DenseEncoder:
     def _encode_sorted(self, texts: Sequence[str], order: list[int], out: np.ndarray, progress: bool,
                        desc: str) -> None:
         import torch
+
         from .progress import progress_bar
 
         size = self.batch_size

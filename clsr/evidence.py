@@ -24,7 +24,8 @@ highlight them. Words past the encoder's token limit cannot matter and are left 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ class EvidenceExplainer:
         self._b_dec = sae.b_dec.detach().float()
 
     @classmethod
-    def for_encoder(cls, concept_encoder) -> "EvidenceExplainer":
+    def for_encoder(cls, concept_encoder) -> EvidenceExplainer:
         return cls(concept_encoder.dense, concept_encoder.sae)
 
     def _prefix(self, kind: str) -> str:

@@ -41,7 +41,7 @@ dropped), so faithfulness is measured the same way for every describer.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -425,8 +425,7 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     from .data import Document
     from .dense import encode_corpus
     from .evidence import EvidenceExplainer
-    from .index import DocCodes
-    from .index import load_concept_encoder
+    from .index import DocCodes, load_concept_encoder
 
     if simulator not in ("embedding", "keywords"):
         raise ValueError(f"simulator must be 'embedding' or 'keywords', not {simulator!r}")

@@ -6,17 +6,23 @@ import logging
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from .data import Document, Qrels, load_corpus, resolve
 from .dense import DenseEncoder, encode_corpus, encoder_config
 from .evaluate import DEFAULT_METRICS, Run, evaluate
-from .index import (build_bm25_index, build_concept_index, build_dense_index, directory_bytes, read_manifest,
-                    MANIFEST_NAME)
+from .index import (
+    MANIFEST_NAME,
+    build_bm25_index,
+    build_concept_index,
+    build_dense_index,
+    directory_bytes,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ The work is `clsr.milvus.export_index`; this module is only its command.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from .options import Command, add_milvus_options, main_for, positive_int
 

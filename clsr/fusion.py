@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .evaluate import Run, trec_eval_order
-from .options import (Command, UsageError, add_concept_query_options, add_encoder_options, main_for,
-                      positive_int)
+from .options import Command, UsageError, add_concept_query_options, add_encoder_options, main_for, positive_int
 
 log = logging.getLogger(__name__)
 

@@ -52,9 +52,10 @@ import os
 import re
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ClsrError
 

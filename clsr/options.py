@@ -12,8 +12,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn
 
 from .errors import ClsrError, UsageError
 

@@ -206,7 +206,7 @@ class TopKSae(nn.Module):
         (path / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
 
     @classmethod
-    def load_from_disk(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "TopKSae":
+    def load_from_disk(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> TopKSae:
         path = Path(path)
         missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (path / name).is_file()]
         if missing:

@@ -8,7 +8,7 @@ import pytest
 from clsr.cli import main as clsr
 from clsr.concepts import concept_term, dot
 from clsr.evaluate import read_run, trec_eval_order
-from clsr.index import (MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest)
+from clsr.index import MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest
 from clsr.sae import SaeConfig, SaeMismatchError, TopKSae, default_sae_path
 
 SEARCH_OPTIONS = {"dtype": "fp32"}  # the slice's documents were encoded in fp32
@@ -127,7 +127,7 @@ def test_clsr_search_python_api_and_stock_pyserini_give_identical_runs(concept_i
     assert len(api_lines) == 40 * 100
     assert lines(tmp_path / "clsr.trec") == api_lines == lines(tmp_path / "stock.trec")
     # clsr's rank column is trec_eval's order of the scores, so evaluation reads the ranks as written.
-    for qid, hits in read_run(tmp_path / "clsr.trec").items():
+    for hits in read_run(tmp_path / "clsr.trec").values():
         assert hits == trec_eval_order(hits)
 
 
