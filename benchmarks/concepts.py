@@ -148,7 +148,8 @@ def markdown(result: dict) -> str:
              "corpus). ROC AUC, on the other half, of 'number of description keywords in the passage' for 'the "
              f"passage activates the concept' (top-{DOC_K} code), mean over up to {PER_REGION} sampled concepts per "
              "region; shuffled: each concept scored with another sampled concept's description. 0.5 is chance.", "",
-             "| collection | region | concepts | AUC | AUC shuffled | example descriptions |", "|---|---|---|---|---|---|"]
+             "| collection | region | concepts | AUC | AUC shuffled | example descriptions |",
+             "|---|---|---|---|---|---|"]
     for data in result["datasets"]:
         for region, r in data["faithfulness"].items():
             examples = "; ".join(f"{c}: {d}" for c, d in list(r["examples"].items())[:3])

@@ -170,7 +170,8 @@ def markdown(result: dict) -> str:
     for name, r in result["backends"].items():
         lines.append(f"| {name} | {r['passages_per_s']:.1f} | {r['speed_vs_fp32']:.2f} | {r['passages_per_cpu_s']:.1f} "
                      f"| {r['cosine_min']:.4f} / {r['cosine_mean']:.5f} "
-                     + (f"| {r['ndcg@10']:.4f} | {r['ndcg@10_delta']:+.4f} " if r["ndcg@10"] is not None else "| – | – ")
+                     + (f"| {r['ndcg@10']:.4f} | {r['ndcg@10_delta']:+.4f} " if r["ndcg@10"] is not None
+                        else "| – | – ")
                      + f"| {r['query_ms_p50']:.1f} |")
     t = result["tokens"]
     lines += ["", f"Passages: {t['mean']} tokens on average (median {t['p50']}); "

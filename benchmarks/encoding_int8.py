@@ -136,7 +136,8 @@ def markdown(result: dict) -> str:
              f"{result['calibration']['passages']} {result['calibration']['source']} passages (zero-shot for "
              f"{result['dataset']}); load average {'/'.join(map(str, load['before']))} before, "
              f"{'/'.join(map(str, load['after']))} after; {result['measured']}.", "",
-             "| variant | passages/s | × openvino-bf16 | cosine to torch fp32 min / mean | within 0.999 (passages below) |",
+             "| variant | passages/s | × openvino-bf16 | cosine to torch fp32 min / mean "
+             "| within 0.999 (passages below) |",
              "|---|---|---|---|---|"]
     for name, r in result["variants"].items():
         lines.append(f"| {name} | {r['passages_per_s']:.1f} | {r['speed_vs_default']:.2f} "

@@ -249,8 +249,9 @@ def markdown(result: dict) -> str:
         lines += ["", "Index MB is the Lucene index; `doc_codes/` (codes and reconstructions for the hybrid and "
                   "explanations) is reported as `doc_codes_bytes` in the JSON. Index docs/s covers SAE coding, "
                   "writing the JsonVectorCollection and Lucene indexing (dense encoding is the dense row's). "
-                  "Encoding overhead: the queries' concept encoding (dense + SAE + quantisation) against dense encoding "
-                  "alone, p50 one query at a time / all topics in batches of 32 (as `clsr search` encodes them)."]
+                  "Encoding overhead: the queries' concept encoding (dense + SAE + quantisation) against dense "
+                  "encoding alone, p50 one query at a time / all topics in batches of 32 (as `clsr search` encodes "
+                  "them)."]
     if result.get("sae"):
         sae = result["sae"]
         relation = sae.get("relation", "transductive")
@@ -304,7 +305,8 @@ def plot_tradeoff(result: dict, path: Path) -> None:
 
     methods = {n: m for n, m in result["methods"].items() if "index_bytes" in m}
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for axis, key, label in ((axes[0], "index_bytes", "index size (MB)"), (axes[1], "search_ms_p50", "search p50 (ms)")):
+    for axis, key, label in ((axes[0], "index_bytes", "index size (MB)"),
+                             (axes[1], "search_ms_p50", "search p50 (ms)")):
         for name, m in methods.items():
             if key not in m:
                 continue

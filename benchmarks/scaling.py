@@ -120,7 +120,8 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         lines.append(
             f"| {row['documents']:,} | {row['postings']:,} | {row['write_s'] + row['lucene_s']:.1f} "
-            f"| {row['index_docs_per_s']:,.0f} | {row['index_bytes'] / 2**20:.1f} | {row['bytes_per_1k_docs'] / 1000:.1f} "
+            f"| {row['index_docs_per_s']:,.0f} | {row['index_bytes'] / 2**20:.1f} "
+            f"| {row['bytes_per_1k_docs'] / 1000:.1f} "
             f"| {row['search_ms_p50']:.2f} | {row['search_ms_p95']:.2f} | {row['search_ms_p50_top10']:.2f} "
             f"| {row['search_ms_p50_per_1k_docs']:.4f} |")
     machine, v = result["machine"], result["versions"]

@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     starts = dict(s.split("=", 1) for s in args.start) if args.start else {"default": str(default_sae_path())}
     result = {"collections": [], "starts": {}, "machine": machine_info(), "versions": versions()}
     if args.merge and Path(args.out).exists():
-        result = {**json.loads(Path(args.out).read_text()), "machine": result["machine"], "versions": result["versions"]}
+        result = {**json.loads(Path(args.out).read_text()), "machine": result["machine"],
+                  "versions": result["versions"]}
     result["starts"].update(starts)
     for dataset in args.dataset:  # written after each collection, so a long run keeps what it measured
         previous = next((c["rows"] for c in result["collections"] if c["dataset"] == dataset), {})
