@@ -114,7 +114,8 @@ def _add_demo_arguments(parser) -> None:
     parser.add_argument("--dataset", default="scifact", help=SOURCE_HELP + " (default scifact)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--work-dir", default="runs/demo", help="where indexes and runs go (default runs/demo)")
-    parser.add_argument("--adapt", action="store_true", help="adapt the bundled SAE to the corpus first (clsr adapt-sae)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="adapt the bundled SAE to the corpus first (clsr adapt-sae)")
     parser.add_argument("--threads", type=int, default=1)
 
 

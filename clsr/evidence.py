@@ -139,7 +139,8 @@ class EvidenceExplainer:
         else:
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         return [ConceptEvidence(concept_term(latent), float(base[j]), method,
-                                tuple(WordScore(text[s:e], s, e, float(scores[i, j])) for i, (s, e) in enumerate(spans)))
+                                tuple(WordScore(text[s:e], s, e, float(scores[i, j]))
+                                      for i, (s, e) in enumerate(spans)))
                 for j, latent in enumerate(latents)]
 
     def _occlusion(self, text: str, latents: list[int], kind: str):

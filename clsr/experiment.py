@@ -109,7 +109,8 @@ def concept_search_report(searcher, topics: dict[str, str], qrels: Qrels, depth:
         index_bytes=manifest["lucene_bytes"], doc_codes_bytes=manifest["doc_codes_bytes"],
         postings=manifest["postings"], doc_k=manifest["doc_k"], query_k=searcher.concept_encoder.query_k,
         query_mode=searcher.concept_encoder.query_mode,
-        index_docs_per_s=round(manifest["documents"] / (lucene["concepts_s"] + lucene["write_s"] + lucene["lucene_s"]), 1))
+        index_docs_per_s=round(manifest["documents"] / (lucene["concepts_s"] + lucene["write_s"] + lucene["lucene_s"]),
+                               1))
 
 
 def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object]) -> list[float]:

@@ -309,7 +309,8 @@ class MilvusSearcher:
 
         with self.query_encoder.encoded([query]):
             vector = self.query_encoder.encode(query)
-        return [ConceptHit(h.docid, h.score, self.shared_concepts(vector, h.docid)) for h in self.search_vector(vector, k)]
+        return [ConceptHit(h.docid, h.score, self.shared_concepts(vector, h.docid))
+                for h in self.search_vector(vector, k)]
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
                      progress: bool | None = None) -> Run:

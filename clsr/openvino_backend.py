@@ -35,7 +35,8 @@ def require() -> None:
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
-        raise ImportError("the openvino encoder backend needs OpenVINO, a clsr dependency: pip install 'openvino>=2026.4,<2027'")
+        raise ImportError("the openvino encoder backend needs OpenVINO, a clsr dependency: "
+                          "pip install 'openvino>=2026.4,<2027'")
 
 
 def convert(model, tokenizer, directory: Path) -> None:

@@ -115,7 +115,8 @@ def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "mi
     """The dense encoder's flags; `clsr.dense.encoder_from_args` reads them."""
     group = parser.add_argument_group("dense encoder")
     group.add_argument("--encoder",
-                       help=f"preset (minilm, bge), a local Hugging Face model folder, or a hub id (default: {default_help})")
+                       help=f"preset (minilm, bge), a local Hugging Face model folder, or a hub id "
+                            f"(default: {default_help})")
     group.add_argument("--pooling", choices=["mean", "cls"], help="override the preset's pooling")
     group.add_argument("--query-prefix", help="text put before every query (bge's instruction for the bge preset)")
     group.add_argument("--max-length", type=int, help="tokens per text (preset default: 256 minilm, 512 bge)")

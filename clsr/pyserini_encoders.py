@@ -3,7 +3,8 @@
     from clsr.pyserini_encoders import ClsrQueryEncoder
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    searcher = LuceneImpactSearcher("indexes/scifact-concepts", query_encoder=ClsrQueryEncoder("indexes/scifact-concepts"))
+    searcher = LuceneImpactSearcher("indexes/scifact-concepts",
+                                    query_encoder=ClsrQueryEncoder("indexes/scifact-concepts"))
 
 works as it does with ``SpladeQueryEncoder``. Importing this module starts the JVM and imports
 Pyserini the clsr way (see ``clsr.jvm``): ``pyserini.encode`` loads Anserini classes when imported,

@@ -229,7 +229,8 @@ def test_pseudo_query_tuning_reads_no_judgments(concept_index, scifact_slice, tm
     result = json.loads(capsys.readouterr().out)
     assert result["tuned_on"] == f"30 pseudo-queries from {corpus}"
     assert list(result["curve"]) == [str(i / 10) for i in range(11)]
-    assert result["best_alpha"] == float(max(result["curve"].items(), key=lambda kv: (kv[1], -abs(float(kv[0]) - .5)))[0])
+    assert result["best_alpha"] == float(max(result["curve"].items(),
+                                             key=lambda kv: (kv[1], -abs(float(kv[0]) - .5)))[0])
     # Each pseudo-query is a sentence or span of its one relevant passage.
     topics, qrels = pseudo_queries(scifact_slice.documents, 30)
     text_of = {d.id: d.text for d in scifact_slice.documents}

@@ -268,7 +268,8 @@ class ClsrSearcher:
                         else:
                             results = self.impact_searcher.batch_search(chunk_texts, chunk_ids, k, threads)
                     except JavaException:
-                        results = search_each(chunk_ids, lambda qid, text_of=text_of: self.impact_searcher.search(text_of[qid], k))
+                        results = search_each(chunk_ids,
+                                              lambda qid, text_of=text_of: self.impact_searcher.search(text_of[qid], k))
                     run.update({qid: ranked(results[qid]) for qid in chunk_ids})
                     bar.update(len(chunk_ids))
         return {qid: run.get(qid, []) for qid in queries}
