@@ -26,12 +26,14 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/clsr demo --dataset scifact
 
+# ruff first: a lint failure ends the target in seconds, before the ~5 minutes of tests.
 test: setup
+	$(BIN)/ruff check clsr tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 # The same tests on Python 3.12 with Pyserini 2.x (Anserini 2.3). Kept out of `make test`: there is no
 # CPU build of torch for 3.12 on this machine, so pip takes PyPI's, which pulls CUDA libraries
-# (~4 min and 6.8 GB for the venv the first time; see the README).
+# (~4 min and 6.8 GB for the venv the first time; see docs/pyserini.md).
 test-py312: $(VENV312)/.installed
 	$(VENV312)/bin/python -m pytest -q
 

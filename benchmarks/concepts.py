@@ -70,7 +70,7 @@ def faithfulness(codes: DocCodes, texts: dict[str, str], seed: int = 0) -> dict:
         candidates = [int(l) for l in np.flatnonzero((region == name) & in_both)]
         samples[name] = [int(c) for c in rng.choice(candidates, size=min(PER_REGION, len(candidates)), replace=False)]
     descriptions = {}
-    for name, chosen in samples.items():
+    for chosen in samples.values():
         for latent in chosen:
             rows = [r for r in describe_rows if fired[r][latents[r] == latent].any()]
             rows.sort(key=lambda r: -activations[r][latents[r] == latent].max())
@@ -148,7 +148,8 @@ def markdown(result: dict) -> str:
              "corpus). ROC AUC, on the other half, of 'number of description keywords in the passage' for 'the "
              f"passage activates the concept' (top-{DOC_K} code), mean over up to {PER_REGION} sampled concepts per "
              "region; shuffled: each concept scored with another sampled concept's description. 0.5 is chance.", "",
-             "| collection | region | concepts | AUC | AUC shuffled | example descriptions |", "|---|---|---|---|---|---|"]
+             "| collection | region | concepts | AUC | AUC shuffled | example descriptions |",
+             "|---|---|---|---|---|---|"]
     for data in result["datasets"]:
         for region, r in data["faithfulness"].items():
             examples = "; ".join(f"{c}: {d}" for c, d in list(r["examples"].items())[:3])
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)  # the Zipf plots go beside the report
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "datasets": [measure(d, out.parent) for d in args.dataset], "machine": machine_info(),
               "versions": versions()}
     write_report(result, out, markdown(result))

@@ -28,7 +28,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-
 from clsr.concepts import impact_vectors, steer_codes
 from clsr.data import load_qrels, load_topics, resolve
 from clsr.evaluate import evaluate
@@ -89,7 +88,7 @@ def measure(dataset: str) -> dict:
         curve = []
         for a in AMPLIFICATIONS:
             query_run, doc_run = {}, {}
-            for (qid, text), vector, (v, i) in zip(topics.items(), base_vectors, query_codes):
+            for (qid, _text), vector, (v, i) in zip(topics.items(), base_vectors, query_codes):
                 concept = chosen.get(qid)
                 if concept is None or a == 0:
                     query_run[qid] = doc_run[qid] = base_run[qid]
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     out = Path(args.out)
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "datasets": [measure(d) for d in args.dataset], "machine": machine_info(), "versions": versions()}
     write_report(result, out, markdown(result))
     plot(result, out.with_name("control.png"))

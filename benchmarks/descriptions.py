@@ -42,14 +42,22 @@ from pathlib import Path
 import numpy as np
 
 from clsr.data import resolve
+from clsr.dense import encode_corpus
 from clsr.describe import KeywordDescriber, regions
 from clsr.evidence import EvidenceExplainer
-from clsr.dense import encode_corpus
-from clsr.evidence_describer import (EmbeddingSimulator, EvidenceDescriber, count_auc, description_keywords, rank_aucs,
-                                     strong_labels, unit_rows)
+from clsr.evidence_describer import (
+    EmbeddingSimulator,
+    EvidenceDescriber,
+    count_auc,
+    description_keywords,
+    rank_aucs,
+    strong_labels,
+    unit_rows,
+)
 from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
 from clsr.index import DocCodes
 from clsr.sae import TopKSae, default_sae_path
+
 from provenance import provenance_line, sae_provenance
 
 HERE = Path(__file__).resolve().parent
@@ -95,8 +103,8 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
     row_of = {docid: n for n, docid in enumerate(encoded.ids)}
     embeddings = unit_rows(np.asarray(encoded.embeddings)[[row_of[docid] for docid in codes.ids]])
     simulator = EmbeddingSimulator(baselines.encoder.encode)
-    evidence_describer = EvidenceDescriber(explainer, describe_texts, latents[describe_rows], activations[describe_rows],
-                                           keyword_describer.stem, simulator=simulator,
+    evidence_describer = EvidenceDescriber(explainer, describe_texts, latents[describe_rows],
+                                           activations[describe_rows], keyword_describer.stem, simulator=simulator,
                                            embeddings=embeddings[describe_rows], top_passages=args.top_passages)
     # The same evidence, labelled for the keyword count (the evidence describer before the embedding simulator).
     counting_describer = copy.copy(evidence_describer)
@@ -128,7 +136,8 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
 
     from clsr.evidence import WORD_PATTERN
 
-    held_stems = [frozenset(s for s in map(keyword_describer.stem, WORD_PATTERN.findall(texts[r])) if s) for r in held_rows]
+    held_stems = [frozenset(s for s in map(keyword_describer.stem, WORD_PATTERN.findall(texts[r])) if s)
+                  for r in held_rows]
     held_latents, held_activations, held_embeddings = latents[held_rows], activations[held_rows], embeddings[held_rows]
 
     def keyword_stems(description: str) -> set[str]:
@@ -152,7 +161,8 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
         per_region = {}
         for r in REGIONS:
             chosen_r = samples[r]
-            shuffled = list(np.random.default_rng(args.seed + 1).permutation(chosen_r)) if len(chosen_r) > 1 else chosen_r
+            shuffled = (list(np.random.default_rng(args.seed + 1).permutation(chosen_r)) if len(chosen_r) > 1
+                        else chosen_r)
             true = [aucs(latent, described[latent]) for latent in chosen_r]
             fake = [aucs(latent, described[other]) for latent, other in zip(chosen_r, shuffled)]
 
@@ -167,7 +177,8 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
                 entry[f"auc_{key}"], entry[f"auc_{key}_shuffled"] = mean(true, key), mean(fake, key)
                 # How many concepts reach the target on their own (not only on average).
                 values = [row[key] for row in true if row[key] is not None]
-                entry[f"share_{key}_at_target"] = round(float(np.mean([v >= TARGET for v in values])), 3) if values else None
+                entry[f"share_{key}_at_target"] = (round(float(np.mean([v >= TARGET for v in values])), 3) if values
+                                                   else None)
             if describer in kinds:
                 counted = [kinds[describer][l] for l in chosen_r]
                 entry["share_broad"] = round(counted.count("broad") / max(len(counted), 1), 3)
@@ -195,21 +206,25 @@ def markdown(result: dict) -> str:
         lines += [f"## {data['dataset']}", "", provenance_line(data["sae"], data["dataset"]) + " Held out: "
                   f"{data['held_out_passages']} passages.", "",
                   "| describer | region | concepts | mean df share | simulator | AUC fires | shuffled | at target "
-                  "| AUC strong | shuffled | at target | broad | unclear |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| AUC strong | shuffled | at target | broad | unclear |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for describer, r in data["faithfulness"].items():
             for region, e in r["regions"].items():
                 for simulator in ("count", "embedding"):
-                    lines.append(f"| {describer} | {region} | {e['concepts']} | {e['mean_df_share']:.1%} | {simulator} | "
-                                 f"**{e[f'auc_{simulator}_fires']}** | {e[f'auc_{simulator}_fires_shuffled']} | "
-                                 f"{e[f'share_{simulator}_fires_at_target']:.0%} | **{e[f'auc_{simulator}_strong']}** | "
-                                 f"{e[f'auc_{simulator}_strong_shuffled']} | {e[f'share_{simulator}_strong_at_target']:.0%} | "
+                    s = simulator
+                    lines.append(f"| {describer} | {region} | {e['concepts']} | {e['mean_df_share']:.1%} | {s} | "
+                                 f"**{e[f'auc_{s}_fires']}** | {e[f'auc_{s}_fires_shuffled']} | "
+                                 f"{e[f'share_{s}_fires_at_target']:.0%} | **{e[f'auc_{s}_strong']}** | "
+                                 f"{e[f'auc_{s}_strong_shuffled']} | {e[f'share_{s}_strong_at_target']:.0%} | "
                                  f"{e.get('share_broad', '–')} | {e.get('share_unclear', '–')} |")
         lines += ["", "Examples:", ""]
         for describer, r in data["faithfulness"].items():
             for region, e in r["regions"].items():
-                lines.append(f"- {describer}, {region}: " + "; ".join(f"{c}: {d or '(none)'}" for c, d in e["examples"].items()))
+                lines.append(f"- {describer}, {region}: "
+                             + "; ".join(f"{c}: {d or '(none)'}" for c, d in e["examples"].items()))
         lines += ["", "Describing time for the sampled concepts (the evidence describers share one evidence pass, "
-                  "counted in both): " + ", ".join(f"{d} {r['seconds']} s" for d, r in data["faithfulness"].items()) + ".",
+                  "counted in both): "
+                  + ", ".join(f"{d} {r['seconds']} s" for d, r in data["faithfulness"].items()) + ".",
                   ""]
     machine = result["machine"]
     lines += [f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores), doc K "
@@ -237,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("the LLM describer needs both --llm-url and --llm-model")
     torch.set_num_threads(args.threads)
     sae_path = Path(args.sae) if args.sae else default_sae_path()
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "top_passages": args.top_passages, "per_region": args.per_region,
               "datasets": [measure(d, sae_path, args) for d in args.dataset], "machine": machine_info(),
               "versions": versions()}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clsr.data import load_corpus, load_qrels, load_topics, resolve
 from clsr.cpu import REPORTED_FLAGS, cpu_flags, cpu_kind, cpu_supports_vnni
+from clsr.data import load_corpus, load_qrels, load_topics, resolve
 from clsr.dense import DenseEncoder, encode_corpus, encoder_config
 from clsr.evaluate import evaluate
 from clsr.experiment import machine_info, percentile, top_hits, versions, write_report
@@ -126,7 +126,7 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
             "ndcg@10": round(evaluate(run, qrels, ["ndcg@10"])["ndcg@10"], 4) if ndcg else None,
             "int8_form": ("u8s8" if cpu_supports_vnni() else "u8u8") if encoder.backend == "onnx-int8" else None,
         }
-    for name, row in rows.items():
+    for row in rows.values():
         row["speed_vs_fp32"] = round(row["passages_per_s"] / rows[reference]["passages_per_s"], 3)
         row["ndcg@10_delta"] = round(row["ndcg@10"] - rows[reference]["ndcg@10"], 4) if ndcg else None
 
@@ -146,7 +146,7 @@ def measure(dataset: str, split: str, passages: int, rounds: int, query_count: i
         "reference": reference,
         "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
         "cpu_flags": {flag: flag in flags for flag in REPORTED_FLAGS}, "cpu_kind": cpu_kind(),
-        "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "backends": rows, "machine": machine_info(),
         "versions": {**versions(), "onnxruntime": onnxruntime.__version__},
     }
@@ -170,7 +170,8 @@ def markdown(result: dict) -> str:
     for name, r in result["backends"].items():
         lines.append(f"| {name} | {r['passages_per_s']:.1f} | {r['speed_vs_fp32']:.2f} | {r['passages_per_cpu_s']:.1f} "
                      f"| {r['cosine_min']:.4f} / {r['cosine_mean']:.5f} "
-                     + (f"| {r['ndcg@10']:.4f} | {r['ndcg@10_delta']:+.4f} " if r["ndcg@10"] is not None else "| – | – ")
+                     + (f"| {r['ndcg@10']:.4f} | {r['ndcg@10_delta']:+.4f} " if r["ndcg@10"] is not None
+                        else "| – | – ")
                      + f"| {r['query_ms_p50']:.1f} |")
     t = result["tokens"]
     lines += ["", f"Passages: {t['mean']} tokens on average (median {t['p50']}); "

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clsr.data import load_corpus, resolve
 from clsr.cpu import reported_flags
+from clsr.data import load_corpus, resolve
 from clsr.dense import DenseEncoder, encoder_config
 from clsr.experiment import machine_info, versions, write_report
 
@@ -124,7 +124,7 @@ def measure(dataset: str, passages: int, rounds: int, calibration_source: str, c
             "calibration": {"source": calibration_source, "passages": len(calibration_texts)},
             "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
             "cpu_flags": reported_flags(),
-            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "variants": rows, "machine": machine_info(),
             "versions": {**versions(), "openvino": ov.__version__, "nncf": nncf.__version__}}
 
@@ -133,11 +133,13 @@ def markdown(result: dict) -> str:
     load = result["load_average"]
     lines = [f"# int8 encoding with OpenVINO: {result['dataset']}, {result['passages']} passages, MiniLM, "
              f"{result['threads']} threads", "",
-             f"CPU: {result['machine']['cpu']} (flags: {', '.join(result['cpu_flags']) or 'none listed'}); calibration: "
+             f"CPU: {result['machine']['cpu']} (flags: {', '.join(result['cpu_flags']) or 'none listed'}); "
+             "calibration: "
              f"{result['calibration']['passages']} {result['calibration']['source']} passages (zero-shot for "
              f"{result['dataset']}); load average {'/'.join(map(str, load['before']))} before, "
              f"{'/'.join(map(str, load['after']))} after; {result['measured']}.", "",
-             "| variant | passages/s | × openvino-bf16 | cosine to torch fp32 min / mean | within 0.999 (passages below) |",
+             "| variant | passages/s | × openvino-bf16 | cosine to torch fp32 min / mean "
+             "| within 0.999 (passages below) |",
              "|---|---|---|---|---|"]
     for name, r in result["variants"].items():
         lines.append(f"| {name} | {r['passages_per_s']:.1f} | {r['speed_vs_default']:.2f} "

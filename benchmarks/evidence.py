@@ -28,6 +28,7 @@ from clsr.dense import DenseEncoder, EncoderConfig
 from clsr.evidence import EvidenceExplainer, delete_spans
 from clsr.experiment import machine_info, versions, write_report
 from clsr.sae import TopKSae, default_sae_path
+
 from provenance import provenance_line, sae_provenance
 
 TOP_WORDS = 3
@@ -82,7 +83,8 @@ def summarise(rows: list[dict], rng, resamples: int = 2000) -> dict:
         "mean_top_drop": round(float(top.mean()), 5), "mean_random_drop": round(float(rand.mean()), 5),
         "ratio": round(float(top.mean() / rand.mean()), 2),
         "margin_vs_3x": round(float(top.mean() - 3 * rand.mean()), 5),
-        "margin_vs_3x_ci95": [round(float(np.percentile(margins, 2.5)), 5), round(float(np.percentile(margins, 97.5)), 5)],
+        "margin_vs_3x_ci95": [round(float(np.percentile(margins, 2.5)), 5),
+                              round(float(np.percentile(margins, 97.5)), 5)],
         "share_top_beats_random": round(float((top > rand).mean()), 4),
         "relative_top_drop_percentiles": {p: round(float(np.percentile(relative_top, p)), 4) for p in percentiles},
         "relative_random_drop_percentiles": {p: round(float(np.percentile(relative_rand, p)), 4) for p in percentiles},
@@ -101,7 +103,8 @@ def markdown(result: dict) -> str:
              "target is tested as the margin mean(top-3) - 3 x mean(random) with a 95% bootstrap interval over "
              "pairs: above 0 means the target holds.", "",
              provenance_line(result["sae"], result["dataset"]), "",
-             "| method | pairs | mean activation | top-3 drop | random-3 drop | ratio | margin over 3x (95% CI) | top-3 > random | s/passage |",
+             "| method | pairs | mean activation | top-3 drop | random-3 drop | ratio | margin over 3x (95% CI) "
+             "| top-3 > random | s/passage |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["methods"].items():
         lines.append(f"| {name} | {r['pairs']} | {r['mean_activation']:.4f} | {r['mean_top_drop']:.4f} | "
@@ -111,13 +114,14 @@ def markdown(result: dict) -> str:
     lines += ["", "Distribution of per-pair drops, as a fraction of the concept's activation (percentiles):", "",
               "| method | deleted | p10 | p25 | p50 | p75 | p90 |", "|---|---|---|---|---|---|---|"]
     for name, r in result["methods"].items():
-        for label, key in (("top-3", "relative_top_drop_percentiles"), ("random 3", "relative_random_drop_percentiles")):
+        for label, key in (("top-3", "relative_top_drop_percentiles"),
+                           ("random 3", "relative_random_drop_percentiles")):
             values = r[key]
             lines.append(f"| {name} | {label} | " + " | ".join(f"{values[p]:.3f}" for p in values) + " |")
     lines += ["", "Examples (pooling): " + "; ".join(
         f"{e['docid']} {e['concept']}: {', '.join(e['top_words'])}" for e in result["examples"]), ""]
     machine = result["machine"]
-    lines += [f"`pooling`: each word's share of the concept's pre-activation through mean pooling, centred on the "
+    lines += ["`pooling`: each word's share of the concept's pre-activation through mean pooling, centred on the "
               "average token (one encoder pass). `occlusion`: the activation lost when that word alone is deleted "
               "(one pass per word).", "",
               f"Measured {result['measured']} on {machine['cpu']} ({machine['cores']} cores), "
@@ -151,12 +155,13 @@ def main(argv: list[str] | None = None) -> None:
     methods["pooling"] = summarise(rows, rng)
     if args.occlusion_pairs:
         subset = pairs[:args.occlusion_pairs]
-        occlusion = deletion_test(explainer, subset, "occlusion", args.random_draws, np.random.default_rng(args.seed + 1))
+        occlusion = deletion_test(explainer, subset, "occlusion", args.random_draws,
+                                  np.random.default_rng(args.seed + 1))
         methods[f"occlusion (first {len(subset)} pairs)"] = summarise(occlusion, rng)
         details["occlusion"] = occlusion
         methods[f"pooling (same {len(subset)} pairs)"] = summarise(rows[:len(subset)], rng)
     print(methods, file=sys.stderr)
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "dataset": Path(str(resolve(args.dataset))).name, "pairs": len(pairs), "doc_k": args.doc_k,
               "random_draws": args.random_draws, "seed": args.seed, "threads": args.threads,
               "sae": sae_provenance(sae_path, args.dataset), "methods": methods,

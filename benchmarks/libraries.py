@@ -87,11 +87,11 @@ def main() -> None:
 
     fusion = {}
     for method in ("rrf", "interpolation"):
-        def ours_fuse():
+        def ours_fuse(method=method):
             fused = fuse([read_run(p) for p in paths], method, 0.5, "none", k=1000, depth=1000)
             write_run(fused, work / f"clsr-{method}.trec")
 
-        def pyserini_fuse():
+        def pyserini_fuse(method=method):
             trec_runs = [TrecRun(str(p)) for p in paths]
             fused = (reciprocal_rank_fusion(trec_runs, rrf_k=60, depth=1000, k=1000) if method == "rrf"
                      else interpolation(trec_runs, alpha=0.5, depth=1000, k=1000))

@@ -24,12 +24,33 @@ import numpy as np
 
 from clsr.data import load_corpus, load_qrels, load_topics, resolve
 from clsr.dense import encoding_rate
-from clsr.fusion import (DEFAULT_ALPHA, PSEUDO_QUERIES, HybridSearcher, best_alpha, interpolate,
-                         interpolation_curve, pseudo_queries, reciprocal_rank_fusion)
+from clsr.experiment import (
+    build_baselines,
+    build_concept_index_for,
+    concept_search_report,
+    latencies_ms,
+    machine_info,
+    method_report,
+    percentile,
+    sae_fidelity_runs,
+    sae_relation,
+    sae_statistics,
+    seen_collections,
+    top_hits,
+    versions,
+    write_report,
+)
+from clsr.fusion import (
+    DEFAULT_ALPHA,
+    PSEUDO_QUERIES,
+    HybridSearcher,
+    best_alpha,
+    interpolate,
+    interpolation_curve,
+    pseudo_queries,
+    reciprocal_rank_fusion,
+)
 from clsr.index import DOC_CODES_DIR
-from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
-                             machine_info, method_report, percentile, sae_fidelity_runs, sae_relation, sae_statistics,
-                             seen_collections, top_hits, versions, write_report)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -65,9 +86,9 @@ def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relev
         run = searcher.batch_search(topics, k=DEPTH, progress=False)
         texts = list(topics.values())
         searcher.sparse.query_encoder.prime(texts)
-        search_ms = latencies_ms(lambda q: searcher.search(q, DEPTH), texts)
+        search_ms = latencies_ms(lambda q, searcher=searcher: searcher.search(q, DEPTH), texts)
         searcher.sparse.query_encoder.forget()
-        end_to_end = latencies_ms(lambda q: searcher.search(q, DEPTH), texts)
+        end_to_end = latencies_ms(lambda q, searcher=searcher: searcher.search(q, DEPTH), texts)
         name = f"hybrid_k{k}{suffix}"
         rows[name] = method_report(run, qrels, search_ms, relevance_threshold=relevance_threshold,
                                    e2e_ms_p50=round(percentile(end_to_end, 0.5), 3),
@@ -183,7 +204,7 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
 
     return {"dataset": str(dataset), "split": split, "queries": len(topics), "relevance_threshold": relevance_threshold,
             "alpha_tuned_on": split_for_tuning, "default_alpha": DEFAULT_ALPHA,
-            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "methods": methods, "sae": sae_report, "machine": machine_info(), "versions": versions()}
 
 
@@ -228,8 +249,9 @@ def markdown(result: dict) -> str:
         lines += ["", "Index MB is the Lucene index; `doc_codes/` (codes and reconstructions for the hybrid and "
                   "explanations) is reported as `doc_codes_bytes` in the JSON. Index docs/s covers SAE coding, "
                   "writing the JsonVectorCollection and Lucene indexing (dense encoding is the dense row's). "
-                  "Encoding overhead: the queries' concept encoding (dense + SAE + quantisation) against dense encoding "
-                  "alone, p50 one query at a time / all topics in batches of 32 (as `clsr search` encodes them)."]
+                  "Encoding overhead: the queries' concept encoding (dense + SAE + quantisation) against dense "
+                  "encoding alone, p50 one query at a time / all topics in batches of 32 (as `clsr search` encodes "
+                  "them)."]
     if result.get("sae"):
         sae = result["sae"]
         relation = sae.get("relation", "transductive")
@@ -283,7 +305,8 @@ def plot_tradeoff(result: dict, path: Path) -> None:
 
     methods = {n: m for n, m in result["methods"].items() if "index_bytes" in m}
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for axis, key, label in ((axes[0], "index_bytes", "index size (MB)"), (axes[1], "search_ms_p50", "search p50 (ms)")):
+    for axis, key, label in ((axes[0], "index_bytes", "index size (MB)"),
+                             (axes[1], "search_ms_p50", "search p50 (ms)")):
         for name, m in methods.items():
             if key not in m:
                 continue

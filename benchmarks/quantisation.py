@@ -18,8 +18,14 @@ from pathlib import Path
 
 from clsr.data import load_qrels, load_topics, resolve
 from clsr.evaluate import evaluate
-from clsr.experiment import (build_baselines, build_concept_index_for, machine_info, sae_fidelity_runs, versions,
-                             write_report)
+from clsr.experiment import (
+    build_baselines,
+    build_concept_index_for,
+    machine_info,
+    sae_fidelity_runs,
+    versions,
+    write_report,
+)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import ClsrSearcher, DenseSearcher
 
@@ -47,9 +53,11 @@ def measure(dataset: str, split: str, sae_path: Path) -> dict:
         for bits in BITS:
             index_dir = HERE / "work" / name / f"concepts-k{doc_k}-bits{bits}"
             manifest = build_concept_index_for(baselines, index_dir, sae_path, doc_k, bits=bits)
-            run = ClsrSearcher(index_dir, encoder=baselines.encoder.config).batch_search(topics, k=DEPTH, progress=False)
+            run = (ClsrSearcher(index_dir, encoder=baselines.encoder.config)
+                   .batch_search(topics, k=DEPTH, progress=False))
             timings = manifest["timings"]
-            rows.append({"doc_k": doc_k, "bits": bits, **{m: round(v, 4) for m, v in evaluate(run, qrels, METRICS).items()},
+            rows.append({"doc_k": doc_k, "bits": bits,
+                         **{m: round(v, 4) for m, v in evaluate(run, qrels, METRICS).items()},
                          "index_bytes": manifest["lucene_bytes"], "postings": manifest["postings"],
                          "index_s": round(timings["concepts_s"] + timings["write_s"] + timings["lucene_s"], 2)})
             print(name, json.dumps(rows[-1]), file=sys.stderr, flush=True)
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     sae_path = Path(args.sae) if args.sae else default_sae_path()
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "datasets": [measure(d, args.split, sae_path) for d in args.dataset],
               "machine": machine_info(), "versions": versions()}
     write_report(result, Path(args.out), markdown(result))

@@ -18,8 +18,16 @@ import sys
 from pathlib import Path
 
 from clsr.data import load_qrels, load_topics, resolve
-from clsr.experiment import (build_baselines, build_concept_index_for, concept_search_report, latencies_ms,
-                             machine_info, method_report, versions, write_report)
+from clsr.experiment import (
+    build_baselines,
+    build_concept_index_for,
+    concept_search_report,
+    latencies_ms,
+    machine_info,
+    method_report,
+    versions,
+    write_report,
+)
 from clsr.sae import default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher
 
@@ -84,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     sae_path = Path(args.sae) if args.sae else default_sae_path()
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "datasets": [measure(d, args.split, sae_path) for d in args.dataset],
               "machine": machine_info(), "versions": versions()}
     write_report(result, Path(args.out), markdown(result))

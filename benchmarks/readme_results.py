@@ -38,7 +38,7 @@ def section(results: dict[str, dict]) -> str:
                 cells.append("– | – | – | – | – | –")
                 continue
 
-            def number(field: str, fmt: str, scale: float = 1.0) -> str:
+            def number(field: str, fmt: str, scale: float = 1.0, m=m) -> str:
                 return format(m[field] * scale, fmt) if m.get(field) is not None else "–"
 
             folder = _folder_mb(results[d]["methods"], key)
@@ -53,7 +53,8 @@ def section(results: dict[str, dict]) -> str:
     tuned = ", ".join(f"{d}: {results[d].get('alpha_tuned_on') or 'default'}" for d in names)
     alphas = "; ".join(f"{d} " + ", ".join(f"{k} {m['alpha']}" for k, m in results[d]["methods"].items()
                                            if "alpha" in m) for d in names)
-    lines += ["", f"Test splits ({', '.join(str(d) + ' ' + str(results[d]['queries']) + ' queries' for d in names)}); one search "
+    splits = ', '.join(str(d) + ' ' + str(results[d]['queries']) + ' queries' for d in names)
+    lines += ["", f"Test splits ({splits}); one search "
               f"thread, top 1000. Hybrid alpha tuned on the train/dev split ({tuned}): {alphas}. "
               f"Measured {first['measured'][:10]} on {machine['cpu']} ({machine['cores']} cores, "
               f"{machine['memory_gib']} GiB); clsr {versions['clsr']}, Pyserini {versions['pyserini']} "
@@ -100,8 +101,9 @@ def transfer_section(transfer: dict) -> str:
     for collection in transfer["collections"]:
         for name, row in collection["rows"].items():
             seconds = f"{row['adaptation']['seconds']:.0f}" if "adaptation" in row else "–"
-            lines.append(f"| {collection['dataset']} | {name} | {row['fvu_docs']:.3f} | {row['sparse_k64_x_dense']:.3f} "
-                         f"| {row['sparse_k128_x_dense']:.3f} | {row['hybrid_k128_x_dense']:.3f} "
+            lines.append(f"| {collection['dataset']} | {name} | {row['fvu_docs']:.3f} "
+                         f"| {row['sparse_k64_x_dense']:.3f} | {row['sparse_k128_x_dense']:.3f} "
+                         f"| {row['hybrid_k128_x_dense']:.3f} "
                          f"| {row['clsr_bm25_x_dense']:.3f} | {row.get('clsr_bm25_rrf_x_dense', float('nan')):.3f} "
                          f"| {seconds} |")
     lines += ["", "Starting SAEs: " + ", ".join(f"`{name}` = `{path}`" for name, path in transfer["starts"].items())

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         trainer = Trainer(data, config, Path(args.work_dir) / args.study / variant, encoder=encoder.config.to_dict())
         sae = trainer.fit()
-        results[variant] = {"config": dataclasses.asdict(config), "train_seconds": round(time.perf_counter() - start, 1),
+        results[variant] = {"config": dataclasses.asdict(config),
+                            "train_seconds": round(time.perf_counter() - start, 1),
                             "steps": trainer.step, "training_vectors": len(data.vectors), "scores": score(sae, sets)}
         print(variant, json.dumps(results[variant]["scores"]), flush=True)
     output = {"study": args.study, "train_datasets": TRAIN_DATASETS, "training_vectors": len(data.vectors),
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def markdown(output: dict) -> str:
     config = next(iter(output["variants"].values()))["config"]
-    weights = {term: max(v["config"][term] for v in output["variants"].values()) for term in ("kl_weight", "kl_sparse_weight")}
+    weights = {term: max(v["config"][term] for v in output["variants"].values())
+               for term in ("kl_weight", "kl_sparse_weight")}
     title = "training-data and size study" if output.get("study") == "data" else "training-term ablation"
     schedule = (f"{next(iter(output['variants'].values()))['steps']} steps each"
                 if output.get("study") == "data" else f"{config['epochs']} epochs")
@@ -151,7 +153,8 @@ def markdown(output: dict) -> str:
             lines.append(f"| {variant} | {result.get('training_vectors', output['training_vectors'])} "
                          f"| {result['config']['n_latents']} | {result['train_seconds']} | {name} "
                          f"| {row['fvu_docs']} | {row['fvu_queries']} "
-                         f"| {row['sparse_k64_ratio']} | {row['sparse_k128_ratio']} | {row['reconstructed_k128_ratio']} |")
+                         f"| {row['sparse_k64_ratio']} | {row['sparse_k128_ratio']} "
+                         f"| {row['reconstructed_k128_ratio']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from clsr.experiment import latencies_ms, machine_info, percentile, versions, wr
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from scaling import N_LATENTS, scifact_profile, zipf_rows  # noqa: E402  (the synthetic generator, one place)
+from scaling import scifact_profile, zipf_rows  # noqa: E402  (the synthetic generator, one place)
 
 MSMARCO_PASSAGES = 8_841_823
 
@@ -69,9 +68,11 @@ def _compare(lucene_search, milvus_search, vectors: list[dict[str, int]]) -> dic
     return {"queries": len(vectors), "identical_runs": identical,
             "recall_at_1000": _recall(ids(reference), ids(found), 1000),
             "recall_at_10": _recall(ids(reference), ids(found), 10),
-            "milvus_ms_p50": round(percentile(milvus_ms, 0.5), 2), "milvus_ms_p95": round(percentile(milvus_ms, 0.95), 2),
+            "milvus_ms_p50": round(percentile(milvus_ms, 0.5), 2),
+            "milvus_ms_p95": round(percentile(milvus_ms, 0.95), 2),
             "milvus_top10_ms_p50": round(percentile(milvus10_ms, 0.5), 2),
-            "lucene_ms_p50": round(percentile(lucene_ms, 0.5), 2), "lucene_ms_p95": round(percentile(lucene_ms, 0.95), 2),
+            "lucene_ms_p50": round(percentile(lucene_ms, 0.5), 2),
+            "lucene_ms_p95": round(percentile(lucene_ms, 0.95), 2),
             "lucene_top10_ms_p50": round(percentile(lucene10_ms, 0.5), 2)}
 
 
@@ -101,7 +102,8 @@ def scifact_row(index_dir: str, uri: str, queries: int) -> dict:
     row = _compare(lambda v, k: [tuple(h) for h in lucene.search_vector(v, k)],
                    lambda v, k: [tuple(h) for h in milvus.search_vector(v, k)], vectors)
     return {"set": "SciFact (K=64, shipped SAE)", "documents": record["documents"],
-            "export_s": record["export_seconds"], "export_docs_per_s": round(record["documents"] / record["export_seconds"]),
+            "export_s": record["export_seconds"],
+            "export_docs_per_s": round(record["documents"] / record["export_seconds"]),
             **row}
 
 
@@ -117,7 +119,8 @@ def synthetic_row(n_docs: int, uri: str, exponent: float, impacts: np.ndarray, q
     ids = [f"d{i}" for i in range(n_docs)]
 
     def rows(start, stop):
-        vectors = [{int(l): float(w) for l, w in zip(ls, ws)} for ls, ws in zip(latents[start:stop], doc_impacts[start:stop])]
+        vectors = [{int(l): float(w) for l, w in zip(ls, ws)}
+                   for ls, ws in zip(latents[start:stop], doc_impacts[start:stop])]
         return vectors, rng.standard_normal((stop - start, dim), dtype=np.float32)
 
     name = f"synthetic_{n_docs}"
@@ -199,9 +202,10 @@ def on_paper(per_worker: float, workers=(1, 8, 32, 128, 512)) -> list[dict]:
 
 def markdown(result: dict) -> str:
     lines = ["# Scaling out: Milvus and Ray", "",
-             "Milvus Lite (embedded, a file path), `SPARSE_INVERTED_INDEX` with `TAAT_NAIVE`, metric IP; one query at a "
-             "time, query encoding excluded (both engines get the same integer query vectors); recall is of Lucene's run "
-             "cut by clsr's tie rule. Export = writing every passage's impacts and decoded embedding, flushed.", "",
+             "Milvus Lite (embedded, a file path), `SPARSE_INVERTED_INDEX` with `TAAT_NAIVE`, metric IP; one query "
+             "at a time, query encoding excluded (both engines get the same integer query vectors); recall is of "
+             "Lucene's run cut by clsr's tie rule. Export = writing every passage's impacts and decoded embedding, "
+             "flushed.", "",
              "| set | passages | export s | rows/s | Milvus p50 / p95 ms (top 1000) | Milvus p50 ms (top 10) "
              "| Lucene p50 / p95 ms (top 1000) | Lucene p50 ms (top 10) | recall@1000 | recall@10 | identical runs |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -212,9 +216,10 @@ def markdown(result: dict) -> str:
                      f"| {r['recall_at_1000']:.4f} | {r['recall_at_10']:.4f} | {r['identical_runs']}/{r['queries']} |")
     e = result.get("encoding")
     if e:
-        lines += ["", f"Encoding {e['passages']} SciFact passages (MiniLM fp32 + SAE codes at K=64) with {e['workers']} "
-                  "workers: one process with that many torch threads, against Ray local mode with that many one-thread "
-                  "actors (this is a thread-scaling measurement; everything else ran with OMP_NUM_THREADS=1).", "",
+        lines += ["", f"Encoding {e['passages']} SciFact passages (MiniLM fp32 + SAE codes at K=64) with "
+                  f"{e['workers']} workers: one process with that many torch threads, against Ray local mode with "
+                  "that many one-thread actors (this is a thread-scaling measurement; everything else ran with "
+                  "OMP_NUM_THREADS=1).", "",
                   "| path | passages/s | start-up s |", "|---|---|---|",
                   f"| one process, {e['workers']} threads | {e['single_process_docs_per_s']:.1f} | "
                   f"{e['single_process_load_s']:.1f} (models) |",

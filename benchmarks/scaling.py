@@ -120,7 +120,8 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         lines.append(
             f"| {row['documents']:,} | {row['postings']:,} | {row['write_s'] + row['lucene_s']:.1f} "
-            f"| {row['index_docs_per_s']:,.0f} | {row['index_bytes'] / 2**20:.1f} | {row['bytes_per_1k_docs'] / 1000:.1f} "
+            f"| {row['index_docs_per_s']:,.0f} | {row['index_bytes'] / 2**20:.1f} "
+            f"| {row['bytes_per_1k_docs'] / 1000:.1f} "
             f"| {row['search_ms_p50']:.2f} | {row['search_ms_p95']:.2f} | {row['search_ms_p50_top10']:.2f} "
             f"| {row['search_ms_p50_per_1k_docs']:.4f} |")
     machine, v = result["machine"], result["versions"]
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(measure(n_docs, args.doc_k, args.query_k, exponent, impacts, args.queries, args.threads,
                             args.seed))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "settings": {"doc_k": args.doc_k, "query_k": args.query_k, "queries": args.queries,
                            "threads": args.threads, "zipf_exponent": round(exponent, 4), "seed": args.seed},
               "rows": rows, "machine": machine_info(), "versions": versions()}

@@ -35,6 +35,7 @@ from clsr.data import load_topics, resolve
 from clsr.describe import CATALOGUE_NAME, build_catalogue, write_catalogue
 from clsr.experiment import build_baselines, build_concept_index_for, machine_info, percentile, versions, write_report
 from clsr.sae import default_sae_path
+
 from provenance import provenance_line, sae_provenance
 
 HERE = Path(__file__).resolve().parent
@@ -87,7 +88,8 @@ def markdown(result: dict) -> str:
     lines = ["# The explorer's latency (`clsr serve`)", "",
              f"{result['dataset']}: {result['queries']} test queries against the doc-K {DOC_K} concept index of "
              f"{result['documents']} passages, over HTTP from a client on the same machine, one request at a time, "
-             "after one untimed pass over altered queries (each timed query is new to the server's embedding cache). Target: search plus explanation under 100 ms p50.", "",
+             "after one untimed pass over altered queries (each timed query is new to the server's embedding "
+             "cache). Target: search plus explanation under 100 ms p50.", "",
              provenance_line(result["sae"], result["dataset"]), "",
              "| request | n | p50 ms | p95 ms | mean ms |", "|---|---|---|---|---|"]
     for name, s in result["latency"].items():
@@ -172,10 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result = {"measured": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "dataset": name, "split": args.split, "queries": len(queries), "documents": manifest["documents"],
               "sae": sae_provenance(sae_path, name),
-              "latency": {"search + explanation (k=10)": summary(search_ms), "steered search (slider move)": summary(steer_ms),
+              "latency": {"search + explanation (k=10)": summary(search_ms),
+                          "steered search (slider move)": summary(steer_ms),
                           "word evidence (query + passage)": summary(evidence_ms),
                           "compare (4 methods)": summary(compare_ms), "concept page (first visit)": summary(page_ms)},
               "server_search_p50_ms": round(percentile(server_ms, 0.5), 2), "screenshots": saved,

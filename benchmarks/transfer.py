@@ -31,10 +31,24 @@ from pathlib import Path
 
 from clsr.data import load_corpus, load_qrels, load_topics, resolve
 from clsr.evaluate import evaluate
-from clsr.experiment import (build_baselines, build_concept_index_for, machine_info, sae_relation, sae_statistics,
-                             seen_collections, versions, write_report)
-from clsr.fusion import (HybridSearcher, best_alpha, interpolate, interpolation_curve, pseudo_queries,
-                         reciprocal_rank_fusion)
+from clsr.experiment import (
+    build_baselines,
+    build_concept_index_for,
+    machine_info,
+    sae_relation,
+    sae_statistics,
+    seen_collections,
+    versions,
+    write_report,
+)
+from clsr.fusion import (
+    HybridSearcher,
+    best_alpha,
+    interpolate,
+    interpolation_curve,
+    pseudo_queries,
+    reciprocal_rank_fusion,
+)
 from clsr.sae import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -232,14 +246,15 @@ def main(argv: list[str] | None = None) -> None:
     starts = dict(s.split("=", 1) for s in args.start) if args.start else {"default": str(default_sae_path())}
     result = {"collections": [], "starts": {}, "machine": machine_info(), "versions": versions()}
     if args.merge and Path(args.out).exists():
-        result = {**json.loads(Path(args.out).read_text()), "machine": result["machine"], "versions": result["versions"]}
+        result = {**json.loads(Path(args.out).read_text()), "machine": result["machine"],
+                  "versions": result["versions"]}
     result["starts"].update(starts)
     for dataset in args.dataset:  # written after each collection, so a long run keeps what it measured
         previous = next((c["rows"] for c in result["collections"] if c["dataset"] == dataset), {})
         result["collections"] = [c for c in result["collections"] if c["dataset"] != dataset]
         result["collections"].append(measure(dataset, starts, args.fitted, args.fitted_epochs, args.split,
                                              args.reuse_adapted, previous))
-        result["measured"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        result["measured"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         write_report(result, Path(args.out), markdown(result))
 
 

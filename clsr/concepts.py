@@ -15,8 +15,8 @@ original query against the reconstructed document, whose ranking is that of q . 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -71,7 +71,7 @@ class Quantizer:
         return np.where(activations > 0, impacts, 0)
 
     @classmethod
-    def fit(cls, activations: np.ndarray, bits: int = 8, percentile: float = 99.9) -> "Quantizer":
+    def fit(cls, activations: np.ndarray, bits: int = 8, percentile: float = 99.9) -> Quantizer:
         """A fixed scale that maps the given percentile of the positive activations to the top impact."""
         positive = np.asarray(activations)[np.asarray(activations) > 0]
         if positive.size == 0:
@@ -85,7 +85,7 @@ class Quantizer:
         return {"rule": rule, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Quantizer":
+    def from_dict(cls, values: dict) -> Quantizer:
         scale = values["scale"]
         return cls(scale=None if scale is None else float(scale), bits=int(values["bits"]))
 

@@ -26,9 +26,10 @@ import math
 import os
 import re
 import unicodedata
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Collection, Iterable, Iterator, NamedTuple
+from typing import IO, NamedTuple
 
 from .errors import ClsrError
 

@@ -6,15 +6,14 @@ import re
 import textwrap
 from pathlib import Path
 
+from .cpu import cpu_kind, reported_flags
 from .data import load_qrels, load_topics, resolve
 from .describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_catalogue
 from .evaluate import write_run
-from .options import SOURCE_HELP, Command, main_for
 from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report, sae_relation
-from .cpu import cpu_kind, reported_flags
+from .options import SOURCE_HELP, Command, main_for
 from .sae import TopKSae, default_sae_path
 from .search import Bm25Searcher, ClsrSearcher, DenseSearcher
-
 
 
 def _human_bytes(n: int) -> str:
@@ -115,7 +114,8 @@ def _add_demo_arguments(parser) -> None:
     parser.add_argument("--dataset", default="scifact", help=SOURCE_HELP + " (default scifact)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--work-dir", default="runs/demo", help="where indexes and runs go (default runs/demo)")
-    parser.add_argument("--adapt", action="store_true", help="adapt the bundled SAE to the corpus first (clsr adapt-sae)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="adapt the bundled SAE to the corpus first (clsr adapt-sae)")
     parser.add_argument("--threads", type=int, default=1)
 
 

@@ -19,9 +19,9 @@ Backends (``DenseEncoder(backend=...)``, ``--encoder-backend``), measured side b
   CPU has VNNI, u8 x u8 where it has not, so that no product saturates: :mod:`clsr.onnx_backend`).
 
 OpenVINO and ONNX artefacts are built on first use, offline, from the local weights, and kept
-under ``$CLSR_CACHE/openvino`` and ``$CLSR_CACHE/onnx``. The backend (and dtype) changes the numerics slightly, so it is part of the
-embedding cache key and of every index manifest (``encoding``), and searchers encode queries with
-the backend the index was built with.
+under ``$CLSR_CACHE/openvino`` and ``$CLSR_CACHE/onnx``. The backend (and dtype) changes the numerics
+slightly, so it is part of the embedding cache key and of every index manifest (``encoding``), and
+searchers encode queries with the backend the index was built with.
 
 Corpus embeddings are cached as float32 ``embeddings.npy`` plus ``ids.txt`` under
 ``$CLSR_CACHE`` (default ``~/.cache/clsr``), keyed by the model's weights, the encoding settings,
@@ -37,9 +37,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class EncoderConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "EncoderConfig":
+    def from_dict(cls, values: dict) -> EncoderConfig:
         return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
@@ -102,7 +102,7 @@ def _model_location(model: str) -> str:
 
 
 BACKENDS = ("openvino", "torch", "onnx", "onnx-int8")
-# Chosen by benchmarks/encoding.py (README, "Encoding speed"): see there for the numbers.
+# Chosen by benchmarks/encoding.py (docs/encoding-speed.md): see there for the numbers.
 DEFAULT_CPU_BACKEND = "openvino"
 DEFAULT_ACCELERATOR_BACKEND = "torch"
 
@@ -129,7 +129,8 @@ def resolve_encoding(backend: str = "auto", dtype: str = "auto", device: str = "
     if backend not in BACKENDS:
         raise EncoderSettingError(f"backend must be auto or one of {', '.join(BACKENDS)}, not {backend!r}")
     if backend != "torch" and device != "cpu":
-        raise EncoderSettingError(f"the {backend} backend runs on the CPU only; use --encoder-backend torch for {device!r}")
+        raise EncoderSettingError(f"the {backend} backend runs on the CPU only; "
+                                  f"use --encoder-backend torch for {device!r}")
     if backend in ("torch", "openvino"):
         if dtype == "auto":
             dtype = "bf16" if (device != "cpu" or cpu_supports_bf16()) else "fp32"
@@ -288,6 +289,7 @@ class DenseEncoder:
     def _encode_sorted(self, texts: Sequence[str], order: list[int], out: np.ndarray, progress: bool,
                        desc: str) -> None:
         import torch
+
         from .progress import progress_bar
 
         size = self.batch_size

@@ -20,8 +20,9 @@ import math
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -155,11 +156,10 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     """
     import textwrap
 
-    from .progress import progress_bar
-
     from .concepts import concept_term
     from .data import load_corpus
     from .index import DocCodes, read_manifest
+    from .progress import progress_bar
 
     manifest = read_manifest(index_dir)
     codes = DocCodes(index_dir)

@@ -6,8 +6,8 @@ The numbers equal ``python -m pyserini.eval.trec_eval -c`` on the same run and q
   whatever ranks the run file states; a run without scores (MS MARCO format) scores 1/rank;
 * metrics are averaged over every query in the qrels (``-c``): a query with no hits scores 0;
 * ``ndcg@10`` uses the graded relevance (``ndcg_cut.10``);
-* ``mrr@10`` is ``-M 10 recip_rank``; ``recall@k`` is ``recall.k``; ``precision@k`` is ``P.k``. All three count a document as
-  relevant when its grade is at least ``relevance_threshold`` (trec_eval's ``-l``; 2 for TREC DL).
+* ``mrr@10`` is ``-M 10 recip_rank``; ``recall@k`` is ``recall.k``; ``precision@k`` is ``P.k``. All three
+  count a document as relevant when its grade is at least ``relevance_threshold`` (trec_eval's ``-l``; 2 for TREC DL).
 
 Run ``python -m clsr.evaluate --qrels QRELS --run RUN`` (or ``clsr evaluate``).
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -115,7 +115,7 @@ def read_run(path: str | os.PathLike) -> Run:
 def trec_eval_order(hits: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
     """The one tie rule: score descending, then docid descending (byte order), as trec_eval ranks a run.
 
-    Search, explain, fusion, tuning and evaluation all rank by it (see the README, "Score ties").
+    Search, explain, fusion, tuning and evaluation all rank by it (see docs/command-line.md, "Score ties").
     """
     return sorted(hits, key=lambda h: (h[1], h[0]), reverse=True)
 

@@ -24,7 +24,8 @@ highlight them. Words past the encoder's token limit cannot matter and are left 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ class EvidenceExplainer:
         self._b_dec = sae.b_dec.detach().float()
 
     @classmethod
-    def for_encoder(cls, concept_encoder) -> "EvidenceExplainer":
+    def for_encoder(cls, concept_encoder) -> EvidenceExplainer:
         return cls(concept_encoder.dense, concept_encoder.sae)
 
     def _prefix(self, kind: str) -> str:
@@ -138,7 +139,8 @@ class EvidenceExplainer:
         else:
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         return [ConceptEvidence(concept_term(latent), float(base[j]), method,
-                                tuple(WordScore(text[s:e], s, e, float(scores[i, j])) for i, (s, e) in enumerate(spans)))
+                                tuple(WordScore(text[s:e], s, e, float(scores[i, j]))
+                                      for i, (s, e) in enumerate(spans)))
                 for j, latent in enumerate(latents)]
 
     def _occlusion(self, text: str, latents: list[int], kind: str):

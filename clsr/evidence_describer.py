@@ -41,7 +41,7 @@ dropped), so faithfulness is measured the same way for every describer.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -230,7 +230,8 @@ class EvidenceDescriber:
         self.simulator = simulator
         self.embeddings = None if embeddings is None else unit_rows(embeddings)
         self.top_passages, self.sample_passages, self.candidates = top_passages, sample_passages, candidates
-        self.contrast_candidates, self.max_contrast, self.contrast_min_df = contrast_candidates, max_contrast, contrast_min_df
+        self.contrast_candidates, self.max_contrast = contrast_candidates, max_contrast
+        self.contrast_min_df = contrast_min_df
         self.candidate_min_df = candidate_min_df
         self.seed = seed
         self.min_keywords, self.max_keywords = min_keywords, max_keywords
@@ -284,9 +285,11 @@ class EvidenceDescriber:
         if self._flat is None:
             self.presence([])
             stems = list(self._postings)
-            owner = np.concatenate([np.full(len(self._postings[s]), i) for i, s in enumerate(stems)] or [np.zeros(0, np.int64)])
+            owner = np.concatenate([np.full(len(self._postings[s]), i) for i, s in enumerate(stems)]
+                                   or [np.zeros(0, np.int64)])
             rows = np.concatenate([self._postings[s] for s in stems] or [np.zeros(0, np.int64)])
-            self._flat = (stems, owner.astype(np.int64), rows, np.bincount(owner.astype(np.int64), minlength=len(stems)))
+            self._flat = (stems, owner.astype(np.int64), rows,
+                          np.bincount(owner.astype(np.int64), minlength=len(stems)))
         stems, owner, rows, df = self._flat
         in_firing = np.bincount(owner[fires[rows]], minlength=len(stems)).astype(np.float64)
         in_silent = df - in_firing
@@ -376,7 +379,8 @@ class EvidenceDescriber:
         if a_fires is None or (a_fires + a_strong) / 2 < self.min_auc or len(keywords) < self.min_keywords:
             kind = "unclear"  # too few words to be a label is as unclear as a label that predicts poorly
         prefix = {"broad": BROAD, "unclear": UNCLEAR}.get(kind, "")
-        description = prefix + ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "") if keywords else ""
+        description = (prefix + ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "")
+                       if keywords else "")
         return {"description": description, "keywords": keywords, "contrast": excluded,
                 "auc_fires": None if a_fires is None else round(a_fires, 4),
                 "auc_strong": None if a_strong is None else round(a_strong, 4), "kind": kind,
@@ -387,7 +391,9 @@ class EvidenceDescriber:
         top = set(self.top_rows(column))
         rest = [int(row) for row in np.flatnonzero(column > 0) if row not in top]
         rng = np.random.default_rng([self.seed, latent])  # per concept: the same sample whatever else is described
-        return sorted(int(r) for r in rng.choice(rest, size=min(self.sample_passages, len(rest)), replace=False)) if rest else []
+        if not rest:
+            return []
+        return sorted(int(r) for r in rng.choice(rest, size=min(self.sample_passages, len(rest)), replace=False))
 
     def combined_mass(self, latents: Sequence[int]) -> dict[int, Counter]:
         """Evidence of the top passages plus that of the sampled firing passages, each pool normalised to one."""
@@ -425,8 +431,7 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     from .data import Document
     from .dense import encode_corpus
     from .evidence import EvidenceExplainer
-    from .index import DocCodes
-    from .index import load_concept_encoder
+    from .index import DocCodes, load_concept_encoder
 
     if simulator not in ("embedding", "keywords"):
         raise ValueError(f"simulator must be 'embedding' or 'keywords', not {simulator!r}")

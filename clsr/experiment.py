@@ -6,17 +6,23 @@ import logging
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from .data import Document, Qrels, load_corpus, resolve
 from .dense import DenseEncoder, encode_corpus, encoder_config
 from .evaluate import DEFAULT_METRICS, Run, evaluate
-from .index import (build_bm25_index, build_concept_index, build_dense_index, directory_bytes, read_manifest,
-                    MANIFEST_NAME)
+from .index import (
+    MANIFEST_NAME,
+    build_bm25_index,
+    build_concept_index,
+    build_dense_index,
+    directory_bytes,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +109,8 @@ def concept_search_report(searcher, topics: dict[str, str], qrels: Qrels, depth:
         index_bytes=manifest["lucene_bytes"], doc_codes_bytes=manifest["doc_codes_bytes"],
         postings=manifest["postings"], doc_k=manifest["doc_k"], query_k=searcher.concept_encoder.query_k,
         query_mode=searcher.concept_encoder.query_mode,
-        index_docs_per_s=round(manifest["documents"] / (lucene["concepts_s"] + lucene["write_s"] + lucene["lucene_s"]), 1))
+        index_docs_per_s=round(manifest["documents"] / (lucene["concepts_s"] + lucene["write_s"] + lucene["lucene_s"]),
+                               1))
 
 
 def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object]) -> list[float]:

@@ -11,12 +11,11 @@ with ``--topics SOURCE --qid ID``; ``--remove-query`` ranks as ``clsr search --r
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .describe import ConceptEntry
-from .options import (SOURCE_HELP, Command, UsageError, add_concept_query_options, add_encoder_options,
-                      main_for)
+from .options import SOURCE_HELP, Command, UsageError, add_concept_query_options, add_encoder_options, main_for
 
 EXPLAIN_DEPTH = 1000  # how deep Lucene is searched to find the document's own score and rank
 QUERY_ECHO_CHARS = 200  # a query-by-document query (ArguAna: 3,500 characters) is shown cut to this

@@ -12,8 +12,8 @@ import functools
 import os
 import textwrap
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -164,7 +164,7 @@ class Explorer:
                 steering[self.latent(term)] = value
         return steering
 
-    @functools.lru_cache(maxsize=256)
+    @functools.lru_cache(maxsize=256)  # noqa: B019 (one Explorer per server: the cache lives as long as it)
     def _embedding(self, query: str) -> np.ndarray:
         # Cached: moving a slider re-ranks without re-running the transformer.
         return self.encoder.dense.encode_queries([query])
@@ -239,7 +239,7 @@ class Explorer:
         return {**item, "description": self.describe(item["concept"]), "query_text": query, "docid": docid,
                 "document_text": document}
 
-    @functools.lru_cache(maxsize=128)
+    @functools.lru_cache(maxsize=128)  # noqa: B019 (one Explorer per server: the cache lives as long as it)
     def concept(self, term: str) -> dict:
         """A concept's page: description, df, region, activation histogram and top passages with evidence."""
         latent = self.latent(term)

@@ -6,7 +6,7 @@ The work is `clsr.milvus.export_index`; this module is only its command.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from .options import Command, add_milvus_options, main_for, positive_int
 
@@ -17,7 +17,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", choices=TARGETS, help="where to export (milvus)")
     parser.add_argument("--index", required=True, help="a clsr concept index folder")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing collection (the old one stays searchable until the new one is complete)")
+                        help="replace an existing collection (the old one stays searchable until the new one is "
+                             "complete)")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="rows per insert (default 1000)")
     add_milvus_options(parser)
 

@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from .evaluate import Run, trec_eval_order
-from .options import (Command, UsageError, add_concept_query_options, add_encoder_options, main_for,
-                      positive_int)
+from .options import Command, UsageError, add_concept_query_options, add_encoder_options, main_for, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -322,9 +321,11 @@ def _add_tune_arguments(parser) -> None:
     parser.add_argument("--index", required=True, help="a concept index")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--topics", help="a BEIR folder or collection name (topics and qrels)")
-    what.add_argument("--pseudo-queries", type=positive_int, metavar="N", help="tune on N pseudo-queries from the corpus")
+    what.add_argument("--pseudo-queries", type=positive_int, metavar="N",
+                      help="tune on N pseudo-queries from the corpus")
     parser.add_argument("--split", help="with --topics: a train or dev split, e.g. train or dev")
-    parser.add_argument("--corpus", help="with --pseudo-queries: the corpus (default: the one the index was built from)")
+    parser.add_argument("--corpus",
+                        help="with --pseudo-queries: the corpus (default: the one the index was built from)")
     parser.add_argument("--seed", type=int, default=0, help="pseudo-query sampling seed")
     parser.add_argument("--metric", default="ndcg@10", help="metric to maximise (default ndcg@10)")
     parser.add_argument("--relevance-threshold", type=int, default=1)

@@ -52,9 +52,10 @@ import os
 import re
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import ClsrError
 
@@ -62,7 +63,8 @@ from .errors import ClsrError
 # by default since Java 18; it is named for readers of files that Java opens itself (paths: see _utf8_locale).
 # SLF4J would announce on stderr which logging provider it connected to ("SLF4J(I): Connected with provider
 # ..."): only its warnings and errors are kept.
-_JVM_OPTIONS = ["-Dfile.encoding=UTF-8", f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}",
+_JVM_OPTIONS = ["-Dfile.encoding=UTF-8",
+                f"-XX:ErrorFile={Path(os.environ.get('TMPDIR', '/tmp')) / 'clsr-hs_err_pid%p.log'}",
                 "-Dslf4j.internal.verbosity=WARN"]
 # Java 24+ warns on every start that Lucene uses sun.misc.Unsafe; the flag (JEP 471, Java 23+) allows it quietly.
 _UNSAFE_OPTION, _UNSAFE_SINCE = "--sun-misc-unsafe-memory-access=allow", 23

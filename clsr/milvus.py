@@ -30,16 +30,16 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from .progress import progress_bar
 
 from . import __version__
 from .errors import ClsrError
 from .evaluate import Run, trec_eval_order
 from .index import DocCodes, InvalidIndexError, read_manifest
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
         "format": FORMAT, "clsr_version": __version__, "collection": collection,
         "source_index": str(Path(index_dir).resolve()), "documents": n,
         "dropped_terms": dropped_terms(np.asarray(codes.latents), quantizer.quantize(np.asarray(codes.activations))),
-        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "index_manifest": manifest,
     }
 
@@ -252,8 +252,8 @@ class MilvusSearcher:
 
     def __init__(self, uri: str = DEFAULT_URI, collection: str = DEFAULT_COLLECTION,
                  steering: Mapping[int, float] | None = None, **options):
-        from .pyserini_encoders import ClsrQueryEncoder
         from .index import load_concept_encoder
+        from .pyserini_encoders import ClsrQueryEncoder
 
         self.uri, self.name = uri, collection
         self.client = milvus_client(uri)
@@ -309,7 +309,8 @@ class MilvusSearcher:
 
         with self.query_encoder.encoded([query]):
             vector = self.query_encoder.encode(query)
-        return [ConceptHit(h.docid, h.score, self.shared_concepts(vector, h.docid)) for h in self.search_vector(vector, k)]
+        return [ConceptHit(h.docid, h.score, self.shared_concepts(vector, h.docid))
+                for h in self.search_vector(vector, k)]
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
                      progress: bool | None = None) -> Run:

@@ -20,8 +20,8 @@ import os
 import shutil
 import threading
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -35,7 +35,8 @@ def require() -> None:
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
-        raise ImportError("the openvino encoder backend needs OpenVINO, a clsr dependency: pip install 'openvino>=2026.4,<2027'")
+        raise ImportError("the openvino encoder backend needs OpenVINO, a clsr dependency: "
+                          "pip install 'openvino>=2026.4,<2027'")
 
 
 def convert(model, tokenizer, directory: Path) -> None:
@@ -109,7 +110,7 @@ class Runtime:
         self._queue_lock = threading.Lock()  # one run at a time on the shared queue (a server may call from threads)
 
     @classmethod
-    def load(cls, path: Path, threads: int, precision: str) -> "Runtime":
+    def load(cls, path: Path, threads: int, precision: str) -> Runtime:
         """The runtime of the IR file at ``path``."""
         import openvino as ov
 

@@ -12,8 +12,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, NoReturn, Sequence
+from typing import NoReturn
 
 from .errors import ClsrError, UsageError
 
@@ -114,7 +115,8 @@ def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "mi
     """The dense encoder's flags; `clsr.dense.encoder_from_args` reads them."""
     group = parser.add_argument_group("dense encoder")
     group.add_argument("--encoder",
-                       help=f"preset (minilm, bge), a local Hugging Face model folder, or a hub id (default: {default_help})")
+                       help=f"preset (minilm, bge), a local Hugging Face model folder, or a hub id "
+                            f"(default: {default_help})")
     group.add_argument("--pooling", choices=["mean", "cls"], help="override the preset's pooling")
     group.add_argument("--query-prefix", help="text put before every query (bge's instruction for the bge preset)")
     group.add_argument("--max-length", type=int, help="tokens per text (preset default: 256 minilm, 512 bge)")
@@ -127,7 +129,7 @@ def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "mi
                        help="encoder runtime: openvino (OpenVINO, the fastest on CPUs), torch, onnx (ONNX Runtime, "
                             "fp32) or onnx-int8 (int8 matrix products, cosine ~0.995 to fp32); default: the index's "
                             "when searching, else auto = openvino on the CPU, torch on --device cuda "
-                            "(README, Encoding speed)")
+                            "(docs/encoding-speed.md)")
     group.add_argument("--encode-batch-size", type=positive_int,
                        help="texts per encoder batch (default: 8 with openvino, 32 with the other backends)")
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")

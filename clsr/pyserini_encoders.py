@@ -3,7 +3,8 @@
     from clsr.pyserini_encoders import ClsrQueryEncoder
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    searcher = LuceneImpactSearcher("indexes/scifact-concepts", query_encoder=ClsrQueryEncoder("indexes/scifact-concepts"))
+    searcher = LuceneImpactSearcher("indexes/scifact-concepts",
+                                    query_encoder=ClsrQueryEncoder("indexes/scifact-concepts"))
 
 works as it does with ``SpladeQueryEncoder``. Importing this module starts the JVM and imports
 Pyserini the clsr way (see ``clsr.jvm``): ``pyserini.encode`` loads Anserini classes when imported,
@@ -15,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -28,8 +29,7 @@ from pyserini.encode import DocumentEncoder, QueryEncoder  # noqa: E402  (needs 
 
 from .concepts import ConceptEncoder  # noqa: E402
 from .data import document_text  # noqa: E402
-from .options import (SOURCE_HELP, Command, add_concept_query_options, add_encoder_options,  # noqa: E402
-                      main_for)
+from .options import SOURCE_HELP, Command, add_concept_query_options, add_encoder_options, main_for  # noqa: E402
 
 
 def _concept_encoder(index_dir: str | os.PathLike | None, concept_encoder: ConceptEncoder | None,

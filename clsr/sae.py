@@ -148,7 +148,8 @@ class TopKSae(nn.Module):
         return self._weight_t
 
     @torch.inference_mode()
-    def encode_numpy(self, x: np.ndarray, k: int | None = None, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    def encode_numpy(self, x: np.ndarray, k: int | None = None,
+                     batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Top-k codes of many vectors: (values float32 (n, k), indices int32 (n, k)); as `encode`, for inference."""
         self.check_dim(x.shape[-1])
         k = self.check_k(k)
@@ -206,7 +207,7 @@ class TopKSae(nn.Module):
         (path / CONFIG_NAME).write_text(json.dumps(dataclasses.asdict(self.config), indent=2) + "\n")
 
     @classmethod
-    def load_from_disk(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "TopKSae":
+    def load_from_disk(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> TopKSae:
         path = Path(path)
         missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (path / name).is_file()]
         if missing:
@@ -215,7 +216,8 @@ class TopKSae(nn.Module):
                                    f"{' and '.join(missing)}")
         config = SaeConfig(**json.loads((path / CONFIG_NAME).read_text()))
         sae = cls(config, device=device)
-        state = {name: t.to(torch.float32) for name, t in load_file(str(path / WEIGHTS_NAME), device=str(device)).items()}
+        state = {name: t.to(torch.float32)
+                 for name, t in load_file(str(path / WEIGHTS_NAME), device=str(device)).items()}
         expected = {name: tuple(p.shape) for name, p in sae.state_dict().items()}
         found = {name: tuple(t.shape) for name, t in state.items()}
         if expected != found:

@@ -122,7 +122,8 @@ def adapt_sae(base: TopKSae, data: TrainingData, output_dir: str | os.PathLike, 
     fvu_before = passage_fvu(base, data.documents)
     model = TopKSae(base.config, device=config.device)
     model.load_state_dict(base.state_dict())
-    dead = np.flatnonzero(firing_counts(base, data.vectors, seed=config.seed) == 0) if config.revive else np.array([], int)
+    dead = (np.flatnonzero(firing_counts(base, data.vectors, seed=config.seed) == 0) if config.revive
+            else np.array([], int))
     revive_latents(model, dead, data.vectors, seed=config.seed)
     log.info("%d of %d latents never fire on the target corpus%s", len(dead), base.config.n_latents,
              "; revived" if config.revive else "")
@@ -180,7 +181,8 @@ def base_provenance(base_path: str | os.PathLike, corpus: str) -> dict:
 
 
 def adapt_to_corpus(base_path: str | os.PathLike, corpus: str, encoder, output_dir: str | os.PathLike,
-                    config: AdaptConfig = AdaptConfig(), progress: bool = True) -> tuple[TopKSae, AdaptationReport, float]:
+                    config: AdaptConfig = AdaptConfig(),
+                    progress: bool = True) -> tuple[TopKSae, AdaptationReport, float]:
     """Encode `corpus`'s training vectors (cached), adapt the SAE at `base_path` to them, save to `output_dir`.
 
     Returns the adapted SAE, its report and the seconds spent encoding (0 when all were cached).
@@ -204,7 +206,8 @@ def add_adaptation_options(parser) -> None:
     group.add_argument("--adapt-steps", type=int, default=defaults.steps,
                        help=f"training steps of {defaults.batch_size} vectors (default {defaults.steps}: about 6 "
                             "minutes on 2 free CPU cores)")
-    group.add_argument("--adapt-lr", type=float, default=defaults.lr, help=f"Adam learning rate (default {defaults.lr})")
+    group.add_argument("--adapt-lr", type=float, default=defaults.lr,
+                       help=f"Adam learning rate (default {defaults.lr})")
     group.add_argument("--no-revive", dest="revive", action="store_false",
                        help="keep latents that never fire on this corpus as they are (default: re-initialise "
                             "them on its worst-reconstructed vectors)")

@@ -17,9 +17,9 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -112,7 +112,8 @@ def build_training_data(datasets: Sequence[str], encoder: DenseEncoder, recipe: 
                 queries.update(load_topics(source, split))
         doc_vectors = _encode(encoder, documents, f"{dataset} passages")
         span_vectors = _encode(encoder, spans, f"{dataset} spans")
-        query_vectors = encoder.encode_queries(list(queries.values())) if queries else np.zeros((0, encoder.dim), np.float32)
+        query_vectors = (encoder.encode_queries(list(queries.values())) if queries
+                         else np.zeros((0, encoder.dim), np.float32))
         parts["documents"].append(doc_vectors)
         parts["sentences"].append(_encode(encoder, sentences, f"{dataset} sentences"))
         parts["spans"].append(span_vectors)
@@ -156,8 +157,8 @@ def _add_train_arguments(parser) -> None:
     parser.add_argument("--dataset", action="append", required=True, help=SOURCE_HELP + " (repeat for several)")
     parser.add_argument("--output", required=True, help="folder for sae.safetensors, config.json and checkpoint/")
     parser.add_argument("--train-split", action="append",
-                        help="query split(s) to train on (default: every qrels split but dev, test, dev.small, dl19, dl20; "
-                             "test-type splits are always refused)")
+                        help="query split(s) to train on (default: every qrels split but dev, test, dev.small, "
+                             "dl19, dl20; test-type splits are always refused)")
     parser.add_argument("--n-latents", type=int, default=8192, help="dictionary size (default 8192)")
     parser.add_argument("-k", "--k", type=int, default=128, help="active concepts per vector (default 128)")
     parser.add_argument("--epochs", type=int, default=10)
@@ -165,7 +166,8 @@ def _add_train_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4/sqrt(n_latents/16384))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--auxk-alpha", type=float, default=1 / 32, help="weight of the AuxK dead-latent loss")
-    parser.add_argument("--dead-after", type=int, default=200_000, help="vectors without firing before a latent is dead")
+    parser.add_argument("--dead-after", type=int, default=200_000,
+                        help="vectors without firing before a latent is dead")
     parser.add_argument("--kl-weight", type=float, default=0.0, help="weight of KL on reconstructed query.doc scores")
     parser.add_argument("--kl-sparse-weight", type=float, default=0.0, help="weight of KL on top-K code dot products")
     parser.add_argument("--tau", type=float, default=0.05, help="softmax temperature of the KL target")

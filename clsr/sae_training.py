@@ -29,9 +29,9 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -143,7 +143,8 @@ class Trainer:
         self.sae = TopKSae(sae_config, device=config.device)
         self.warm_started = init_from is not None
         if init_from is not None:
-            if (init_from.config.d_in, init_from.config.n_latents, init_from.config.k) != (d_in, config.n_latents, config.k):
+            shape = (init_from.config.d_in, init_from.config.n_latents, init_from.config.k)
+            if shape != (d_in, config.n_latents, config.k):
                 raise ValueError(f"init_from has shape d_in={init_from.config.d_in}, n_latents="
                                  f"{init_from.config.n_latents}, k={init_from.config.k}; the training config has "
                                  f"d_in={d_in}, n_latents={config.n_latents}, k={config.k}")

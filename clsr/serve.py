@@ -18,8 +18,8 @@ rebind its own name to 127.0.0.1 (DNS rebinding) and read the private corpus thr
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .options import Command, UsageError, add_concept_query_options, add_encoder_options, main_for
 
@@ -89,7 +89,7 @@ class HostCheck:
         await response(scope, receive, send)
 
 
-def create_app(explorer, allowed_hosts: Sequence[str] | None = None) -> "fastapi.FastAPI":  # noqa: F821
+def create_app(explorer, allowed_hosts: Sequence[str] | None = None) -> fastapi.FastAPI:  # noqa: F821
     """The FastAPI application over a :class:`clsr.explorer.Explorer`.
 
     Endpoints are ``async``: they run one at a time on the event loop's thread, which is what

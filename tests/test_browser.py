@@ -43,7 +43,7 @@ def server(slice_concept_index, tmp_path_factory, scifact_slice):
                 break
             except OSError:
                 if process.poll() is not None:
-                    raise RuntimeError(f"clsr serve exited: {process.stdout.read()}")
+                    raise RuntimeError(f"clsr serve exited: {process.stdout.read()}") from None
                 time.sleep(0.5)
         else:
             raise RuntimeError("clsr serve did not answer within 2 minutes")

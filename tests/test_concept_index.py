@@ -8,7 +8,7 @@ import pytest
 from clsr.cli import main as clsr
 from clsr.concepts import concept_term, dot
 from clsr.evaluate import read_run, trec_eval_order
-from clsr.index import (MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest)
+from clsr.index import MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest
 from clsr.sae import SaeConfig, SaeMismatchError, TopKSae, default_sae_path
 
 SEARCH_OPTIONS = {"dtype": "fp32"}  # the slice's documents were encoded in fp32
@@ -127,7 +127,7 @@ def test_clsr_search_python_api_and_stock_pyserini_give_identical_runs(concept_i
     assert len(api_lines) == 40 * 100
     assert lines(tmp_path / "clsr.trec") == api_lines == lines(tmp_path / "stock.trec")
     # clsr's rank column is trec_eval's order of the scores, so evaluation reads the ranks as written.
-    for qid, hits in read_run(tmp_path / "clsr.trec").items():
+    for hits in read_run(tmp_path / "clsr.trec").values():
         assert hits == trec_eval_order(hits)
 
 
@@ -229,7 +229,8 @@ def test_pseudo_query_tuning_reads_no_judgments(concept_index, scifact_slice, tm
     result = json.loads(capsys.readouterr().out)
     assert result["tuned_on"] == f"30 pseudo-queries from {corpus}"
     assert list(result["curve"]) == [str(i / 10) for i in range(11)]
-    assert result["best_alpha"] == float(max(result["curve"].items(), key=lambda kv: (kv[1], -abs(float(kv[0]) - .5)))[0])
+    assert result["best_alpha"] == float(max(result["curve"].items(),
+                                             key=lambda kv: (kv[1], -abs(float(kv[0]) - .5)))[0])
     # Each pseudo-query is a sentence or span of its one relevant passage.
     topics, qrels = pseudo_queries(scifact_slice.documents, 30)
     text_of = {d.id: d.text for d in scifact_slice.documents}

@@ -64,8 +64,10 @@ def test_projected_query_weights_are_the_positive_projections_on_every_atom():
     queries, docs = rng.normal(size=(5, 16)).astype(np.float32), rng.normal(size=(50, 16)).astype(np.float32)
     q_values, q_indices = encoder.query_codes(queries)
     d_values, d_indices = encoder.document_codes(docs)
-    projected = np.zeros((5, 64)); np.put_along_axis(projected, q_indices, q_values, 1)
-    codes = np.zeros((50, 64)); np.put_along_axis(codes, d_indices, d_values, 1)
+    projected = np.zeros((5, 64))
+    np.put_along_axis(projected, q_indices, q_values, 1)
+    codes = np.zeros((50, 64))
+    np.put_along_axis(codes, d_indices, d_values, 1)
     direct = queries @ sae.W_dec.detach().numpy().T
     # With every concept kept, projection scores are max(0, q.atom) . z_d exactly.
     np.testing.assert_allclose(projected @ codes.T, np.maximum(direct, 0) @ codes.T, rtol=1e-5, atol=1e-5)

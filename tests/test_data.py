@@ -3,8 +3,7 @@ import logging
 
 import pytest
 
-from clsr.data import (DataError, data_root, document_text, iter_corpus, load_corpus, load_qrels, load_topics,
-                       resolve)
+from clsr.data import DataError, data_root, document_text, iter_corpus, load_corpus, load_qrels, load_topics, resolve
 
 
 def write_beir(folder, docs, queries, qrels_lines, split="test"):

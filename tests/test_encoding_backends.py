@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from clsr.data import load_corpus, load_topics
-from clsr.dense import (DenseEncoder, cpu_supports_bf16, default_backend, encode_corpus, encoder_config,
-                        recorded_backend)
+from clsr.dense import DenseEncoder, cpu_supports_bf16, default_backend, encode_corpus, encoder_config, recorded_backend
 from clsr.index import build_dense_index
 from clsr.search import DenseSearcher
 

@@ -1,13 +1,23 @@
 """The evidence describer: labels from word evidence, checked against where concepts fire."""
 
-import numpy as np
-import pytest
-
 import copy
 from collections import Counter
 
-from clsr.evidence_describer import (BROAD, UNCLEAR, EmbeddingSimulator, EvidenceDescriber, choose_words, count_auc,
-                                     description_keywords, parse_description, rank_aucs, strong_labels)
+import numpy as np
+import pytest
+
+from clsr.evidence_describer import (
+    BROAD,
+    UNCLEAR,
+    EmbeddingSimulator,
+    EvidenceDescriber,
+    choose_words,
+    count_auc,
+    description_keywords,
+    parse_description,
+    rank_aucs,
+    strong_labels,
+)
 
 
 def test_count_auc_is_the_rank_sum_auc_with_ties_halved():

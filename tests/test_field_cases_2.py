@@ -257,13 +257,13 @@ def test_integer_ids_are_their_decimal_text_and_evaluate(tmp_path, capsys):
                                           ("1e3", "1000.0 is a JSON float"), ("true", "true is a JSON boolean"),
                                           ("null", "null is JSON null"), ("[1]", r"\[1\] is a JSON array")])
 def test_float_boolean_and_null_ids_are_refused_with_file_and_line(tmp_path, cli_error, value, shown):
-    corpus = _write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n{"_id": %s, "text": "y"}\n' % value)
+    corpus = _write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n{"_id": %s, "text": "y"}\n' % value)  # noqa: UP031 (literal JSON braces)
     message = cli_error(["index", "--kind", "bm25", "--corpus", str(corpus), "--index", str(tmp_path / "i")])
     assert re.search(rf"{re.escape(str(corpus))}:2: document id {shown}, .* write ids as strings", message)
-    pyserini = _write(tmp_path / "docs.jsonl", '{"id": %s, "contents": "y"}\n' % value)
+    pyserini = _write(tmp_path / "docs.jsonl", '{"id": %s, "contents": "y"}\n' % value)  # noqa: UP031 (literal JSON braces)
     with pytest.raises(DataError, match=r"docs\.jsonl:1: document id .* write ids as strings"):
         load_corpus(pyserini)
-    topics = _write(tmp_path / "q.jsonl", '{"_id": "1", "text": "a"}\n\n{"_id": %s, "text": "b"}\n' % value)
+    topics = _write(tmp_path / "q.jsonl", '{"_id": "1", "text": "a"}\n\n{"_id": %s, "text": "b"}\n' % value)  # noqa: UP031 (literal JSON braces)
     with pytest.raises(DataError, match=rf"q\.jsonl:3: query id {shown}.*write ids as strings"):
         load_topics(topics)
 
@@ -295,7 +295,7 @@ def test_nan_null_and_numeric_text_fields_follow_one_rule(tmp_path, caplog):
 
 @pytest.mark.parametrize("value", ["true", "Infinity", "[1, 2]", '{"en": "x"}'])
 def test_other_non_text_values_are_refused_with_file_line_and_document(tmp_path, cli_error, value):
-    corpus = _write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n{"_id": "b", "title": %s, "text": "y"}\n' % value)
+    corpus = _write(tmp_path / "c.jsonl", '{"_id": "a", "text": "x"}\n{"_id": "b", "title": %s, "text": "y"}\n' % value)  # noqa: UP031 (literal JSON braces)
     message = cli_error(["index", "--kind", "bm25", "--corpus", str(corpus), "--index", str(tmp_path / "i")])
     assert f"{corpus}:2: document 'b': title is " in message and "not a string" in message
 

@@ -94,7 +94,8 @@ def test_demo_runs_all_three_methods_on_a_small_collection(scifact_slice, tmp_pa
         f"{q}\t{d}\t{g}\n" for q, judged in scifact_slice.qrels.items() for d, g in judged.items()))
     run_demo(str(collection), tmp_path / "work")
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("BM25 ", "Dense ", "CL-SR "))}
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(("BM25 ", "Dense ", "CL-SR "))}
     assert set(rows) == {"BM25", "Dense", "CL-SR"}
     # On 300 passages that include every judged one, all three methods find most relevant passages.
     assert all(float(row[-5]) > 0.7 for row in rows.values()), rows  # nDCG@10

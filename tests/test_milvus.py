@@ -3,7 +3,6 @@
 Marked ``scale``: they need the milvus extra (``make test-scale``).
 """
 
-import sys
 
 import numpy as np
 import pytest

@@ -30,16 +30,67 @@ def test_the_summary_labels_each_figure_and_counts_the_whole_folder():
     ratio = k128["ndcg@10"] / scifact["dense"]["ndcg@10"]
     folder = (k128["index_bytes"] + k128["doc_codes_bytes"]) / 2**20
     assert f"scifact, {results['scifact']['sae']['relation']}: " in text
-    assert f"{ratio:.3f}x (K=128, the default doc K)" in text and f"whole folder, with `doc_codes/`, {folder:.1f} MB" in text
+    assert f"{ratio:.3f}x (K=128, the default doc K)" in text
+    assert f"whole folder, with `doc_codes/`, {folder:.1f} MB" in text
     for label in ("zero-shot", "adapted"):
         assert label in text
 
 
-def test_relative_links_in_the_readme_resolve():
+def _anchors(markdown):
+    """The anchors GitHub gives a file's headings: lower case, punctuation out, spaces to hyphens, repeats numbered."""
     import re
 
-    readme = (ROOT / "README.md").read_text()
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme):
-        if "://" in target:
-            continue
-        assert (ROOT / target).exists(), f"README.md links to {target}, which is not there"
+    seen, anchors = {}, set()
+    for heading in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", _outside_code(markdown), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def _outside_code(markdown):
+    """The text outside fenced code blocks, where a `](` is code, not a link."""
+    import re
+
+    return re.sub(r"^```.*?^```[^\n]*$", "", markdown, flags=re.M | re.S)
+
+
+def _relative_links(path):
+    import re
+
+    for target in re.findall(r"\]\(([^)\s]+)\)", _outside_code(path.read_text())):
+        if "://" not in target and not target.startswith("mailto:"):
+            yield target
+
+
+def _pages():
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def test_the_docs_folder_has_pages():
+    names = {page.name for page in _pages()}
+    for name in ("README.md", "command-line.md", "concept-index.md", "hybrid-and-fusion.md", "interpretation.md",
+                 "sae.md", "scaling-out.md", "encoding-speed.md", "pyserini.md", "data.md", "python-api.md",
+                 "benchmarks.md"):
+        assert name in names, f"docs/{name} is missing"
+
+
+def test_relative_links_in_the_readme_and_docs_resolve():
+    """Every relative link in README.md and docs/*.md names a file that is there, and an #anchor into a .md file
+    (or into the page itself) names one of its headings."""
+    for page in _pages():
+        where = page.relative_to(ROOT)
+        for target in _relative_links(page):
+            file_part, _, anchor = target.partition("#")
+            linked = (page.parent / file_part).resolve() if file_part else page
+            assert linked.exists(), f"{where} links to {target}, and {file_part} is not there"
+            if anchor and linked.suffix == ".md":
+                assert anchor in _anchors(linked.read_text()), (
+                    f"{where} links to {target}, and {linked.relative_to(ROOT)} has no heading with that anchor")
+
+
+def test_the_anchor_rule_is_githubs():
+    text = "# The concept explorer: word evidence, descriptions that predict, `clsr serve`\n## Pyserini 1.6 and 2.x\n" \
+           "## Tests\n## Tests\n```\n# not a heading\n```\n"
+    assert _anchors(text) == {"the-concept-explorer-word-evidence-descriptions-that-predict-clsr-serve",
+                              "pyserini-16-and-2x", "tests", "tests-1"}

@@ -77,7 +77,8 @@ def test_steering_matches_the_searcher_and_says_how_far_hits_moved(client, explo
     suppressed = client.get("/api/search", params={"q": QUERY, "k": 10, "steer": f"{strongest}=0"}).json()
     assert suppressed["steering"] == {strongest: 0.0}
     assert all(strongest not in {c["concept"] for c in h["concepts"]} for h in suppressed["hits"])
-    plain_ranks = {h["docid"]: h["rank"] for h in client.get("/api/search", params={"q": QUERY, "k": 100}).json()["hits"]}
+    plain_ranks = {h["docid"]: h["rank"]
+                   for h in client.get("/api/search", params={"q": QUERY, "k": 100}).json()["hits"]}
     for hit in suppressed["hits"]:
         assert hit["previous_rank"] == plain_ranks.get(hit["docid"])
         assert sum(c["contribution"] for c in hit["concepts"]) == hit["score"]
@@ -105,7 +106,8 @@ def test_concept_page_has_the_statistics_of_the_doc_codes(client, explorer):
     hit = client.get("/api/search", params={"q": QUERY, "k": 1}).json()["hits"][0]
     concept = hit["concepts"][0]["concept"]
     page = client.get(f"/api/concepts/{concept}").json()
-    latents, activations = np.asarray(explorer.searcher.doc_codes.latents), np.asarray(explorer.searcher.doc_codes.activations)
+    doc_codes = explorer.searcher.doc_codes
+    latents, activations = np.asarray(doc_codes.latents), np.asarray(doc_codes.activations)
     firing = activations[(latents == int(concept[1:])) & (activations > 0)]
     assert page["df"] == len(firing) and sum(page["histogram"]["counts"]) == len(firing)
     assert page["max_activation"] == pytest.approx(float(firing.max()), abs=1e-5)
@@ -140,7 +142,8 @@ def test_compare_puts_every_method_side_by_side(client, explorer, compared_index
 
     result = client.get("/api/compare", params={"q": QUERY, "k": 5}).json()
     assert list(result["methods"]) == ["CL-SR", "hybrid", "BM25", "dense"]
-    assert [h["docid"] for h in result["methods"]["BM25"]] == [h.docid for h in Bm25Searcher(compared_indexes[0]).search(QUERY, 5)]
+    bm25_hits = Bm25Searcher(compared_indexes[0]).search(QUERY, 5)
+    assert [h["docid"] for h in result["methods"]["BM25"]] == [h.docid for h in bm25_hits]
     assert [h["docid"] for h in result["methods"]["CL-SR"]] == [h.docid for h in explorer.searcher.search(QUERY, 5)]
     dense_top = explorer.dense.search(QUERY, 5)
     assert [h["docid"] for h in result["methods"]["dense"]] == [h.docid for h in dense_top]

@@ -26,16 +26,17 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from ..progress import progress_bar
 
 from .. import __version__
 from ..concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
 from ..data import Document
 from ..errors import ClsrError
+from ..progress import progress_bar
 
 if TYPE_CHECKING:
     from ..dense import EncoderConfig
@@ -55,7 +56,7 @@ def write_manifest(directory: Path, kind: str, documents: int, **fields) -> dict
         "kind": kind,
         "clsr_version": __version__,
         "documents": documents,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         **fields,
     }
     (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..options import SOURCE_HELP, Command, UsageError, add_encoder_options, add_ray_options, main_for
-from . import (ADAPTING, QUERY_MODES, build_bm25_index, build_concept_index, build_dense_index,
-               encoding_summary)
-
+from . import ADAPTING, QUERY_MODES, build_bm25_index, build_concept_index, build_dense_index, encoding_summary
 
 
 def _add_index_arguments(parser) -> None:

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import __version__
 from ..dense import DenseEncoder, EncoderConfig, recorded_backend
 from ..evaluate import Run, trec_eval_order
-from ..index import BM25_K1, BM25_B, DocCodes, InvalidIndexError, load_concept_encoder, read_manifest
-
+from ..index import BM25_B, BM25_K1, DocCodes, InvalidIndexError, load_concept_encoder, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,8 @@ class ClsrSearcher:
                         else:
                             results = self.impact_searcher.batch_search(chunk_texts, chunk_ids, k, threads)
                     except JavaException:
-                        results = search_each(chunk_ids, lambda qid: self.impact_searcher.search(text_of[qid], k))
+                        results = search_each(chunk_ids,
+                                              lambda qid, text_of=text_of: self.impact_searcher.search(text_of[qid], k))
                     run.update({qid: ranked(results[qid]) for qid in chunk_ids})
                     bar.update(len(chunk_ids))
         return {qid: run.get(qid, []) for qid in queries}

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ..options import (SOURCE_HELP, Command, UsageError, add_concept_query_options, add_encoder_options,
-                       add_milvus_options, add_steering_options, main_for, positive_int)
+from ..options import (
+    SOURCE_HELP,
+    Command,
+    UsageError,
+    add_concept_query_options,
+    add_encoder_options,
+    add_milvus_options,
+    add_steering_options,
+    main_for,
+    positive_int,
+)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
