@@ -153,7 +153,8 @@ def summary(results: dict[str, dict], transfer: dict | None) -> str:
             f"adapted, where BM25 alone is {bm25:.3f}x dense.")
     lines += ["", "The hybrid is bounded by its dense side, which decodes the same K=128 code: both signals come "
               "from one code, so alpha is tuned near 0 and the sparse side adds little. Fusing with BM25 by RRF "
-              "pays where BM25 alone is close to dense or better (1.02-1.05x here); see *The hybrid fuser* for when "
+              "pays where BM25 alone is close to dense or better (1.02-1.05x here); see "
+              "[the hybrid fuser](docs/hybrid-and-fusion.md) for when "
               "it does not."]
     return "\n".join(lines)
 

@@ -82,8 +82,10 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
           f"{' when the corpus was first encoded and cached' if baselines.encoded_from_cache else ' here'} "
           "(docs/encoding-speed tables: what each kind of CPU gives).\n"
           f"CL-SR: each passage's top {doc_k} SAE concepts in a Lucene impact index; its folder holds the Lucene "
-          f"files ({_human_bytes(concepts.manifest['lucene_bytes'])}) and doc_codes/ (codes and decoded "
-          "embeddings, for the hybrid and explanations).\n"
+          f"files ({_human_bytes(concepts.manifest['lucene_bytes'])}), doc_codes/ "
+          f"({_human_bytes(concepts.manifest['doc_codes_bytes'])}: codes and decoded embeddings, for the hybrid "
+          f"and explanations) and the concept catalogue "
+          f"({_human_bytes((concept_dir / CATALOGUE_NAME).stat().st_size)}: descriptions and example snippets).\n"
           f"The SAE is {sae_relation(sae_path, str(dataset)).upper()} here: "
           + ("adapted to this corpus's text without judgments." if adapt else
              "the bundled one, trained on general English only, never saw this collection "
