@@ -195,3 +195,69 @@ def positive_int(text: str) -> int:
 __all__ = ["Command", "SOURCE_HELP", "UsageError", "add_common_arguments", "add_concept_query_options",
            "add_encoder_options", "add_steering_options", "build_parser", "execute", "fail", "main_for",
            "positive_int"]
+
+
+# -- typed configs that generate their own flags (as EleutherAI/sparsify's): one declaration per setting ------
+
+def add_config_options(parser, config_type, *, skip: Sequence[str] = (), short: dict[str, str] | None = None,
+                       prefix: str = "") -> None:
+    """One flag per field of the dataclass ``config_type``: ``--{prefix}{field-name}``, typed and defaulted by the
+    field, helped by its ``metadata["help"]`` (the default is appended). ``skip``: fields set elsewhere (e.g.
+    device, from the encoder options). ``short``: extra spellings, {field: "-k"}.
+
+    Field types taken: int, float, str and bool (a default-True bool gets ``--no-{name}``), their ``| None``
+    forms (no default shown), and ``tuple[int, ...]`` (the flag repeats). Raises TypeError for any other.
+    """
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_type)
+    for field in dataclasses.fields(config_type):
+        if field.name in skip:
+            continue
+        name = prefix + field.name.replace("_", "-")
+        kind, optional = _flag_type(hints[field.name])
+        help_text = field.metadata.get("help", "")
+        shown = "" if field.default is None or field.default == () else f"default {field.default}"
+        help_text = f"{help_text} ({shown})" if help_text and shown else help_text or shown
+        flags = [f"--{name}", *([short[field.name]] if short and field.name in short else [])]
+        dest = prefix.replace("-", "_") + field.name
+        if kind is bool:
+            flag = f"--no-{name}" if field.default else f"--{name}"
+            parser.add_argument(flag, dest=dest, action="store_false" if field.default else "store_true",
+                                help=field.metadata.get("help"))
+        elif kind == "ints":
+            parser.add_argument(*flags, dest=dest, type=int, action="append", help=help_text)
+        else:
+            parser.add_argument(*flags, dest=dest, type=kind, default=field.default, help=help_text)
+
+
+def config_from_args(config_type, args: argparse.Namespace, *, prefix: str = "", **given):
+    """The ``config_type`` the flags of :func:`add_config_options` ask for; ``given`` fields (those skipped
+    there) come from elsewhere."""
+    import dataclasses
+
+    values = dict(given)
+    for field in dataclasses.fields(config_type):
+        dest = prefix.replace("-", "_") + field.name
+        if field.name in values or not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        values[field.name] = tuple(value or ()) if isinstance(field.default, tuple) else value
+    return config_type(**values)
+
+
+def _flag_type(hint) -> tuple[object, bool]:
+    """(int | float | str | bool | "ints", optional) for a field's type hint."""
+    import types
+    import typing
+
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return _flag_type(inner)[0], True
+    if typing.get_origin(hint) is tuple and args[:1] == (int,):
+        return "ints", False
+    if hint in (int, float, str, bool):
+        return hint, False
+    raise TypeError(f"no flag for a field of type {hint!r}")

@@ -25,8 +25,8 @@ import numpy as np
 
 from .data import DataError, Document, load_corpus, load_topics, qrels_splits, resolve
 from .dense import DenseEncoder, cache_root, encode_corpus
-from .options import SOURCE_HELP, Command, add_encoder_options, main_for
-from .sae_training import TrainingData, nearest_documents
+from .options import SOURCE_HELP, Command, add_config_options, add_encoder_options, config_from_args, main_for
+from .sae_training import TrainConfig, TrainingData, nearest_documents
 
 log = logging.getLogger(__name__)
 
@@ -159,24 +159,9 @@ def _add_train_arguments(parser) -> None:
     parser.add_argument("--train-split", action="append",
                         help="query split(s) to train on (default: every qrels split but dev, test, dev.small, "
                              "dl19, dl20; test-type splits are always refused)")
-    parser.add_argument("--n-latents", type=int, default=8192, help="dictionary size (default 8192)")
-    parser.add_argument("-k", "--k", type=int, default=128, help="active concepts per vector (default 128)")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=512, help="vectors per step (default 512)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default 2e-4/sqrt(n_latents/16384))")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--auxk-alpha", type=float, default=1 / 32, help="weight of the AuxK dead-latent loss")
-    parser.add_argument("--dead-after", type=int, default=200_000,
-                        help="vectors without firing before a latent is dead")
-    parser.add_argument("--kl-weight", type=float, default=0.0, help="weight of KL on reconstructed query.doc scores")
-    parser.add_argument("--kl-sparse-weight", type=float, default=0.0, help="weight of KL on top-K code dot products")
-    parser.add_argument("--tau", type=float, default=0.05, help="softmax temperature of the KL target")
-    parser.add_argument("--tau-sparse", type=float, default=0.05, help="temperature of the code dot products")
-    parser.add_argument("--kl-queries", type=int, default=64, help="training queries per step for the KL terms")
-    parser.add_argument("--multi-k", type=int, action="append",
-                        help="a smaller K whose FVU and code KL are also trained (Multi-TopK; repeat for several), "
-                             "so that indexes built with --doc-k K' keep their quality")
-    parser.add_argument("--max-steps", type=int, help="stop after this many steps, even mid-epoch")
+    # TrainConfig's fields, each declared once (type, default, help) in the dataclass; warm-up stays its default,
+    # and the device comes from the encoder options.
+    add_config_options(parser, TrainConfig, skip=("warmup_steps", "device"), short={"k": "-k"})
     parser.add_argument("--unjudged-queries", action="append", metavar="DATASET",
                         help="train on every query of this dataset's queries file (only for a folder without qrels, "
                              "e.g. general-english's unjudged questions)")
@@ -202,11 +187,7 @@ def _run_train(args) -> None:
     query_splits = {dataset: args.train_split for dataset in args.dataset} if args.train_split else None
     data, provenance = build_training_data(args.dataset, encoder, recipe, query_splits,
                                            unjudged_queries=args.unjudged_queries or ())
-    config = TrainConfig(n_latents=args.n_latents, k=args.k, batch_size=args.batch_size, epochs=args.epochs,
-                         lr=args.lr, seed=args.seed, auxk_alpha=args.auxk_alpha, dead_after=args.dead_after,
-                         kl_weight=args.kl_weight, kl_sparse_weight=args.kl_sparse_weight, tau=args.tau,
-                         tau_sparse=args.tau_sparse, kl_queries=args.kl_queries, multi_k=tuple(args.multi_k or ()),
-                         max_steps=args.max_steps, device=args.device)
+    config = config_from_args(TrainConfig, args, device=args.device)
     print(f"training on {len(data.vectors)} vectors ({len(data.queries)} KL queries) from "
           f"{', '.join(map(str, args.dataset))}: {dataclasses.asdict(config)}")
     trainer = Trainer(data, config, args.output, encoder=encoder.config.to_dict(),

@@ -30,7 +30,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,22 +45,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    n_latents: int = 8192
-    k: int = 128
-    batch_size: int = 512
-    epochs: int = 10
-    lr: float | None = None  # None: 2e-4 / sqrt(n_latents / 2**14), sparsify's scaling rule
-    warmup_steps: int = 100
-    seed: int = 0
-    auxk_alpha: float = 1 / 32
-    dead_after: int = 200_000  # vectors seen without firing before a latent counts as dead
-    kl_weight: float = 0.0
-    kl_sparse_weight: float = 0.0
-    tau: float = 0.05
-    tau_sparse: float = 0.05
-    kl_queries: int = 64  # training queries per step for the KL terms
-    multi_k: tuple[int, ...] = ()  # smaller Ks whose FVU and code KL are added (Multi-TopK)
-    max_steps: int | None = None  # a step budget; training stops there even mid-epoch
+    """How an SAE is trained; `clsr train-sae` takes one flag per field (clsr.options.add_config_options)."""
+
+    n_latents: int = field(default=8192, metadata={"help": "dictionary size"})
+    k: int = field(default=128, metadata={"help": "active concepts per vector"})
+    batch_size: int = field(default=512, metadata={"help": "vectors per step"})
+    epochs: int = field(default=10, metadata={"help": "passes over the training vectors"})
+    # None: 2e-4 / sqrt(n_latents / 2**14), sparsify's scaling rule
+    lr: float | None = field(default=None, metadata={"help": "Adam learning rate (default 2e-4/sqrt(n_latents/16384))"})
+    warmup_steps: int = field(default=100, metadata={"help": "steps of linear learning-rate warm-up"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation, the batches and the data recipe"})
+    auxk_alpha: float = field(default=1 / 32, metadata={"help": "weight of the AuxK dead-latent loss"})
+    dead_after: int = field(default=200_000,  # vectors seen without firing before a latent counts as dead
+                            metadata={"help": "vectors without firing before a latent is dead"})
+    kl_weight: float = field(default=0.0, metadata={"help": "weight of KL on reconstructed query.doc scores"})
+    kl_sparse_weight: float = field(default=0.0, metadata={"help": "weight of KL on top-K code dot products"})
+    tau: float = field(default=0.05, metadata={"help": "softmax temperature of the KL target"})
+    tau_sparse: float = field(default=0.05, metadata={"help": "temperature of the code dot products"})
+    kl_queries: int = field(default=64, metadata={"help": "training queries per step for the KL terms"})
+    multi_k: tuple[int, ...] = field(default=(), metadata={  # smaller Ks whose FVU and code KL are added
+        "help": "a smaller K whose FVU and code KL are also trained (Multi-TopK; repeat for several), so that "
+                "indexes built with --doc-k K' keep their quality"})
+    max_steps: int | None = field(default=None, metadata={  # a step budget; training stops there even mid-epoch
+        "help": "stop after this many steps, even mid-epoch"})
     device: str = "cpu"
 
     def __post_init__(self):

@@ -74,3 +74,23 @@ def test_train_sae_cli_on_a_small_corpus_without_training_queries(tmp_path, caps
 
     with pytest.raises(SystemExit, match="refusing to train on evaluation split"):
         clsr(["train-sae", "--dataset", str(folder), "--output", str(tmp_path / "bad"), "--train-split", "test"])
+
+
+def test_train_sae_flags_are_trainconfigs_fields_declared_once():
+    """Every TrainConfig field (but the warm-up and the device) is a flag with the field's own default, and the
+    parsed flags give back exactly the config asked for."""
+    import dataclasses
+
+    from clsr.cli import load_command
+    from clsr.options import build_parser, config_from_args
+    from clsr.sae_training import TrainConfig
+
+    parser = build_parser(load_command("train-sae"))
+    defaults = parser.parse_args(["--dataset", "d", "--output", "o"])
+    assert config_from_args(TrainConfig, defaults, device="cpu") == TrainConfig()
+    given = parser.parse_args(["--dataset", "d", "--output", "o", "-k", "64", "--n-latents", "4096",
+                               "--lr", "1e-3", "--multi-k", "16", "--multi-k", "32", "--max-steps", "7"])
+    assert config_from_args(TrainConfig, given, device="cpu") == TrainConfig(
+        k=64, n_latents=4096, lr=1e-3, multi_k=(16, 32), max_steps=7)
+    flags = {action.dest for action in parser._actions}  # --device is the encoder options' (same field, one flag)
+    assert {f.name for f in dataclasses.fields(TrainConfig)} - flags == {"warmup_steps"}
