@@ -135,6 +135,46 @@ def test_search_evidence_concept_page_and_steering(page, server):
     assert page.requests and all(url.startswith(server) for url in page.requests)
 
 
+def test_a_view_is_a_link_the_query_steering_and_concept_page_survive_a_reload(page, server):
+    """The explorer keeps its state in the URL: opening /?q=... shows what typing the query shows, a slider's
+    steering survives a reload, the concept page is a link of its own, and a hand-written /#q=... works."""
+    from urllib.parse import parse_qs, quote, urlsplit
+
+    page.goto(server + "/")
+    page.fill("#query", QUERY)
+    page.press("#query", "Enter")
+    page.wait_for_selector("#hits .hit")
+    typed = ranking(page)
+    assert parse_qs(urlsplit(page.url).query) == {"q": [QUERY]}
+
+    page.goto(f"{server}/?q={quote(QUERY)}")
+    page.wait_for_selector("#hits .hit")
+    assert ranking(page) == typed and page.input_value("#query") == QUERY
+
+    steered = page.locator("#sliders .slider").first.get_attribute("data-concept")
+    page.locator("#sliders input[type=range]").first.fill("0")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('steered')")
+    steered_ranking = ranking(page)
+    assert parse_qs(urlsplit(page.url).query)["steer"] == [f"{steered}=0"]
+    page.reload()
+    page.wait_for_function("document.querySelector('#status').textContent.includes('steered')")
+    assert ranking(page) == steered_ranking and steered_ranking != typed
+    assert page.locator(f"#sliders .slider[data-concept='{steered}'] input").input_value() == "0"
+
+    concept = page.locator("#hits .hit .chip").first.get_attribute("data-concept")
+    page.goto(f"{server}/?q={quote(QUERY)}#concept/{concept}")
+    page.wait_for_selector("#concept-title")
+    assert concept in page.inner_text("#concept-title")
+    page.click("text=back to the results")
+    page.wait_for_selector("#hits .hit")
+    assert ranking(page) == typed
+
+    page.goto(f"{server}/#q={quote(QUERY)}&k=20")
+    page.wait_for_selector("#hits .hit")
+    assert page.locator("#hits .hit").count() == 20 and ranking(page)[:10] == typed
+    assert parse_qs(urlsplit(page.url).query) == {"q": [QUERY], "k": ["20"]}
+
+
 def test_a_site_whose_name_is_rebound_to_this_machine_gets_no_passages(page, server):
     """DNS rebinding as a browser meets it: a page of attacker.example, whose name now resolves to 127.0.0.1,
     reaches clsr serve with that Host and gets 421; the same server still answers its own names."""

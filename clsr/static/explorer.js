@@ -76,8 +76,48 @@ async function loadInfo() {
     `SAE ${i.sae}${i.described ? "" : " · no descriptions (run clsr describe)"}`;
 }
 
+// The page's state lives in its URL, so a view can be linked to, bookmarked and reloaded:
+// /?q=QUERY&k=K&steer=cID=FACTOR...#concept/cID. A hand-written /#q=QUERY&k=K works too.
+function stateUrl() {
+  const url = new URL(window.location.href);
+  url.search = "";
+  if (state.query) url.searchParams.set("q", state.query);
+  if (state.query && state.k !== 10) url.searchParams.set("k", state.k);
+  for (const item of steerParams()) url.searchParams.append("steer", item);
+  if (url.hash.startsWith("#q=")) url.hash = "#search";
+  return url;
+}
+
+function saveState(push = false) {
+  const url = stateUrl();
+  if (url.href !== window.location.href) {
+    if (push) history.pushState(null, "", url); else history.replaceState(null, "", url);
+  }
+  shownSearch = window.location.search;
+}
+
+function loadState() {
+  const params = new URLSearchParams(window.location.search);
+  if (window.location.hash.startsWith("#q=")) {
+    for (const [key, value] of new URLSearchParams(window.location.hash.slice(1))) params.append(key, value);
+  }
+  state.query = (params.get("q") || "").trim();
+  state.k = parseInt(params.get("k") || "10", 10) || 10;
+  state.steering = {};
+  for (const item of params.getAll("steer")) {
+    const at = item.lastIndexOf("=");
+    const factor = parseFloat(item.slice(at + 1));
+    if (at > 0 && Number.isFinite(factor)) state.steering[item.slice(0, at)] = factor;
+  }
+  $("#query").value = state.query;
+  const select = $("#k");
+  if (![...select.options].some(o => o.value === String(state.k))) select.add(new Option(String(state.k)));
+  select.value = String(state.k);
+}
+
 async function search() {
   if (!state.query) return;
+  saveState();
   showError(null);
   $("#status").textContent = "searching...";
   try {
@@ -262,6 +302,7 @@ $("#search-form").addEventListener("submit", event => {
   state.k = parseInt($("#k").value, 10);
   if (window.location.hash.startsWith("#concept/")) window.location.hash = "#search";
   if (!query) { showError(new Error("the query is empty")); return; }
+  saveState(true);  // a new entry in the history: Back returns to the previous search
   search();
 });
 $("#compare-toggle").addEventListener("change", () => {
@@ -273,5 +314,15 @@ $("#add-concept-form").addEventListener("submit", event => {
   addConcept($("#add-concept").value);
 });
 window.addEventListener("hashchange", route);
+// Back and Forward between searches; a move between the results and a concept page is hashchange's.
+let shownSearch = window.location.search;
+window.addEventListener("popstate", () => {
+  if (window.location.search === shownSearch) return;
+  loadState();
+  route();
+  search();
+});
 loadInfo().catch(showError);
+loadState();
 route();
+search();
