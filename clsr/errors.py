@@ -9,3 +9,7 @@ class ClsrError(Exception):
 
 class UsageError(ClsrError, ValueError):
     """Arguments that contradict each other or the index they name."""
+
+
+class InvalidIndexError(ClsrError, RuntimeError):
+    """An index that cannot be built, read, or used as asked (its manifest included)."""

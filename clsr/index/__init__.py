@@ -19,7 +19,6 @@ Run ``python -m clsr.index --help`` (or ``clsr index``).
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import logging
 import os
@@ -32,53 +31,38 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import __version__
 from ..concepts import QUERY_MODES, Quantizer, check_exact_scores, concept_term
 from ..data import Document
-from ..errors import ClsrError
+from ..errors import InvalidIndexError
 from ..progress import progress_bar
+from .manifest import MANIFEST_NAME, IndexManifest
 
 if TYPE_CHECKING:
     from ..dense import EncoderConfig
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "clsr-index.json"
 BM25_K1, BM25_B = 0.9, 0.4  # Pyserini's defaults, which its published BEIR "flat" figures use.
 
 
-class InvalidIndexError(ClsrError, RuntimeError):
-    """An index that cannot be built, read, or used as asked."""
-
-
 def write_manifest(directory: Path, kind: str, documents: int, **fields) -> dict:
-    manifest = {
-        "kind": kind,
-        "clsr_version": __version__,
-        "documents": documents,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        **fields,
-    }
-    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    """Write a new build's manifest (:meth:`IndexManifest.create` with ``fields``) into ``directory``;
+    returns it as a dict. Raises InvalidIndexError for an unknown kind or field."""
+    return IndexManifest.from_dict(IndexManifest.create(kind, documents).to_dict() | fields,
+                                   where=f"the {kind} index being built").write(directory).to_dict()
 
 
 def update_manifest(directory: str | os.PathLike, **fields) -> dict:
-    """Add or replace ``fields`` in a finished index's manifest, atomically (a temporary file renamed over it),
-    so a reader sees the old manifest or the new one, never half of one. Returns the new manifest."""
+    """Add or replace ``fields`` in a finished index's manifest, atomically (:meth:`IndexManifest.write`), so a
+    reader sees the old manifest or the new one, never half of one. Returns the new manifest as a dict."""
     path = Path(directory) / MANIFEST_NAME
-    manifest = {**read_manifest(directory), **fields}
-    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, path)
-    return manifest
+    return IndexManifest.from_dict(IndexManifest.read(directory).to_dict() | fields,
+                                   where=str(path)).write(directory).to_dict()
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / MANIFEST_NAME
-    if not path.exists():
-        raise InvalidIndexError(f"{directory} is not a clsr index (no {MANIFEST_NAME}); build one with `clsr index`")
-    return json.loads(path.read_text())
+    """The manifest of the index at ``directory`` as a dict, checked by :meth:`IndexManifest.read`."""
+    return IndexManifest.read(directory).to_dict()
 
 
 def directory_bytes(directory: str | os.PathLike) -> int:
