@@ -160,6 +160,7 @@ def test_a_view_is_a_link_the_query_steering_and_concept_page_survive_a_reload(p
     page.wait_for_function("document.querySelector('#status').textContent.includes('steered')")
     assert ranking(page) == steered_ranking and steered_ranking != typed
     assert page.locator(f"#sliders .slider[data-concept='{steered}'] input").input_value() == "0"
+    screenshot(page, "explorer-reloaded-steered-test.png")
 
     concept = page.locator("#hits .hit .chip").first.get_attribute("data-concept")
     page.goto(f"{server}/?q={quote(QUERY)}#concept/{concept}")
