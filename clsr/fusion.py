@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -214,12 +215,18 @@ def tune_and_record_alpha(index_dir: str | os.PathLike, documents: Sequence, n: 
     {"alpha", "metric", "tuned_on", "curve"}. Returns that record. ``options`` go to :class:`HybridSearcher`
     (encoder settings). Source of the method: issue 10's pseudo-queries; benchmarks/results/transfer.md
     compares the alpha they pick with a real split's."""
-    from .index import update_manifest
-
     topics, qrels = pseudo_queries(documents, n, seed=seed)
     searcher = HybridSearcher(index_dir, alpha=DEFAULT_ALPHA, **options)
     curve = tune_alpha(searcher, topics, qrels, metric=metric)
-    record = {"alpha": best_alpha(curve), "metric": metric, "tuned_on": f"{len(topics)} pseudo-queries, seed {seed}",
+    return record_alpha(index_dir, curve, metric, f"{len(topics)} pseudo-queries, seed {seed}")
+
+
+def record_alpha(index_dir: str | os.PathLike, curve: Mapping[float, float], metric: str, tuned_on: str) -> dict:
+    """Write the best alpha of ``curve`` (alpha -> metric) into the index's manifest as ``hybrid_alpha``:
+    {"alpha", "metric", "tuned_on", "curve"}, which searchers use when no alpha is given. Returns that record."""
+    from .index import update_manifest
+
+    record = {"alpha": best_alpha(curve), "metric": metric, "tuned_on": tuned_on,
               "curve": {f"{alpha:.1f}": value for alpha, value in curve.items()}}
     update_manifest(index_dir, hybrid_alpha=record)
     return record
@@ -366,11 +373,8 @@ def _run_tune(args) -> None:
     curve = tune_alpha(searcher, topics, qrels, metric=args.metric, relevance_threshold=args.relevance_threshold)
     best = best_alpha(curve)
     if args.record:
-        from .index import update_manifest
-
-        update_manifest(args.index, hybrid_alpha={"alpha": best, "metric": args.metric, "tuned_on": where,
-                                                  "curve": {f"{a:.1f}": v for a, v in curve.items()}})
-        print(f"recorded alpha {best} in {args.index}'s manifest", file=__import__("sys").stderr)
+        record_alpha(args.index, curve, args.metric, where)
+        print(f"recorded alpha {best} in {args.index}'s manifest", file=sys.stderr)
     if args.json:
         print(json.dumps({"metric": args.metric, "tuned_on": where, "curve": curve, "best_alpha": best}, indent=2))
         return

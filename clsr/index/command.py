@@ -52,6 +52,7 @@ def _run_index(args) -> None:
         raise UsageError(f"--ray encodes passages: {'--adapt' if args.adapt else 'a BM25 index'} does not use it")
     shards_dir = Path(args.index).resolve().parent / (Path(args.index).name + ".shards")
     encoding_note = None  # passages/s, backend and dtype, said at the end of the build
+    documents = None  # the corpus, once read (the alpha tuning after a concept build draws its pseudo-queries from it)
     if args.kind == "bm25":
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
                                     overwrite=args.overwrite)
@@ -97,7 +98,8 @@ def _run_index(args) -> None:
         trained_on = EncoderConfig.from_dict(sae.config.encoder) if sae.config.encoder else None
         encoder = encoder_from_args(args, trained_on)
         sae.check_encoder(encoder.config.to_dict())  # before encoding a whole corpus for nothing
-        encoded = encode_corpus(encoder, load_corpus(source))
+        documents = load_corpus(source)
+        encoded = encode_corpus(encoder, documents)
         encoding_note = encoding_summary(encoder, encoded)
         with contextlib.ExitStack() as stack:
             if args.adapt:
@@ -120,7 +122,8 @@ def _run_index(args) -> None:
         from ..fusion import tune_and_record_alpha
 
         # Queries as the index's searchers will encode them: its encoder and backend, this run's device and dtype.
-        record = tune_and_record_alpha(args.index, load_corpus(source), device=args.device, dtype=args.dtype,
+        record = tune_and_record_alpha(args.index, documents if documents is not None else load_corpus(source),
+                                       device=args.device, dtype=args.dtype,
                                        batch_size=args.encode_batch_size)
         print(f"hybrid alpha {record['alpha']} (tuned on {record['tuned_on']}, {record['metric']} "
               f"{record['curve'][format(record['alpha'], '.1f')]:.4f}; recorded in the manifest)")
