@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from harness import build_baselines, build_concept_index_for, machine_info, versions, write_report
 
 from clsr.data import resolve
-from clsr.describe import KeywordDescriber, regions
-from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
 from clsr.index import DocCodes
-from clsr.sae import default_sae_path
+from clsr.interpret.describe import KeywordDescriber, regions
+from clsr.sae.model import default_sae_path
 
 HERE = Path(__file__).resolve().parent
 DOC_K = 64

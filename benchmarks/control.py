@@ -11,7 +11,7 @@ For each test query, one of its own concepts is amplified: its weight times (1 +
 * **oracle** (an upper bound, not a result): the concept most activated by the test query's own
   relevant documents. Choosing with test qrels is an oracle, and is labelled so.
 
-Query side: the query's code is edited and re-quantised (`clsr.concepts.steer_codes`), then
+Query side: the query's code is edited and re-quantised (`clsr.index.concepts.steer_codes`), then
 searched in Lucene. Document side: the top 1000 of the unedited query are rescored with the chosen
 concept's document weight times (1 + a). In exact arithmetic the two sides are the same product;
 they differ because the query side is re-quantised per query (the boosted weight is capped at
@@ -28,11 +28,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from clsr.concepts import impact_vectors, steer_codes
+from harness import build_baselines, build_concept_index_for, machine_info, versions, write_report
+
 from clsr.data import load_qrels, load_topics, resolve
 from clsr.evaluate import evaluate
-from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
-from clsr.sae import default_sae_path
+from clsr.index.concepts import impact_vectors, steer_codes
+from clsr.sae.model import default_sae_path
 from clsr.search import ClsrSearcher
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,7 @@ the SAE, the concept's activations or its decoder direction. Two simulators:
 
 * **count**: how many of the description's keywords the passage contains (stemmed; markers such
   as "broad:" and the contrast words after "; not:" dropped);
-* **embedding** (clsr.evidence_describer.EmbeddingSimulator): each word of the description is
+* **embedding** (clsr.interpret.describers.EmbeddingSimulator): each word of the description is
   embedded alone with the dense encoder (MiniLM), as is the passage; the passage's score is its
   mean cosine to the description's words minus its mean cosine to the contrast words.
 
@@ -27,7 +27,7 @@ The baseline gives each concept another sampled concept's description from the s
 `evidence-count` (word evidence aggregated over the top passages, words chosen for the count
 simulator on the describe half: the evidence describer before the embedding simulator),
 `evidence` (the same evidence, words and contrast words chosen for the embedding simulator:
-clsr.evidence_describer), and `llm` when an endpoint is given. 0.5 is chance; the target is 0.75.
+clsr.interpret.describers), and `llm` when an endpoint is given. 0.5 is chance; the target is 0.75.
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import build_baselines, build_concept_index_for, machine_info, versions, write_report
 
 from clsr.data import resolve
-from clsr.dense import encode_corpus
-from clsr.describe import KeywordDescriber, regions
-from clsr.evidence import EvidenceExplainer
-from clsr.evidence_describer import (
+from clsr.encode.dense import encode_corpus
+from clsr.index import DocCodes
+from clsr.interpret.describe import KeywordDescriber, regions
+from clsr.interpret.describers import (
     EmbeddingSimulator,
     EvidenceDescriber,
     count_auc,
@@ -54,9 +55,8 @@ from clsr.evidence_describer import (
     strong_labels,
     unit_rows,
 )
-from clsr.experiment import build_baselines, build_concept_index_for, machine_info, versions, write_report
-from clsr.index import DocCodes
-from clsr.sae import TopKSae, default_sae_path
+from clsr.interpret.evidence import EvidenceExplainer
+from clsr.sae.model import TopKSae, default_sae_path
 
 from provenance import provenance_line, sae_provenance
 
@@ -127,14 +127,14 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
         kinds[describer] = {l: labels[l]["kind"] for l in chosen}
         timings[describer] = mass_seconds + time.perf_counter() - start  # both pay for the evidence pass
     if args.llm_url:
-        from clsr.describe import LlmDescriber
+        from clsr.interpret.describe import LlmDescriber
 
         llm = LlmDescriber(args.llm_url, args.llm_model)
         start = time.perf_counter()
         descriptions["llm"] = {l: llm.describe(top_texts(l)) for l in chosen}
         timings["llm"] = time.perf_counter() - start
 
-    from clsr.evidence import WORD_PATTERN
+    from clsr.interpret.evidence import WORD_PATTERN
 
     held_stems = [frozenset(s for s in map(keyword_describer.stem, WORD_PATTERN.findall(texts[r])) if s)
                   for r in held_rows]

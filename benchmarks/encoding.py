@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine_info, percentile, top_hits, versions, write_report
 
 from clsr.cpu import REPORTED_FLAGS, cpu_flags, cpu_kind, cpu_supports_vnni
 from clsr.data import load_corpus, load_qrels, load_topics, resolve
-from clsr.dense import DenseEncoder, encode_corpus, encoder_config
+from clsr.encode.dense import DenseEncoder, encode_corpus, encoder_config
 from clsr.evaluate import evaluate
-from clsr.experiment import machine_info, percentile, top_hits, versions, write_report
 
 HERE = Path(__file__).resolve().parent
 # (name, backend, dtype); the first is the reference for cosines and nDCG deltas.

@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine_info, versions, write_report
 
 from clsr.cpu import reported_flags
 from clsr.data import load_corpus, resolve
-from clsr.dense import DenseEncoder, encoder_config
-from clsr.experiment import machine_info, versions, write_report
+from clsr.encode.dense import DenseEncoder, encoder_config
 
 HERE = Path(__file__).resolve().parent
 # Matrix products of a BERT layer, by their node names in the OpenVINO conversion (PyTorch frontend).
@@ -68,7 +68,7 @@ def measure(dataset: str, passages: int, rounds: int, calibration_source: str, c
             threads: int, chosen: list[str] | None = None) -> dict:
     import openvino as ov
 
-    from clsr import openvino_backend
+    from clsr.encode import openvino as openvino_backend
 
     corpus = load_corpus(resolve(dataset))
     texts = [d.text for d in corpus[:passages or len(corpus)]]

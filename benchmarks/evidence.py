@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine_info, versions, write_report
 
-from clsr.concepts import concept_term
 from clsr.data import load_corpus, resolve
-from clsr.dense import DenseEncoder, EncoderConfig
-from clsr.evidence import EvidenceExplainer, delete_spans
-from clsr.experiment import machine_info, versions, write_report
-from clsr.sae import TopKSae, default_sae_path
+from clsr.encode.dense import DenseEncoder, EncoderConfig
+from clsr.index.concepts import concept_term
+from clsr.interpret.evidence import EvidenceExplainer, delete_spans
+from clsr.sae.model import TopKSae, default_sae_path
 
 from provenance import provenance_line, sae_provenance
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from clsr.sae import sae_checksum
+from clsr.sae.model import sae_checksum
 
 
 def sae_provenance(sae_path: str | Path, dataset: str) -> dict:
     """{"name", "path", "sha256", "trained_on", "transductive", "relation"} for the SAE folder and a collection
-    name; `relation` is clsr.experiment.sae_relation's zero-shot, adapted or transductive."""
-    from clsr.experiment import sae_relation
+    name; `relation` is clsr.sae.model.sae_relation's zero-shot, adapted or transductive."""
+    from harness import sae_relation
 
     sae_path = Path(sae_path)
     config = json.loads((sae_path / "config.json").read_text())

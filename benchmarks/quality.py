@@ -21,10 +21,7 @@ import re
 from pathlib import Path
 
 import numpy as np
-
-from clsr.data import load_corpus, load_qrels, load_topics, resolve
-from clsr.dense import encoding_rate
-from clsr.experiment import (
+from harness import (
     build_baselines,
     build_concept_index_for,
     concept_search_report,
@@ -40,6 +37,9 @@ from clsr.experiment import (
     versions,
     write_report,
 )
+
+from clsr.data import load_corpus, load_qrels, load_topics, resolve
+from clsr.encode.dense import encoding_rate
 from clsr.fusion import (
     DEFAULT_ALPHA,
     PSEUDO_QUERIES,
@@ -51,7 +51,7 @@ from clsr.fusion import (
     reciprocal_rank_fusion,
 )
 from clsr.index import DOC_CODES_DIR
-from clsr.sae import TopKSae, default_sae_path
+from clsr.sae.model import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
 HERE = Path(__file__).resolve().parent
@@ -135,7 +135,7 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
     adaptation = None
     if adapt and sae_path is not None:
         # What a user with this corpus and no judgments gets: the SAE adapted to its text first.
-        from clsr.sae_adaptation import adapt_to_corpus
+        from clsr.sae.adapt import adapt_to_corpus
 
         base_path, sae_path = sae_path, HERE / "work" / name / "adapted-sae"
         _, report, encode_seconds = adapt_to_corpus(base_path, str(source), baselines.encoder, sae_path,

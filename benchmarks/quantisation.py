@@ -16,9 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from clsr.data import load_qrels, load_topics, resolve
-from clsr.evaluate import evaluate
-from clsr.experiment import (
+from harness import (
     build_baselines,
     build_concept_index_for,
     machine_info,
@@ -26,7 +24,10 @@ from clsr.experiment import (
     versions,
     write_report,
 )
-from clsr.sae import TopKSae, default_sae_path
+
+from clsr.data import load_qrels, load_topics, resolve
+from clsr.evaluate import evaluate
+from clsr.sae.model import TopKSae, default_sae_path
 from clsr.search import ClsrSearcher, DenseSearcher
 
 HERE = Path(__file__).resolve().parent

@@ -17,8 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from clsr.data import load_qrels, load_topics, resolve
-from clsr.experiment import (
+from harness import (
     build_baselines,
     build_concept_index_for,
     concept_search_report,
@@ -28,7 +27,9 @@ from clsr.experiment import (
     versions,
     write_report,
 )
-from clsr.sae import default_sae_path
+
+from clsr.data import load_qrels, load_topics, resolve
+from clsr.sae.model import default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher
 
 HERE = Path(__file__).resolve().parent

@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import machine_info, sae_fidelity_runs, sae_statistics, top_hits, versions
 
 from clsr.data import load_corpus, load_qrels, load_topics
-from clsr.dense import DenseEncoder, encode_corpus, encoder_config
+from clsr.encode.dense import DenseEncoder, encode_corpus, encoder_config
 from clsr.evaluate import evaluate
-from clsr.experiment import machine_info, sae_fidelity_runs, sae_statistics, top_hits, versions
-from clsr.sae_data import DataRecipe, build_training_data
-from clsr.sae_training import TrainConfig, Trainer
+from clsr.sae.config import TrainConfig
+from clsr.sae.data import DataRecipe, build_training_data
+from clsr.sae.train import Trainer
 
 TRAIN_DATASETS = ("scifact", "nfcorpus", "msmarco-passage/subset-dl19-5k")
 EVALUATIONS = (("nfcorpus", "dev"), ("scifact", "test"), ("nfcorpus", "test"))

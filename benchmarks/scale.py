@@ -4,7 +4,7 @@
 
 * **Milvus** (Lite, embedded, at a file path): export time, search p50/p95 (one query at a time,
   query encoding excluded: both engines get the same integer query vectors) and recall of Lucene's
-  top 1000 / top 10, on SciFact (a concept index, exported with ``clsr.milvus.export_index``) and
+  top 1000 / top 10, on SciFact (a concept index, exported with ``clsr.search.milvus.export_index``) and
   on the synthetic 100k / 1M sets of ``benchmarks/scaling.py`` (same Zipf-like generator; the
   dense field holds random vectors of the same size, so insertion moves as many bytes as a real
   export). Lucene's reference run is cut by clsr's tie rule (searched 100 deeper, trec_eval order).
@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import latencies_ms, machine_info, percentile, versions, write_report
 
-from clsr.concepts import concept_term
 from clsr.evaluate import trec_eval_order
-from clsr.experiment import latencies_ms, machine_info, percentile, versions, write_report
+from clsr.index.concepts import concept_term
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -77,8 +77,8 @@ def _compare(lucene_search, milvus_search, vectors: list[dict[str, int]]) -> dic
 
 
 def _milvus_vector_search(client, collection: str):
-    from clsr.concepts import concept_latent
-    from clsr.milvus import CONCEPTS, MAX_LIMIT, TIE_MARGIN
+    from clsr.index.concepts import concept_latent
+    from clsr.search.milvus import CONCEPTS, MAX_LIMIT, TIE_MARGIN
 
     def search(vector: dict[str, int], k: int) -> list[tuple[str, float]]:
         data = [{concept_latent(t): float(w) for t, w in vector.items()}]
@@ -90,8 +90,8 @@ def _milvus_vector_search(client, collection: str):
 
 def scifact_row(index_dir: str, uri: str, queries: int) -> dict:
     from clsr.data import load_topics
-    from clsr.milvus import MilvusSearcher, export_index
     from clsr.search import ClsrSearcher
+    from clsr.search.milvus import MilvusSearcher, export_index
 
     record = export_index(index_dir, uri, "scifact", overwrite=True, progress=False)
     lucene = ClsrSearcher(index_dir)
@@ -109,9 +109,9 @@ def scifact_row(index_dir: str, uri: str, queries: int) -> dict:
 
 def synthetic_row(n_docs: int, uri: str, exponent: float, impacts: np.ndarray, queries: int, doc_k: int,
                   query_k: int, seed: int, dim: int = 384) -> dict:
-    from clsr.index import index_impact_vectors
+    from clsr.index.lucene import index_impact_vectors
     from clsr.jvm import java_class, pyserini_lucene
-    from clsr.milvus import milvus_client, registered, write_collection
+    from clsr.search.milvus import milvus_client, registered, write_collection
 
     rng = np.random.default_rng(seed)
     latents = zipf_rows(n_docs, doc_k, exponent, rng)
@@ -167,9 +167,9 @@ def encoding_rows(passages: int, workers: int) -> dict:
     import torch
 
     from clsr.data import load_corpus
-    from clsr.dense import DenseEncoder, encoder_config
-    from clsr.ray_encoding import encode_with_ray
-    from clsr.sae import TopKSae, default_sae_path
+    from clsr.encode.dense import DenseEncoder, encoder_config
+    from clsr.encode.ray import encode_with_ray
+    from clsr.sae.model import TopKSae, default_sae_path
 
     documents = load_corpus("scifact")[:passages]
     work = Path(tempfile.mkdtemp(prefix="clsr-scale-ray-", dir=HERE / "work"))
@@ -262,8 +262,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     index_dir = args.scifact_index or str(HERE / "work" / "scifact" / "concepts-k64")
     if not Path(index_dir, "clsr-index.json").exists():
-        from clsr.experiment import build_baselines, build_concept_index_for
-        from clsr.sae import default_sae_path
+        from harness import build_baselines, build_concept_index_for
+
+        from clsr.sae.model import default_sae_path
 
         build_concept_index_for(build_baselines("scifact", HERE / "work" / "scifact"), Path(index_dir),
                                 default_sae_path(), args.doc_k)

@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import latencies_ms, machine_info, percentile, versions, write_report
 
-from clsr.concepts import Quantizer, concept_term
-from clsr.experiment import latencies_ms, machine_info, percentile, versions, write_report
-from clsr.index import directory_bytes, index_impact_vectors
+from clsr.index import directory_bytes
+from clsr.index.concepts import Quantizer, concept_term
+from clsr.index.lucene import index_impact_vectors
 
 HERE = Path(__file__).resolve().parent
 N_LATENTS = 8192
@@ -37,8 +38,8 @@ N_LATENTS = 8192
 def scifact_profile(doc_k: int) -> tuple[float, np.ndarray]:
     """The Zipf exponent of SciFact's concept document frequencies, and its quantised doc impacts."""
     from clsr.data import load_corpus
-    from clsr.dense import DenseEncoder, encode_corpus, encoder_config
-    from clsr.sae import TopKSae, default_sae_path
+    from clsr.encode.dense import DenseEncoder, encode_corpus, encoder_config
+    from clsr.sae.model import TopKSae, default_sae_path
 
     sae = TopKSae.load_from_disk(default_sae_path())
     embeddings = encode_corpus(DenseEncoder(encoder_config("minilm")), load_corpus("scifact")).embeddings

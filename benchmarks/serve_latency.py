@@ -31,10 +31,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from harness import build_baselines, build_concept_index_for, machine_info, percentile, versions, write_report
+
 from clsr.data import load_topics, resolve
-from clsr.describe import CATALOGUE_NAME, build_catalogue, write_catalogue
-from clsr.experiment import build_baselines, build_concept_index_for, machine_info, percentile, versions, write_report
-from clsr.sae import default_sae_path
+from clsr.interpret.describe import CATALOGUE_NAME, build_catalogue, write_catalogue
+from clsr.sae.model import default_sae_path
 
 from provenance import provenance_line, sae_provenance
 
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "clsr.serve", "--index", str(index_dir), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "clsr.interpret", "serve",
+                               "--index", str(index_dir), "--port", str(port),
                                "--bm25", str(baselines.bm25_dir), "--dense", str(baselines.dense_dir)],
                               env={**os.environ}, stdout=sys.stderr, stderr=sys.stderr)
     url = f"http://127.0.0.1:{port}"

@@ -29,9 +29,7 @@ import re
 import time
 from pathlib import Path
 
-from clsr.data import load_corpus, load_qrels, load_topics, resolve
-from clsr.evaluate import evaluate
-from clsr.experiment import (
+from harness import (
     build_baselines,
     build_concept_index_for,
     machine_info,
@@ -41,6 +39,9 @@ from clsr.experiment import (
     versions,
     write_report,
 )
+
+from clsr.data import load_corpus, load_qrels, load_topics, resolve
+from clsr.evaluate import evaluate
 from clsr.fusion import (
     HybridSearcher,
     best_alpha,
@@ -49,7 +50,7 @@ from clsr.fusion import (
     pseudo_queries,
     reciprocal_rank_fusion,
 )
-from clsr.sae import TopKSae, default_sae_path
+from clsr.sae.model import TopKSae, default_sae_path
 from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
 HERE = Path(__file__).resolve().parent
@@ -70,8 +71,9 @@ def refuse_if_seen(sae_path: Path, dataset: str) -> None:
 
 def fit_from_scratch(baselines, source: str, output: Path, epochs: int) -> Path:
     """An SAE trained from scratch on the corpus's own passages, sentences and spans (no judgments)."""
-    from clsr.sae_adaptation import corpus_training_data
-    from clsr.sae_training import TrainConfig, Trainer
+    from clsr.sae.adapt import corpus_training_data
+    from clsr.sae.config import TrainConfig
+    from clsr.sae.train import Trainer
 
     data, provenance = corpus_training_data(source, baselines.encoder)
     config = TrainConfig(epochs=epochs, lr=1e-3, kl_weight=0.1, kl_sparse_weight=0.3, multi_k=(64,))
@@ -126,7 +128,7 @@ def measure_sae(name: str, sae_path: Path, baselines, work: Path, topics, qrels,
 
 def measure(dataset: str, starts: dict[str, str], fitted: str | None, fitted_epochs: int, split: str,
             reuse_adapted: bool = False, previous: dict | None = None) -> dict:
-    from clsr.sae_adaptation import AdaptConfig, adapt_to_corpus
+    from clsr.sae.adapt import AdaptConfig, adapt_to_corpus
 
     source = str(resolve(dataset))
     name = re.sub(r"[^\w.-]+", "_", dataset.strip("/"))

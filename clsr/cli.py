@@ -1,5 +1,5 @@
-"""The `clsr` command line: it only dispatches. Each command belongs to the module of its stage, which
-also runs it as ``python -m clsr.<module>``; see `clsr.options`.
+"""The `clsr` command line: it only dispatches. Each command belongs to its stage package's ``command``
+module (``clsr/<stage>/command.py``), which ``python -m clsr.<stage>`` also runs; see `clsr.options`.
 
 Only the chosen command's module is imported, so `clsr evaluate` never loads torch.
 """
@@ -11,26 +11,29 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .options import add_common_arguments, execute
+from clsr.options import add_common_arguments, execute
 
 # name -> (module that owns it, the attribute holding its Command, one line for `clsr --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "index": ("clsr.index.command", "COMMAND", "build a concept, BM25 or dense index"),
     "search": ("clsr.search.command", "COMMAND", "search an index for a set of topics and write a run file"),
-    "evaluate": ("clsr.evaluate", "COMMAND", "score a run file: nDCG@10, MRR@10, R@100, R@1000"),
-    "fuse": ("clsr.fusion", "COMMAND", "fuse run files (interpolation or RRF), e.g. CL-SR with BM25"),
-    "tune-alpha": ("clsr.fusion", "TUNE_ALPHA_COMMAND",
+    "evaluate": ("clsr.evaluate.command", "COMMAND", "score a run file: nDCG@10, MRR@10, R@100, R@1000"),
+    "fuse": ("clsr.fusion.command", "COMMAND", "fuse run files (interpolation or RRF), e.g. CL-SR with BM25"),
+    "tune-alpha": ("clsr.fusion.command", "TUNE_ALPHA_COMMAND",
                    "pick the hybrid's alpha on a train or dev split (never test), or on pseudo-queries"),
-    "explain": ("clsr.explain", "COMMAND", "why a document matched a query, concept by concept, down to words"),
-    "describe": ("clsr.describe", "COMMAND", "catalogue and describe every concept of a concept index"),
-    "serve": ("clsr.serve", "COMMAND", "the concept explorer: a local web page and JSON API over a concept index"),
-    "encode": ("clsr.encode", "COMMAND", "encode a corpus or topics to embeddings.npy + ids.txt"),
-    "encode-queries": ("clsr.pyserini_encoders", "COMMAND",
+    "explain": ("clsr.interpret.command", "EXPLAIN_COMMAND",
+                "why a document matched a query, concept by concept, down to words"),
+    "describe": ("clsr.interpret.command", "DESCRIBE_COMMAND",
+                 "catalogue and describe every concept of a concept index"),
+    "serve": ("clsr.interpret.command", "SERVE_COMMAND",
+              "the concept explorer: a local web page and JSON API over a concept index"),
+    "encode": ("clsr.encode.command", "COMMAND", "encode a corpus or topics to embeddings.npy + ids.txt"),
+    "encode-queries": ("clsr.search.command", "ENCODE_QUERIES_COMMAND",
                        "pre-encode topics for stock Pyserini (--impact --encoder FILE)"),
-    "train-sae": ("clsr.sae_data", "COMMAND", "fit a top-K sparse autoencoder on a corpus's embeddings"),
-    "adapt-sae": ("clsr.sae_adaptation", "COMMAND", "fine-tune an SAE on a new corpus's own text (no judgments)"),
+    "train-sae": ("clsr.sae.command", "TRAIN_COMMAND", "fit a top-K sparse autoencoder on a corpus's embeddings"),
+    "adapt-sae": ("clsr.sae.command", "ADAPT_COMMAND", "fine-tune an SAE on a new corpus's own text (no judgments)"),
     "demo": ("clsr.demo", "COMMAND", "CL-SR, BM25 and dense side by side on a collection"),
-    "export": ("clsr.export", "COMMAND", "export a concept index to Milvus (Lite or a server)"),
+    "export": ("clsr.search.command", "EXPORT_COMMAND", "export a concept index to Milvus (Lite or a server)"),
 }
 
 

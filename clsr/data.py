@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from .errors import ClsrError
+from clsr.errors import ClsrError
 
 log = logging.getLogger(__name__)
 

@@ -1,19 +1,127 @@
-"""`clsr demo`: the concept index, BM25 and the dense model side by side on one collection."""
+"""`clsr demo`: the concept index, BM25 and the dense model side by side on one collection.
+
+Its build-or-reuse and measuring helpers are also the base of benchmarks/harness.py.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+import statistics
 import textwrap
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .cpu import cpu_kind, reported_flags
-from .data import load_qrels, load_topics, resolve
-from .describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_catalogue
-from .evaluate import write_run
-from .experiment import build_baselines, build_concept_index_for, latencies_ms, method_report, sae_relation
-from .options import SOURCE_HELP, Command, main_for
-from .sae import TopKSae, default_sae_path
-from .search import Bm25Searcher, ClsrSearcher, DenseSearcher
+from clsr.cpu import cpu_kind, reported_flags
+from clsr.data import Document, Qrels, load_corpus, load_qrels, load_topics, resolve
+from clsr.encode.dense import DenseEncoder, encode_corpus, encoder_config
+from clsr.evaluate import DEFAULT_METRICS, Run, evaluate, write_run
+from clsr.index import (
+    MANIFEST_NAME,
+    build_bm25_index,
+    build_concept_index,
+    build_dense_index,
+    directory_bytes,
+    read_manifest,
+)
+from clsr.interpret.describe import CATALOGUE_NAME, build_catalogue, load_catalogue, write_catalogue
+from clsr.options import SOURCE_HELP, Command, main_for
+from clsr.sae.model import TopKSae, default_sae_path, sae_relation
+from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Baselines:
+    source: str
+    documents: list[Document]
+    bm25_dir: Path
+    dense_dir: Path
+    encoder: DenseEncoder
+    encode_docs_per_s: float
+    encoded_from_cache: bool = False  # then encode_docs_per_s was measured by the run that wrote the cache
+
+
+def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", threads: int = 1) -> Baselines:
+    """BM25 and dense indexes of `dataset` under `work_dir`, reused when already built."""
+    source = str(resolve(dataset))
+    documents = load_corpus(source)  # read once: BM25, encoding and callers' snippets share it
+    bm25_dir, dense_dir = work_dir / "bm25", work_dir / f"dense-{encoder_name}"
+    if not (bm25_dir / MANIFEST_NAME).exists():
+        log.info("building the BM25 index of %s", source)
+        build_bm25_index(documents, bm25_dir, source=source, threads=threads, overwrite=True)
+    encoder = DenseEncoder(encoder_config(encoder_name))
+    # Encoding goes through the embedding cache, so a rebuilt index costs no re-encoding.
+    encoded = encode_corpus(encoder, documents)
+    if not (dense_dir / MANIFEST_NAME).exists():
+        build_dense_index(encoded.ids, encoded.embeddings, dense_dir, encoder=encoder.config.to_dict(),
+                          encoding=encoder.encoding,
+                          source=source, overwrite=True)
+    return Baselines(source, documents, bm25_dir, dense_dir, encoder, encoded.docs_per_s, encoded.cached)
+
+
+def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
+                            query_k: int | None = None, query_mode: str = "topk", bits: int = 8,
+                            threads: int = 1, reuse: bool = False) -> dict:
+    """A concept index of the baselines' corpus (embeddings from the cache); returns its manifest.
+
+    Built afresh (benchmarks time the build) unless `reuse` and one is already there.
+    """
+    from clsr.sae.model import TopKSae
+
+    if reuse and (index_dir / MANIFEST_NAME).exists():
+        return read_manifest(index_dir)
+    encoded = encode_corpus(baselines.encoder, baselines.documents)
+    return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
+                               sae_path=sae_path, encoder=baselines.encoder.config.to_dict(),
+                               encoding=baselines.encoder.encoding, doc_k=doc_k,
+                               query_k=query_k, query_mode=query_mode, bits=bits, source=baselines.source,
+                               threads=threads, overwrite=True,
+                               progress=False)
+
+
+def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object]) -> list[float]:
+    """Wall time of each single-query call, in milliseconds, after one untimed pass over all inputs.
+
+    A full warm-up pass matters for Lucene: measured here, the JIT leaves a tail of ~7x slower
+    searches spread over the whole first pass, not just its first queries.
+    """
+    for item in inputs:
+        search_one(item)
+    times = []
+    for item in inputs:
+        start = time.perf_counter()
+        search_one(item)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def method_report(run: Run, qrels: Qrels, search_ms: Sequence[float] | None = None, index_dir: Path | None = None,
+                  relevance_threshold: int = 1, **extra) -> dict:
+    """The benchmark's per-method object: quality metrics, and index size and latency where measured."""
+    report = {name: round(value, 4) for name, value in
+              evaluate(run, qrels, DEFAULT_METRICS, relevance_threshold).items()}
+    if index_dir is not None:
+        report["index_bytes"] = directory_bytes(index_dir) - (index_dir / MANIFEST_NAME).stat().st_size
+    if search_ms:
+        report["search_ms_mean"] = round(statistics.fmean(search_ms), 3)
+        report["search_ms_p50"] = round(percentile(search_ms, 0.5), 3)
+        report["search_ms_p95"] = round(percentile(search_ms, 0.95), 3)
+    report.update(extra)
+    return report
 
 
 def _human_bytes(n: int) -> str:
@@ -39,7 +147,7 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
 
     sae_path = default_sae_path()
     if adapt:
-        from .sae_adaptation import adapt_to_corpus
+        from clsr.sae.adapt import adapt_to_corpus
 
         sae_path = work_dir / "adapted-sae"
         if not (sae_path / "sae.safetensors").exists():
@@ -130,9 +238,5 @@ COMMAND = Command("demo", "CL-SR, BM25 and dense side by side on a collection: b
                           "and explained hits.", _add_demo_arguments, _run_demo)
 
 
-def main(argv=None) -> None:
-    main_for(COMMAND, argv)
-
-
 if __name__ == "__main__":
-    main()
+    main_for(COMMAND, prog="python -m clsr.demo")

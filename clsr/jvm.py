@@ -57,7 +57,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import ClsrError
+from clsr.errors import ClsrError
 
 # A JVM crash report goes to the temporary folder, not into the user's working folder. file.encoding is UTF-8
 # by default since Java 18; it is named for readers of files that Java opens itself (paths: see _utf8_locale).

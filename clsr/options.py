@@ -1,9 +1,12 @@
-"""What every clsr command shares: the `Command` record, the runner that turns a failure into one
-line on stderr, and the argument groups that several commands take.
+"""The command layer that every clsr command shares: the `Command` record, the runner that turns a failure
+into one line on stderr, and each flag group that several commands take, beside the one function that
+turns its parsed flags into the library's typed config (encoder, concept queries, steering, Ray, adaptation).
 
-Each stage module owns its command (a `Command` with its parser and `run`) and its
-``python -m clsr.<module>`` entry point; `clsr.cli` only dispatches. This module imports nothing
-else of clsr but its errors, so that the arrows run one way: cli -> stages -> options.
+Each stage package owns its commands (``clsr/<stage>/command.py``: a `Command` with its parser and `run`)
+and its ``python -m clsr.<stage>`` entry point; `clsr.cli` only dispatches. Library code never sees an
+`argparse.Namespace`: only this module and the command modules read one. At module level this imports
+nothing of clsr but its errors, so `clsr evaluate --help` loads no torch; the config types are imported
+where a flag group is read.
 """
 
 from __future__ import annotations
@@ -14,9 +17,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from .errors import ClsrError, UsageError
+from clsr.errors import ClsrError, UsageError
+
+if TYPE_CHECKING:
+    from clsr.encode.dense import DenseEncoder, EncoderConfig
+    from clsr.encode.ray import Shards
+    from clsr.sae.adapt import AdaptConfig
 
 SOURCE_HELP = ("a BEIR folder, a collection name under $CLSR_DATA (e.g. scifact), a .jsonl/.tsv file, "
                "or an ir_datasets id (e.g. beir/scifact/test; needs the network)")
@@ -106,13 +114,27 @@ def fail(command_name: str, message: str) -> NoReturn:
 
 
 def main_for(command: Command, argv: Sequence[str] | None = None, prog: str | None = None) -> None:
-    """The ``python -m clsr.<module>`` entry point of a stage."""
+    """The ``python -m clsr.<stage>`` entry point of a stage with one command."""
     parser = build_parser(command, prog)
     execute(command, parser.parse_args(argv))
 
 
+def stage_main(commands: Sequence[Command], argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    """``python -m clsr.<stage> COMMAND ...`` for a stage with several commands (sae, interpret)."""
+    parser = argparse.ArgumentParser(prog=prog)
+    add_common_arguments(parser)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands:
+        subparser = subparsers.add_parser(command.name, help=command.description.split(". ")[0],
+                                          description=command.description)
+        command.add_arguments(subparser)
+        add_common_arguments(subparser, subcommand=True)
+    args = parser.parse_args(argv)
+    execute(next(c for c in commands if c.name == args.command), args)
+
+
 def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "minilm, bundled, works offline") -> None:
-    """The dense encoder's flags; `clsr.dense.encoder_from_args` reads them."""
+    """The dense encoder's flags; `encoder_config_from_args` and `encoder_from_args` read them."""
     group = parser.add_argument_group("dense encoder")
     group.add_argument("--encoder",
                        help=f"preset (minilm, bge), a local Hugging Face model folder, or a hub id "
@@ -135,8 +157,35 @@ def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "mi
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
+_ENCODER_FLAGS = ("encoder", "pooling", "query_prefix", "max_length", "normalize")
+
+
+def encoder_overridden(args) -> bool:
+    """True when any flag of `add_encoder_options` that changes the vectors was given."""
+    return any(getattr(args, name) is not None for name in _ENCODER_FLAGS)
+
+
+def encoder_config_from_args(args, base: EncoderConfig | None = None) -> EncoderConfig:
+    """The encoder the flags ask for: ``base`` (e.g. the SAE's or the index's) unless --encoder is given,
+    with --pooling/--query-prefix/--max-length/--no-normalize applied on top."""
+    import dataclasses
+
+    from clsr.encode.dense import DEFAULT_PRESET, encoder_config
+    config = base if (args.encoder is None and base is not None) else encoder_config(args.encoder or DEFAULT_PRESET)
+    overrides = {"pooling": args.pooling, "query_prefix": args.query_prefix, "max_length": args.max_length,
+                 "normalize": args.normalize}
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def encoder_from_args(args, base: EncoderConfig | None = None) -> DenseEncoder:
+    """The DenseEncoder the flags of `add_encoder_options` ask for (backend: auto unless given)."""
+    from clsr.encode.dense import DenseEncoder
+    return DenseEncoder(encoder_config_from_args(args, base), device=args.device, dtype=args.dtype,
+                        batch_size=args.encode_batch_size, backend=args.encoder_backend or "auto")
+
+
 def add_concept_query_options(parser: argparse.ArgumentParser) -> None:
-    """How queries of a concept index are encoded; `clsr.index.concept_encoder_options` reads them."""
+    """How queries of a concept index are encoded; `concept_encoder_options` reads them."""
     group = parser.add_argument_group("concept index queries")
     group.add_argument("--sae", help="SAE folder (default: the one the index was built with)")
     group.add_argument("--query-k", type=int, help="concepts per query (default: the index's, see its manifest)")
@@ -147,8 +196,20 @@ def add_concept_query_options(parser: argparse.ArgumentParser) -> None:
                        help="search even if the encoder or SAE differs from the one in the index's manifest")
 
 
+def concept_encoder_options(args, manifest: dict) -> dict:
+    """Keyword options for `load_concept_encoder` (and so ClsrSearcher, ClsrQueryEncoder) from the flags of
+    `add_concept_query_options` and `add_encoder_options`."""
+    from clsr.encode.dense import EncoderConfig
+
+    encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
+               if encoder_overridden(args) else None)
+    return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
+            "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,
+            "backend": args.encoder_backend if args.encoder_backend != "auto" else None}
+
+
 def add_steering_options(parser: argparse.ArgumentParser) -> None:
-    """Concept steering; `clsr.describe.steering_from_args` reads them."""
+    """Concept steering; `steering_from_args` reads them."""
     group = parser.add_argument_group("steering (concept indexes)")
     group.add_argument("--boost", action="append", default=[], metavar="cID=FACTOR",
                        help="multiply a concept's query weight, e.g. c123=2.0 (a concept the query lacks is added "
@@ -161,8 +222,41 @@ def add_steering_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--catalogue", help="concepts.jsonl (default: the index folder's)")
 
 
+def steering_from_args(args) -> dict[int, float]:
+    """{latent: factor} from the flags of `add_steering_options`; --boost-concept picks concepts
+    by their descriptions in the index's catalogue and says which it picked on stderr.
+
+    Raises UsageError for a malformed flag, a missing catalogue, or a text no description matches.
+    """
+    import sys
+    from pathlib import Path
+
+    from clsr.index.concepts import concept_latent, parse_steering
+    from clsr.interpret.describe import CATALOGUE_NAME, load_catalogue, pick_concepts
+
+    try:
+        steering = parse_steering(args.boost, args.suppress)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.boost_concept:
+        path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+        if not path.exists():
+            raise UsageError(f"--boost-concept needs {path}; run `clsr describe --index {args.index}` first")
+        catalogue = load_catalogue(path)
+        for item in args.boost_concept:
+            text, _, factor = item.rpartition("=") if "=" in item else (item, "", "")
+            picked = pick_concepts(catalogue, text)
+            if not picked:
+                raise UsageError(f"no concept description matches {text!r}")
+            for term, _ in picked:
+                steering[concept_latent(term)] = float(factor) if factor else 2.0
+            print(f"--boost-concept {text!r}: boosting " + ", ".join(
+                f"{term} ({catalogue[term].description})" for term, _ in picked), file=sys.stderr)
+    return steering
+
+
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
-    """Encoding on Ray; `clsr.ray_encoding.shards_from_args` reads them."""
+    """Encoding on Ray; `shards_from_args` reads them."""
     group = parser.add_argument_group("encoding on Ray (pip install 'clsr[ray]')")
     group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                        help="encode on Ray: a local instance with no ADDRESS, else the cluster at ADDRESS "
@@ -172,13 +266,60 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--shards", help="folder for the encoded shards (default: beside the output, *.shards)")
 
 
+def shards_from_args(args: argparse.Namespace, source: str, encoder: EncoderConfig,
+                     default_shards: str | os.PathLike, sae_path: str | os.PathLike | None = None,
+                     doc_k: int | None = None) -> Shards:
+    """Encode ``source`` on Ray as the flags of ``add_ray_options`` say; the shards, read back.
+
+    ``encoder`` is the driver's ``EncoderConfig``; ``--encoder-backend`` and ``--dtype`` auto are resolved
+    here, so that every actor, on whatever node, encodes alike; the shards' ``meta["encoding"]`` records them.
+    """
+    from pathlib import Path
+
+    from clsr.encode.dense import resolve_encoding
+    from clsr.encode.ray import encode_with_ray, read_shards
+
+    backend, dtype = resolve_encoding(args.encoder_backend or "auto", args.dtype, args.device)
+    directory = Path(args.shards or default_shards)
+    meta = encode_with_ray(source, encoder.to_dict(), directory, address=args.ray, workers=args.ray_workers,
+                           backend=backend, dtype=dtype, batch_size=args.encode_batch_size, sae_path=sae_path,
+                           doc_k=doc_k)
+    print(f"encoded {meta['documents']} passages on Ray ({meta['workers']} workers, {meta['address']}) in "
+          f"{meta['encode_s']:.0f} s ({meta['docs_per_s']:.1f} passages/s; Ray started in {meta['ray_start_s']:.1f} s)"
+          f" into {meta['shards']} shards at {directory}")
+    return read_shards(directory)
+
+
 def add_milvus_options(parser: argparse.ArgumentParser, required: bool = False) -> None:
-    """Where a Milvus collection lives; `clsr.milvus` reads them."""
+    """Where a Milvus collection lives; `clsr.search.milvus` reads them."""
     group = parser.add_argument_group("Milvus (pip install 'clsr[milvus]')")
     group.add_argument("--uri", default="clsr-milvus.db", required=required,
                        help="a file path (Milvus Lite, embedded; default clsr-milvus.db) or a server address "
                             "such as http://localhost:19530")
     group.add_argument("--collection", default="clsr", help="collection name (default clsr)")
+
+
+def add_adaptation_options(parser: argparse.ArgumentParser) -> None:
+    """How `clsr adapt-sae` and `clsr index --adapt` fine-tune the SAE; `adapt_config_from_args` reads them.
+    The defaults are `clsr.sae.adapt.AdaptConfig`'s."""
+    from clsr.sae.adapt import AdaptConfig
+
+    defaults = AdaptConfig()
+    group = parser.add_argument_group("adaptation (fine-tuning the SAE on the corpus, no judgments)")
+    group.add_argument("--adapt-steps", type=int, default=defaults.steps,
+                       help=f"training steps of {defaults.batch_size} vectors (default {defaults.steps}: about 6 "
+                            "minutes on 2 free CPU cores)")
+    group.add_argument("--adapt-lr", type=float, default=defaults.lr,
+                       help=f"Adam learning rate (default {defaults.lr})")
+    group.add_argument("--no-revive", dest="revive", action="store_false",
+                       help="keep latents that never fire on this corpus as they are (default: re-initialise "
+                            "them on its worst-reconstructed vectors)")
+
+
+def adapt_config_from_args(args: argparse.Namespace) -> AdaptConfig:
+    from clsr.sae.adapt import AdaptConfig
+
+    return AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr, revive=args.revive, device=args.device)
 
 
 def positive_int(text: str) -> int:

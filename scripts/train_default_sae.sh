@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the SAE shipped in clsr/models/$DEFAULT (see its README.md): general English only, so that
+# Reproduces the SAE shipped in clsr/sae/models/$DEFAULT (see its README.md): general English only, so that
 # no collection the README reports was seen in training (figures on them are zero-shot or adapted).
 # Needs the shared data (CLSR_DATA, default ../shared/data) and `make setup`. ~417k training texts: about an hour
 # to encode and several hours to train on 2 CPU cores; 4 minutes in all with DEVICE=cuda on one GPU (as shipped).
@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CLSR_DATA=${CLSR_DATA:-$(cd .. && pwd)/shared/data}
 export CLSR_CACHE=${CLSR_CACHE:-$PWD/cache}
-model=clsr/models/minilm-l6-v2-general-topk128-8192
+model=clsr/sae/models/minilm-l6-v2-general-topk128-8192
 work=build/sae-default
 device=${DEVICE:-cpu}
 dtype=auto; [ "$device" = cpu ] || dtype=fp32

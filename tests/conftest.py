@@ -49,7 +49,7 @@ class ScifactSlice:
 
     def __init__(self):
         from clsr.data import load_corpus, load_qrels, load_topics
-        from clsr.dense import DenseEncoder, encoder_config
+        from clsr.encode.dense import DenseEncoder, encoder_config
 
         self.qrels = dict(list(load_qrels("scifact", "test").items())[:150])
         judged = {d for j in self.qrels.values() for d in j}
@@ -75,7 +75,7 @@ def slice_concept_index(tmp_path_factory, scifact_slice) -> Path:
     Its manifest's source is SciFact itself, so passage texts resolve through ``$CLSR_DATA``.
     """
     from clsr.index import build_concept_index
-    from clsr.sae import TopKSae, default_sae_path
+    from clsr.sae.model import TopKSae, default_sae_path
 
     index_dir = tmp_path_factory.mktemp("slice-concepts") / "index"
     build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, index_dir,

@@ -39,7 +39,7 @@ def test_steering_a_concept_outside_the_dictionary_names_the_valid_range(slice_c
 
 
 def test_any_unexpected_failure_is_one_line_unless_debug(tmp_path, monkeypatch, cli_error):
-    from clsr import evaluate as evaluate_module
+    from clsr.evaluate import command as evaluate_module  # the name `clsr evaluate` calls
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
@@ -85,7 +85,7 @@ def test_an_adaptation_killed_mid_way_is_cleaned_by_the_next_build_but_a_running
 
 def test_an_interrupted_adaptation_leaves_no_folder(tmp_path, monkeypatch, capsys):
     """Ctrl-C during `clsr index --adapt`: exit 130 and nothing hidden left beside the index."""
-    from clsr import sae_adaptation
+    from clsr.sae import adapt as sae_adaptation
 
     def interrupted(base_path, corpus, encoder, output_dir, config):
         (Path(output_dir) / "sae.safetensors").write_text("half")

@@ -23,8 +23,8 @@ def server(slice_concept_index, tmp_path_factory, scifact_slice):
     """`clsr serve` on the 300-passage slice (with a catalogue and a BM25 index), as a user would start it."""
     import socket
 
-    from clsr.describe import build_catalogue, write_catalogue
     from clsr.index import build_bm25_index
+    from clsr.interpret.describe import build_catalogue, write_catalogue
 
     work = tmp_path_factory.mktemp("browser")
     write_catalogue(build_catalogue(slice_concept_index, top_passages=5, progress=False), work / "concepts.jsonl")
@@ -32,7 +32,8 @@ def server(slice_concept_index, tmp_path_factory, scifact_slice):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "clsr.serve", "--index", str(slice_concept_index), "--port",
+    process = subprocess.Popen([sys.executable, "-m", "clsr.interpret", "serve",
+                               "--index", str(slice_concept_index), "--port",
                                 str(port), "--catalogue", str(work / "concepts.jsonl"), "--bm25", str(work / "bm25"),
                                 "--dtype", "fp32"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from clsr.cli import main as clsr
-from clsr.concepts import concept_term, dot
 from clsr.evaluate import read_run, trec_eval_order
 from clsr.index import MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest
-from clsr.sae import SaeConfig, SaeMismatchError, TopKSae, default_sae_path
+from clsr.index.concepts import concept_term, dot
+from clsr.sae.config import SaeConfig
+from clsr.sae.model import SaeMismatchError, TopKSae, default_sae_path
 
 SEARCH_OPTIONS = {"dtype": "fp32"}  # the slice's documents were encoded in fp32
 
@@ -94,7 +95,7 @@ def test_lucene_scores_are_the_integer_dot_products(searcher, scifact_slice):
 
 def test_pyserini_impact_searcher_takes_the_clsr_query_encoder(concept_index, searcher, scifact_slice):
     from clsr.jvm import pyserini_lucene
-    from clsr.pyserini_encoders import ClsrDocumentEncoder, ClsrQueryEncoder
+    from clsr.search.pyserini import ClsrDocumentEncoder, ClsrQueryEncoder
 
     pyserini = pyserini_lucene().LuceneImpactSearcher(str(concept_index), ClsrQueryEncoder(concept_index,
                                                                                             **SEARCH_OPTIONS))
@@ -132,7 +133,7 @@ def test_clsr_search_python_api_and_stock_pyserini_give_identical_runs(concept_i
 
 
 def test_a_different_sae_or_encoder_is_refused_unless_forced(concept_index, tmp_path, capsys):
-    from clsr.dense import encoder_config
+    from clsr.encode.dense import encoder_config
     from clsr.search import load_concept_encoder
 
     other = TopKSae(SaeConfig(384, 512, 128, encoder=encoder_config("minilm").to_dict()))
@@ -149,7 +150,7 @@ def test_a_different_sae_or_encoder_is_refused_unless_forced(concept_index, tmp_
 
 def test_rebuild_needs_overwrite_and_a_failed_rebuild_keeps_the_old_index(concept_index, scifact_slice, sae,
                                                                          tmp_path, monkeypatch):
-    import clsr.index
+    import clsr.index.lucene
 
     arguments = dict(sae=sae, sae_path=default_sae_path(), encoder=scifact_slice.encoder.config.to_dict(),
                      progress=False)
@@ -161,7 +162,7 @@ def test_rebuild_needs_overwrite_and_a_failed_rebuild_keeps_the_old_index(concep
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(clsr.index, "run_anserini_indexer", interrupted)
+    monkeypatch.setattr(clsr.index.lucene, "run_anserini_indexer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, target, overwrite=True, **arguments)
     with pytest.raises(KeyboardInterrupt):
@@ -186,7 +187,7 @@ def test_bad_inputs_name_the_problem(scifact_slice, sae, tmp_path):
 def test_hybrid_search_is_the_fusion_of_its_component_runs(concept_index, searcher, topics_file, tmp_path):
     from clsr.evaluate import read_run
     from clsr.fusion import interpolate
-    from clsr.pyserini_encoders import cache_key
+    from clsr.search.pyserini import cache_key
 
     path, topics = topics_file
     clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "hybrid.trec"),
@@ -267,7 +268,7 @@ def test_boosting_a_concept_raises_its_documents_and_suppressing_removes_it(conc
 
 
 def test_explain_contributions_sum_to_the_lucene_score(concept_index, searcher, scifact_slice, capsys):
-    from clsr.explain import explain
+    from clsr.interpret.explain import explain
 
     query = list(scifact_slice.topics.values())[5]
     hits = searcher.search(query, 5)
@@ -309,7 +310,7 @@ def test_document_side_amplification_rescores_by_the_edited_document_weights(sea
 
 
 def test_boost_concept_by_description_picks_and_names_the_concepts(concept_index, topics_file, tmp_path, capsys):
-    from clsr.describe import CATALOGUE_NAME, build_catalogue, load_catalogue, pick_concepts, write_catalogue
+    from clsr.interpret.describe import CATALOGUE_NAME, build_catalogue, load_catalogue, pick_concepts, write_catalogue
 
     catalogue_path = tmp_path / CATALOGUE_NAME
     write_catalogue(build_catalogue(concept_index, corpus="scifact", top_passages=5, progress=False), catalogue_path)

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from clsr.concepts import Quantizer, concept_latent, concept_term, dot, impact_vectors
-from clsr.sae import SaeConfig, TopKSae
+from clsr.index.concepts import Quantizer, concept_latent, concept_term, dot, impact_vectors
+from clsr.sae.config import SaeConfig
+from clsr.sae.model import TopKSae
 
 
 def test_term_naming_round_trips():
@@ -26,7 +27,7 @@ def test_queries_are_quantised_per_vector_to_the_full_range():
 
 
 def test_scores_must_fit_float32_exactly():
-    from clsr.concepts import check_exact_scores
+    from clsr.index.concepts import check_exact_scores
 
     check_exact_scores(128, Quantizer(1.0, 8), Quantizer(None, 8))  # 128 * 255 * 255 < 2**24
     with pytest.raises(ValueError, match="beyond 2\\*\\*24"):
@@ -49,7 +50,7 @@ def test_impact_vectors_and_their_dot_product():
 
 
 def test_projected_query_weights_are_the_positive_projections_on_every_atom():
-    from clsr.concepts import ConceptEncoder
+    from clsr.index.concepts import ConceptEncoder
 
     torch.manual_seed(0)
     sae = TopKSae(SaeConfig(16, 64, 8))
@@ -74,7 +75,7 @@ def test_projected_query_weights_are_the_positive_projections_on_every_atom():
 
 
 def test_steering_edits_query_codes():
-    from clsr.concepts import parse_steering, steer_codes
+    from clsr.index.concepts import parse_steering, steer_codes
 
     steering = parse_steering(["c3=2", "c11=1.0"], ["c7"])
     assert steering == {3: 2.0, 11: 1.0, 7: 0.0}

@@ -1,16 +1,16 @@
 """The SAE shipped inside the package: loadable, matched to the default encoder, and faithful."""
 
 import pytest
+from harness import sae_fidelity_runs, top_hits
 
 from clsr.evaluate import evaluate
-from clsr.experiment import sae_fidelity_runs, top_hits
-from clsr.sae import TopKSae, default_sae_path
+from clsr.sae.model import TopKSae, default_sae_path
 
 
 @pytest.fixture(scope="module")
 def default_sae() -> TopKSae:
     path = default_sae_path()
-    assert path is not None, "clsr/models/ lacks the default SAE; run scripts/train_default_sae.sh"
+    assert path is not None, "clsr/sae/models/ lacks the default SAE; run scripts/train_default_sae.sh"
     assert (path / "sae.safetensors").stat().st_size <= 30 * 2**20
     return TopKSae.load_from_disk(path)
 
@@ -39,7 +39,7 @@ def test_it_keeps_retrieval_on_a_scifact_slice(default_sae, scifact_slice):
 
 
 def test_it_never_saw_a_reported_collection():
-    from clsr.experiment import sae_relation, seen_collections
+    from clsr.sae.model import sae_relation, seen_collections
 
     assert seen_collections(default_sae_path()) == ["general-english"]
     for collection in ("scifact", "nfcorpus", "msmarco-passage/subset-dl19-5k"):

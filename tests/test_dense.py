@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from clsr.data import load_corpus
-from clsr.dense import BGE_QUERY_INSTRUCTION, DenseEncoder, bundled_minilm_dir, encode_corpus, encoder_config
+from clsr.encode.dense import BGE_QUERY_INSTRUCTION, DenseEncoder, bundled_minilm_dir, encode_corpus, encoder_config
 from clsr.evaluate import evaluate
 from clsr.index import build_dense_index
 from clsr.search import DenseSearcher, InvalidIndexError

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from clsr.describe import build_catalogue, load_catalogue, regions, write_catalogue
 from clsr.index import build_concept_index
-from clsr.sae import SaeConfig, TopKSae
+from clsr.interpret.describe import build_catalogue, load_catalogue, regions, write_catalogue
+from clsr.sae.config import SaeConfig
+from clsr.sae.model import TopKSae
 
 # Planted: latent j fires (alone) on the documents of topic j, with activation = the embedding's scale.
 TOPICS = {0: ["apple orchard harvest", "apple cider orchard", "orchard apple trees", "apple harvest season",
@@ -83,7 +84,7 @@ def test_llm_describer_asks_an_openai_compatible_endpoint(planted_index):
     import http.server
     import threading
 
-    from clsr.describe import LlmDescriber
+    from clsr.interpret.describe import LlmDescriber
 
     asked = []
 

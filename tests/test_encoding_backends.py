@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from clsr.data import load_corpus, load_topics
-from clsr.dense import DenseEncoder, cpu_supports_bf16, default_backend, encode_corpus, encoder_config, recorded_backend
+from clsr.encode.dense import (
+    DenseEncoder,
+    cpu_supports_bf16,
+    default_backend,
+    encode_corpus,
+    encoder_config,
+    recorded_backend,
+)
 from clsr.index import build_dense_index
 from clsr.search import DenseSearcher
 
@@ -19,7 +26,7 @@ from clsr.search import DenseSearcher
 #   cosine >= 0.9999 on 600 passages, so 0.999 leaves a 10x margin in 1 - cosine.
 # - fp32 runtimes (OpenVINO, ONNX Runtime): only summation order differs from torch (~1e-6 relative).
 # - onnx-int8: 8-bit per-channel weights and per-tensor activations, computed exactly in int32 on every
-#   CPU (u8 x u8 without VNNI, so nothing saturates: clsr.onnx_backend); its error is the rounding's,
+#   CPU (u8 x u8 without VNNI, so nothing saturates: clsr.encode.onnx); its error is the rounding's,
 #   the same on AVX2 and VNNI (min 0.9918 / 0.9919 on 600 / 200 passages). It misses the gate, which
 #   is why it is opt-in; its bound catches a broken quantisation (saturating u8 x s8 on AVX2 gave
 #   0.988, per-tensor weight scales 0.88-0.90). The empty text, a degenerate input, gets its own bound:
@@ -109,7 +116,7 @@ def test_bad_backend_or_dtype_is_refused():
 
 
 def test_openvino_model_is_converted_once(encoders, monkeypatch):
-    from clsr import openvino_backend
+    from clsr.encode import openvino as openvino_backend
 
     def no_convert(*args, **kwargs):
         raise AssertionError("converted a cached OpenVINO model again")
@@ -120,7 +127,7 @@ def test_openvino_model_is_converted_once(encoders, monkeypatch):
 
 
 def test_onnx_artefacts_are_cached_not_rebuilt(encoders, monkeypatch):
-    from clsr import onnx_backend
+    from clsr.encode import onnx as onnx_backend
 
     def no_export(*args, **kwargs):
         raise AssertionError("rebuilt a cached ONNX artefact")
@@ -138,7 +145,7 @@ def test_int8_form_without_vnni_never_saturates(encoders, texts, monkeypatch):
 
     import onnx
 
-    monkeypatch.setattr("clsr.dense.cpu_supports_vnni", lambda: False)
+    monkeypatch.setattr("clsr.encode.dense.cpu_supports_vnni", lambda: False)
     encoder = DenseEncoder(encoder_config("minilm"), backend="onnx-int8")
     cosines = (encoder.encode(texts) * encoders["torch-fp32"].encode(texts)).sum(1)
     assert cosines[:-1].min() > MIN_COSINE["onnx-int8"] and cosines[-1] > MIN_COSINE_EMPTY["onnx-int8"]

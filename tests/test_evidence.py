@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from clsr.cli import main as clsr
-from clsr.evidence import EvidenceExplainer, delete_spans, word_spans
+from clsr.interpret.evidence import EvidenceExplainer, delete_spans, word_spans
 
 QUERY = "Vitamin D deficiency increases the risk of bone fractures in elderly women."
 
 
 @pytest.fixture(scope="module")
 def explainer(scifact_slice):
-    from clsr.sae import TopKSae, default_sae_path
+    from clsr.sae.model import TopKSae, default_sae_path
 
     return EvidenceExplainer(scifact_slice.encoder, TopKSae.load_from_disk(default_sae_path()))
 

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from clsr.evidence_describer import (
+from clsr.interpret.describers import (
     BROAD,
     UNCLEAR,
     EmbeddingSimulator,
@@ -139,9 +139,9 @@ def test_a_label_with_fewer_candidate_words_than_the_minimum_says_unclear():
 
 @pytest.fixture(scope="module")
 def describer(slice_concept_index):
-    from clsr.describe import KeywordDescriber
-    from clsr.evidence import passage_texts
-    from clsr.evidence_describer import evidence_describer_for
+    from clsr.interpret.describe import KeywordDescriber
+    from clsr.interpret.describers import evidence_describer_for
+    from clsr.interpret.evidence import passage_texts
 
     texts = passage_texts(slice_concept_index)
     return evidence_describer_for(slice_concept_index, texts, KeywordDescriber(texts.values()).stem, top_passages=5,

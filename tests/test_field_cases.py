@@ -143,7 +143,7 @@ def test_a_lone_surrogate_becomes_a_replacement_character_for_every_kind(tmp_pat
 
 
 def test_huge_passages_are_cut_before_tokenising(caplog):
-    from clsr.dense import CHARS_PER_TOKEN_BOUND, DenseEncoder, cut_texts, encoder_config
+    from clsr.encode.dense import CHARS_PER_TOKEN_BOUND, DenseEncoder, cut_texts, encoder_config
 
     encoder = DenseEncoder(encoder_config("minilm"), dtype="fp32")
     normal = "Offshore wind turbines generate electricity from strong sea breezes. " * 60
@@ -168,7 +168,7 @@ def test_a_one_document_concept_index_finds_its_passage(tmp_path):
           "--dtype", "fp32"])
     (hit,) = read_run(tmp_path / "r.trec")["q1"]
     assert hit[0] == "p1" and hit[1] > 0
-    from clsr.explain import explain
+    from clsr.interpret.explain import explain
     from clsr.search import ClsrSearcher
 
     explanation = explain(ClsrSearcher(tmp_path / "i", dtype="fp32"), "offshore wind turbines electricity", "p1")
@@ -205,7 +205,7 @@ def test_ties_are_broken_one_way_in_search_explain_evaluate_and_fuse(tmp_path):
     # steps of 1e-6, so its run holds no exact tie.)
     assert [d for d, _ in runs["concepts"]["q1"][:3]] == ["d05", "d04", "d02"]
     assert [d for d, _ in runs["bm25"]["q1"][:3]] == ["d02", "d04", "d05"]
-    from clsr.explain import explain
+    from clsr.interpret.explain import explain
     from clsr.search import ClsrSearcher
 
     assert explain(ClsrSearcher(tmp_path / "concepts", dtype="fp32"), "solar panels electricity", "d02")["rank"] == 3

@@ -414,7 +414,7 @@ def test_without_a_utf8_locale_a_non_ascii_path_is_refused_in_one_line(tmp_path)
 # -- 21: clsr serve answers only its own names ------------------------------------------------------------------
 
 def test_host_names_are_parsed_in_every_form():
-    from clsr.serve import HostCheck, host_name, served_names
+    from clsr.interpret.serve import HostCheck, host_name, served_names
 
     assert served_names() == ["localhost", "127.0.0.1", "::1"]
     assert served_names("0.0.0.0", ["Box.LAN", "[fe80::1]"]) == ["localhost", "127.0.0.1", "::1", "box.lan", "fe80::1"]
@@ -429,8 +429,8 @@ def test_host_names_are_parsed_in_every_form():
 def test_the_api_refuses_a_foreign_host_in_process(concept_index):
     from fastapi.testclient import TestClient
 
-    from clsr.explorer import Explorer
-    from clsr.serve import create_app
+    from clsr.interpret.explorer import Explorer
+    from clsr.interpret.serve import create_app
 
     app = create_app(Explorer(concept_index, dtype="fp32"))
     with TestClient(app) as client:  # TestClient's own Host, "testserver", is no name this server has
@@ -462,7 +462,8 @@ def _request(port: int, path: str, host: str | None) -> tuple[int, str]:
 @pytest.mark.slow
 def test_clsr_serve_answers_only_its_own_host_names_over_http(concept_index):
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "clsr.serve", "--index", str(concept_index), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "clsr.interpret", "serve",
+                               "--index", str(concept_index), "--port", str(port),
                                "--dtype", "fp32", "--allowed-hosts", "clsr.example"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -22,7 +22,7 @@ def test_corpus_encoding_draws_a_bar_with_its_rate_even_into_a_file(scifact_slic
     end of the stage logs passages/s with the backend and dtype."""
     import logging
 
-    from clsr.dense import encode_corpus
+    from clsr.encode.dense import encode_corpus
 
     with caplog.at_level(logging.INFO, logger="clsr"):
         encode_corpus(scifact_slice.encoder, scifact_slice.documents[:20], cache_dir=tmp_path)

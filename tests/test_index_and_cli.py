@@ -102,7 +102,7 @@ def test_demo_runs_all_three_methods_on_a_small_collection(scifact_slice, tmp_pa
     assert "top shared concepts: c" in out
     # What it encoded with, on what CPU, and how fast: any machine can be compared with the docs' tables.
     from clsr.cpu import cpu_kind
-    from clsr.dense import resolve_encoding
+    from clsr.encode.dense import resolve_encoding
 
     backend, dtype = resolve_encoding()
     assert re.search(rf"Encoding: {backend} {dtype} on \d+ threads?, CPU {cpu_kind()} \(.*\): the dense model encoded "

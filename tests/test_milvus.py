@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from clsr.evaluate import trec_eval_order
-from clsr.sae import SaeConfig, SaeMismatchError, TopKSae
+from clsr.sae.config import SaeConfig
+from clsr.sae.model import SaeMismatchError, TopKSae
 
 SEARCH_OPTIONS = {"dtype": "fp32"}  # the slice's documents were encoded in fp32
 DEPTH = 1000
@@ -17,7 +18,7 @@ DEPTH = 1000
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, slice_concept_index):
     pytest.importorskip("pymilvus")
-    from clsr.milvus import export_index
+    from clsr.search.milvus import export_index
 
     uri = str(tmp_path_factory.mktemp("milvus") / "clsr.db")
     record = export_index(slice_concept_index, uri, "slice", batch_size=128, progress=False)
@@ -26,7 +27,7 @@ def exported(tmp_path_factory, slice_concept_index):
 
 @pytest.fixture(scope="module")
 def milvus_searcher(exported):
-    from clsr.milvus import MilvusSearcher
+    from clsr.search.milvus import MilvusSearcher
 
     return MilvusSearcher(exported[0], "slice", **SEARCH_OPTIONS)
 
@@ -76,9 +77,9 @@ def test_document_vectors_are_the_lucene_impacts(milvus_searcher, lucene_searche
 
 
 def test_hits_explanations_and_steering_match_lucene(exported, milvus_searcher, lucene_searcher, scifact_slice):
-    from clsr.explain import explain
-    from clsr.milvus import MilvusSearcher
+    from clsr.interpret.explain import explain
     from clsr.search import ClsrSearcher
+    from clsr.search.milvus import MilvusSearcher
 
     query = list(scifact_slice.topics.values())[5]
     hits = milvus_searcher.search(query, 10)
@@ -114,8 +115,8 @@ def test_hybrid_on_milvus_equals_hybrid_on_lucene(milvus_searcher, slice_concept
 
 
 def test_another_sae_and_an_unknown_collection_are_refused(exported, tmp_path):
-    from clsr.dense import encoder_config
-    from clsr.milvus import MilvusError, MilvusSearcher
+    from clsr.encode.dense import encoder_config
+    from clsr.search.milvus import MilvusError, MilvusSearcher
 
     uri, _ = exported
     other = TopKSae(SaeConfig(384, 512, 128, encoder=encoder_config("minilm").to_dict()))
@@ -128,7 +129,7 @@ def test_another_sae_and_an_unknown_collection_are_refused(exported, tmp_path):
 
 
 def test_an_interrupted_export_leaves_nothing_that_looks_complete(slice_concept_index, tmp_path):
-    from clsr.milvus import MilvusError, MilvusSearcher, collection_names, export_index, milvus_client
+    from clsr.search.milvus import MilvusError, MilvusSearcher, collection_names, export_index, milvus_client
 
     uri = str(tmp_path / "interrupted.db")
     with pytest.raises(KeyboardInterrupt):

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_without_the_milvus_extra_the_error_says_what_to_install(monkeypatch):
-    from clsr.milvus import MilvusError, milvus_client
+    from clsr.search.milvus import MilvusError, milvus_client
 
     monkeypatch.setitem(sys.modules, "pymilvus", None)
     with pytest.raises(MilvusError, match=r"^the Milvus backend needs .*: pip install 'clsr\[milvus\]'$"):

@@ -25,10 +25,10 @@ def hundred_passages(tmp_path_factory, shared_data):
 
 def test_clsr_index_on_ray_local_mode_gives_the_single_process_codes(hundred_passages, tmp_path, capsys):
     pytest.importorskip("ray")
-    from clsr.dense import DenseEncoder, encoder_config
+    from clsr.encode.dense import DenseEncoder, encoder_config
+    from clsr.encode.ray import read_shards
     from clsr.index import DocCodes, read_manifest
-    from clsr.ray_encoding import read_shards
-    from clsr.sae import TopKSae, default_sae_path
+    from clsr.sae.model import TopKSae, default_sae_path
 
     path, documents = hundred_passages
     clsr(["index", "--corpus", str(path), "--index", str(tmp_path / "index"), "--doc-k", "64", "--dtype", "fp32",

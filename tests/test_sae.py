@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from clsr.sae import SaeConfig, SaeMismatchError, TopKSae, sae_checksum
-from clsr.sae_training import TrainConfig, Trainer, TrainingData
+from clsr.sae.config import SaeConfig, TrainConfig
+from clsr.sae.model import SaeMismatchError, TopKSae, sae_checksum
+from clsr.sae.train import Trainer, TrainingData
 
 ENCODER = {"model": "m", "pooling": "mean", "normalize": True, "query_prefix": "", "max_length": 256}
 

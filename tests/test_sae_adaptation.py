@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from clsr.index import check_sae_fit
-from clsr.sae import TopKSae, sae_checksum
-from clsr.sae_adaptation import AdaptConfig, adapt_sae, base_provenance, revive_latents
-from clsr.sae_training import TrainConfig, Trainer, TrainingData, passage_fvu
+from clsr.sae.adapt import AdaptConfig, adapt_sae, base_provenance, revive_latents
+from clsr.sae.config import TrainConfig
+from clsr.sae.model import TopKSae, sae_checksum
+from clsr.sae.train import Trainer, TrainingData, passage_fvu
 
 D, LATENTS, K = 24, 96, 4
 
@@ -97,7 +98,7 @@ def test_fit_warning_fires_on_a_shifted_corpus_only(base, caplog):
     with caplog.at_level(logging.WARNING, logger="clsr.index"):
         quiet = check_sae_fit(sae, own)
     assert not quiet["poor_fit"] and not caplog.records
-    assert quiet["reference_fvu"] == sae.config.training["reference_fvu"]
+    assert quiet["reference_fvu"] == sae.config.training.reference_fvu
     with caplog.at_level(logging.WARNING, logger="clsr.index"):
         loud = check_sae_fit(sae, shifted)
     assert loud["poor_fit"] and loud["fvu"] > 1.5 * loud["reference_fvu"]
@@ -110,7 +111,7 @@ def test_index_adapt_keeps_the_adapted_sae_in_the_index(tmp_path, scifact_slice,
     """`clsr index --adapt`: one command adapts the bundled SAE, indexes with it and keeps it in sae/."""
     from clsr.cli import main as clsr
     from clsr.index import read_manifest
-    from clsr.sae import default_sae_path
+    from clsr.sae.model import default_sae_path
     from clsr.search import ClsrSearcher
 
     corpus = tmp_path / "corpus.jsonl"
@@ -124,8 +125,8 @@ def test_index_adapt_keeps_the_adapted_sae_in_the_index(tmp_path, scifact_slice,
     manifest = read_manifest(tmp_path / "moved")
     assert manifest["sae"]["path"] == "sae" and manifest["sae"]["sha256"] == sae_checksum(tmp_path / "moved" / "sae")
     assert manifest["sae"]["adapted_from"]["sha256"] == sae_checksum(default_sae_path())
-    assert manifest["sae_fit"]["reference_fvu"] == TopKSae.load_from_disk(tmp_path / "moved" / "sae").config.training[
-        "reference_fvu"]
+    adapted = TopKSae.load_from_disk(tmp_path / "moved" / "sae")
+    assert manifest["sae_fit"]["reference_fvu"] == adapted.config.training.reference_fvu
     assert not list(tmp_path.glob(".*adapting-*")) and not list(tmp_path.glob(".*building-*"))
     hits = ClsrSearcher(tmp_path / "moved", dtype="fp32").search(docs[3].text, 3)
     assert hits[0].docid == docs[3].id

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from harness import code_matrix, top_hits
 
 from clsr.data import DataError
-from clsr.experiment import code_matrix, top_hits
-from clsr.sae_data import build_training_data, random_spans, split_sentences, training_query_splits
+from clsr.sae.data import build_training_data, random_spans, split_sentences, training_query_splits
 
 
 def test_sentences_split_on_terminal_punctuation_and_drop_fragments():
@@ -46,7 +46,7 @@ def test_train_sae_cli_on_a_small_corpus_without_training_queries(tmp_path, caps
     import json
 
     from clsr.cli import main as clsr
-    from clsr.sae import TopKSae
+    from clsr.sae.model import TopKSae
 
     folder = tmp_path / "tiny"
     (folder / "qrels").mkdir(parents=True)
@@ -66,10 +66,10 @@ def test_train_sae_cli_on_a_small_corpus_without_training_queries(tmp_path, caps
     sae = TopKSae.load_from_disk(tmp_path / "sae")
     assert (sae.config.d_in, sae.config.n_latents, sae.config.k) == (384, 64, 8)
     assert sae.config.encoder["model"] == "sentence-transformers/all-MiniLM-L6-v2"
-    used = sae.config.training["data"]["datasets"][str(folder)]
+    used = sae.config.training.data["datasets"][str(folder)]
     assert (used["passages"], used["sentences"], used["spans"]) == (40, 120, 80)  # 3 sentences, 2 spans each
     assert used["query_splits"] == [] and used["kl_queries"] == "spans (no training split)"
-    assert sae.config.training["final_epoch"]["dead_fraction"] <= 1.0
+    assert sae.config.training.final_epoch["dead_fraction"] <= 1.0
     assert "epoch 2:" in capsys.readouterr().out
 
     with pytest.raises(SystemExit, match="refusing to train on evaluation split"):
@@ -83,7 +83,7 @@ def test_train_sae_flags_are_trainconfigs_fields_declared_once():
 
     from clsr.cli import load_command
     from clsr.options import build_parser, config_from_args
-    from clsr.sae_training import TrainConfig
+    from clsr.sae.config import TrainConfig
 
     parser = build_parser(load_command("train-sae"))
     defaults = parser.parse_args(["--dataset", "d", "--output", "o"])

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from clsr.sae_training import TrainConfig, Trainer, TrainingData, nearest_documents
+from clsr.sae.config import TrainConfig
+from clsr.sae.train import Trainer, TrainingData, nearest_documents
 
 N_LATENTS = 64
 
@@ -109,7 +110,7 @@ def test_kl_without_training_queries_is_refused(tmp_path):
 
 def test_multi_topk_keeps_a_cut_code_faithful(tmp_path):
     """Multi-TopK: training the FVU at K'=2 as well makes a 2-concept code reconstruct better."""
-    from clsr.sae_training import passage_fvu
+    from clsr.sae.train import passage_fvu
 
     rng = np.random.default_rng(0)
     atoms = rng.standard_normal((40, 16))
@@ -123,7 +124,7 @@ def test_multi_topk_keeps_a_cut_code_faithful(tmp_path):
         sae = trainer.fit(progress=False)
         fvu_at_2[multi_k] = passage_fvu(sae, x, k=2)
         assert ("fvu_k2" in trainer.final_summary) == bool(multi_k)
-        assert sae.config.training["reference_fvu"] == pytest.approx(passage_fvu(sae, x), abs=1e-6)
+        assert sae.config.training.reference_fvu == pytest.approx(passage_fvu(sae, x), abs=1e-6)
     assert fvu_at_2[(2,)] < 0.95 * fvu_at_2[()]  # measured: 0.493 against 0.541
 
 

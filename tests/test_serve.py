@@ -27,7 +27,7 @@ def compared_indexes(tmp_path_factory, scifact_slice):
 
 @pytest.fixture(scope="module")
 def catalogue(slice_concept_index, tmp_path_factory):
-    from clsr.describe import build_catalogue, write_catalogue
+    from clsr.interpret.describe import build_catalogue, write_catalogue
 
     path = tmp_path_factory.mktemp("catalogue") / "concepts.jsonl"
     write_catalogue(build_catalogue(slice_concept_index, top_passages=5, progress=False), path)
@@ -36,7 +36,7 @@ def catalogue(slice_concept_index, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def explorer(slice_concept_index, compared_indexes, catalogue):
-    from clsr.explorer import Explorer
+    from clsr.interpret.explorer import Explorer
 
     bm25, dense = compared_indexes
     return Explorer(slice_concept_index, bm25=bm25, dense=dense, catalogue=catalogue, dtype="fp32")
@@ -44,7 +44,7 @@ def explorer(slice_concept_index, compared_indexes, catalogue):
 
 @pytest.fixture(scope="module")
 def client(explorer):
-    from clsr.serve import create_app
+    from clsr.interpret.serve import create_app
 
     # The Host a browser on this machine sends; TestClient's default, "testserver", is refused (HostCheck).
     with TestClient(create_app(explorer), base_url="http://127.0.0.1:8080") as client:
@@ -121,7 +121,7 @@ def test_concept_page_has_the_statistics_of_the_doc_codes(client, explorer):
 
 
 def test_concepts_are_found_by_description_words(client, catalogue):
-    from clsr.describe import load_catalogue
+    from clsr.interpret.describe import load_catalogue
 
     entry = next(e for e in sorted(load_catalogue(catalogue).values(), key=lambda e: e.rank) if e.description)
     words = ", ".join(entry.description.split(", ")[:2])

@@ -1,5 +1,6 @@
 """``python -m clsr.index`` (= ``clsr index``)."""
 
-from .command import main
+from clsr.index.command import COMMAND
+from clsr.options import main_for
 
-main()
+main_for(COMMAND, prog="python -m clsr.index")

@@ -9,15 +9,23 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-from ..options import SOURCE_HELP, Command, UsageError, add_encoder_options, add_ray_options, main_for
-from . import ADAPTING, QUERY_MODES, build_bm25_index, build_concept_index, build_dense_index, encoding_summary
+from clsr.index import build_bm25_index, build_concept_index, build_dense_index
+from clsr.index.atomic import ADAPTING
+from clsr.index.concepts import QUERY_MODES
+from clsr.options import (
+    SOURCE_HELP,
+    Command,
+    UsageError,
+    add_encoder_options,
+    add_ray_options,
+    shards_from_args,
+)
 
 
 def _add_index_arguments(parser) -> None:
-    from ..sae_adaptation import add_adaptation_options
+    from clsr.options import add_adaptation_options
 
     parser.add_argument("--corpus", required=True, help=SOURCE_HELP)
     parser.add_argument("--index", required=True, help="output index folder")
@@ -44,8 +52,9 @@ def _add_index_arguments(parser) -> None:
 
 
 def _run_index(args) -> None:
-    from ..data import iter_corpus, load_corpus, resolve
-    from ..dense import EncoderConfig, encode_corpus, encoder_from_args
+    from clsr.data import iter_corpus, load_corpus, resolve
+    from clsr.encode.dense import EncoderConfig, encode_corpus
+    from clsr.options import encoder_from_args
 
     source = str(resolve(args.corpus))
     if args.ray and (args.kind == "bm25" or args.adapt):
@@ -57,8 +66,7 @@ def _run_index(args) -> None:
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
                                     overwrite=args.overwrite)
     elif args.kind == "dense" and args.ray:
-        from ..dense import encoder_config_from_args
-        from ..ray_encoding import shards_from_args
+        from clsr.options import encoder_config_from_args
 
         config = encoder_config_from_args(args)
         shards = shards_from_args(args, source, config, shards_dir)
@@ -71,9 +79,8 @@ def _run_index(args) -> None:
         manifest = build_dense_index(encoded.ids, encoded.embeddings, args.index, encoder=encoder.config.to_dict(),
                                      encoding=encoder.encoding, source=source, overwrite=args.overwrite)
     elif args.ray:
-        from ..dense import encoder_config_from_args
-        from ..ray_encoding import shards_from_args
-        from ..sae import TopKSae, sae_path_or_default
+        from clsr.options import encoder_config_from_args
+        from clsr.sae.model import TopKSae, sae_path_or_default
 
         sae_path = sae_path_or_default(args.sae)
         sae = TopKSae.load_from_disk(sae_path)
@@ -90,8 +97,10 @@ def _run_index(args) -> None:
                                        threads=args.threads, overwrite=args.overwrite,
                                        codes=(shards.activations, shards.latents))
     else:
-        from ..sae import TopKSae, sae_path_or_default
-        from ..sae_adaptation import adapt_config_from_args, adapt_to_corpus, print_adaptation
+        from clsr.options import adapt_config_from_args
+        from clsr.sae.adapt import adapt_to_corpus
+        from clsr.sae.command import print_adaptation
+        from clsr.sae.model import TopKSae, sae_path_or_default
 
         sae_path = sae_path_or_default(args.sae)
         sae = TopKSae.load_from_disk(sae_path)
@@ -119,7 +128,7 @@ def _run_index(args) -> None:
                                            query_mode=args.query_mode, bits=args.bits, source=source,
                                            threads=args.threads, overwrite=args.overwrite, embed_sae=args.adapt)
     if args.kind == "concepts" and args.tune_alpha:
-        from ..fusion import tune_and_record_alpha
+        from clsr.fusion import tune_and_record_alpha
 
         # Queries as the index's searchers will encode them: its encoder and backend, this run's device and dtype.
         record = tune_and_record_alpha(args.index, documents if documents is not None else load_corpus(source),
@@ -131,15 +140,17 @@ def _run_index(args) -> None:
           + (f"; encoding: {encoding_note}" if encoding_note else ""))
 
 
+def encoding_summary(encoder, encoded) -> str:
+    """What a build says of its encoding: the rate, backend, dtype and kind of CPU, or that the cache served it."""
+    from clsr.encode.dense import describe_rate
+
+    if encoded.cached:
+        return (f"{len(encoded.ids)} embeddings from the cache (encoded earlier at {encoded.docs_per_s:.1f} "
+                f"passages/s, {encoder.backend} {encoder.dtype})")
+    return describe_rate(encoder, len(encoded.ids), len(encoded.ids) / max(encoded.docs_per_s, 1e-9))
+
+
 COMMAND = Command("index", "Build a concept, BM25 or dense index atomically (in a hidden folder beside it, "
                            "renamed at the end); it gets a clsr-index.json manifest. A concept index is a Lucene "
                            "impact index of each passage's top-K SAE concepts (pseudo-terms c<id>).",
                   _add_index_arguments, _run_index)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    main_for(COMMAND, argv, prog="python -m clsr.index")
-
-
-if __name__ == "__main__":
-    main()

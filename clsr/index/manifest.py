@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .. import __version__
-from ..errors import InvalidIndexError
+from clsr import __version__
+from clsr.errors import InvalidIndexError
 
 MANIFEST_NAME = "clsr-index.json"
 FORMAT_VERSION = 1  # raise when a field changes meaning; adding an optional field keeps it
@@ -56,7 +56,7 @@ class SaeRecord:
     """The SAE a concept index was built with.
 
     ``name`` is its folder's name and ``path`` its folder (relative to the index when the SAE is kept
-    inside it, ``sae``); ``sha256`` is :func:`clsr.sae.sae_checksum` of it, which searches check.
+    inside it, ``sae``); ``sha256`` is :func:`clsr.sae.model.sae_checksum` of it, which searches check.
     ``n_latents``, ``k`` and ``d_in`` are its shape; ``adapted_from`` is the base SAE an adapted one
     came from (``{"name", "path", "sha256", "data"}``; ``None`` for an SAE that was not adapted, or
     an index built before adaptation existed).
@@ -88,7 +88,7 @@ class SaeFit:
 @dataclass(frozen=True)
 class QueryDefaults:
     """A concept index's query-side defaults: ``k`` concepts per query, in ``mode`` (``topk`` ...), with
-    ``quantizer`` (:meth:`clsr.concepts.Quantizer.to_dict`; its scale is ``None``: fitted per query)."""
+    ``quantizer`` (:meth:`clsr.index.concepts.Quantizer.to_dict`; its scale is ``None``: fitted per query)."""
 
     k: int
     mode: str
@@ -115,10 +115,10 @@ class IndexManifest:
     when unknown) and ``format_version``.
 
     ``bm25``: ``k1``, ``b`` and ``build_seconds``. ``dense``: ``dim`` and ``encoder``.
-    ``dense`` and ``concepts``: ``encoder`` (:meth:`clsr.dense.EncoderConfig.to_dict`) and ``encoding``
+    ``dense`` and ``concepts``: ``encoder`` (:meth:`clsr.encode.dense.EncoderConfig.to_dict`) and ``encoding``
     (``{"backend", "dtype"}``; ``None``: built before backends, so torch).
     ``concepts``: ``sae``, ``sae_fit``, ``doc_k`` (concepts per document), ``doc_quantizer``
-    (:meth:`clsr.concepts.Quantizer.to_dict`), ``query``, ``postings``, ``empty_documents`` (documents
+    (:meth:`clsr.index.concepts.Quantizer.to_dict`), ``query``, ``postings``, ``empty_documents`` (documents
     with no concept above zero), ``lucene_bytes`` and ``doc_codes_bytes`` (on disk), ``timings``
     (seconds per build stage) and ``hybrid_alpha`` (``None`` until tuned).
     """
@@ -250,3 +250,23 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def write_manifest(directory: Path, kind: str, documents: int, **fields) -> dict:
+    """Write a new build's manifest (:meth:`IndexManifest.create` with ``fields``) into ``directory``;
+    returns it as a dict. Raises InvalidIndexError for an unknown kind or field."""
+    return IndexManifest.from_dict(IndexManifest.create(kind, documents).to_dict() | fields,
+                                   where=f"the {kind} index being built").write(directory).to_dict()
+
+
+def update_manifest(directory: str | os.PathLike, **fields) -> dict:
+    """Add or replace ``fields`` in a finished index's manifest, atomically (:meth:`IndexManifest.write`), so a
+    reader sees the old manifest or the new one, never half of one. Returns the new manifest as a dict."""
+    path = Path(directory) / MANIFEST_NAME
+    return IndexManifest.from_dict(IndexManifest.read(directory).to_dict() | fields,
+                                   where=str(path)).write(directory).to_dict()
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of the index at ``directory`` as a dict, checked by :meth:`IndexManifest.read`."""
+    return IndexManifest.read(directory).to_dict()

@@ -19,10 +19,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import __version__
-from ..dense import DenseEncoder, EncoderConfig, recorded_backend
-from ..evaluate import Run, trec_eval_order
-from ..index import BM25_B, BM25_K1, DocCodes, InvalidIndexError, load_concept_encoder, read_manifest
+from clsr import __version__
+from clsr.encode.dense import DenseEncoder, EncoderConfig, recorded_backend
+from clsr.evaluate import Run, trec_eval_order
+from clsr.index import BM25_B, BM25_K1, DocCodes, InvalidIndexError, read_manifest
+from clsr.search.concept_encoder import load_concept_encoder
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class Bm25Searcher:
     """Pyserini's LuceneSearcher with BM25 (k1=0.9, b=0.4 unless given)."""
 
     def __init__(self, index_dir: str | os.PathLike, k1: float = BM25_K1, b: float = BM25_B):
-        from ..jvm import java_path, pyserini_lucene
+        from clsr.jvm import java_path, pyserini_lucene
 
         self.manifest = read_manifest(index_dir)
         self._searcher = pyserini_lucene().LuceneSearcher(java_path(index_dir))
@@ -166,14 +167,14 @@ class ClsrSearcher:
     """Search a concept index with Pyserini's LuceneImpactSearcher; hits name the concepts they share.
 
     ``steering`` ({latent: factor}) edits every query's concept weights before search (see
-    ``clsr.concepts.steer_codes``). Other options are those of :func:`load_concept_encoder`
+    ``clsr.index.concepts.steer_codes``). Other options are those of :func:`load_concept_encoder`
     (encoder, sae_path, query_k, query_mode, force, ...).
     """
 
     def __init__(self, index_dir: str | os.PathLike, steering: Mapping[int, float] | None = None, **options):
-        from ..concepts import check_latents
-        from ..jvm import java_path, pyserini_lucene
-        from ..pyserini_encoders import ClsrQueryEncoder
+        from clsr.index.concepts import check_latents
+        from clsr.jvm import java_path, pyserini_lucene
+        from clsr.search.pyserini import ClsrQueryEncoder
 
         self.index_dir = str(index_dir)
         self.manifest = read_manifest(index_dir)
@@ -192,7 +193,7 @@ class ClsrSearcher:
 
     def doc_vector(self, docid: str) -> dict[str, int]:
         """The document's {term: impact}, as the Lucene index holds it (KeyError for an unknown docid)."""
-        from ..concepts import impact_vectors
+        from clsr.index.concepts import impact_vectors
 
         activations, latents = self.doc_codes.code(docid)
         return impact_vectors(activations[None], latents[None], self.concept_encoder.doc_quantizer)[0]
@@ -218,7 +219,7 @@ class ClsrSearcher:
                                   steering: Mapping[int, float]) -> list[Hit]:
         """Document-side amplification, for experiments: `hits` (scored by Lucene for `vector`) rescored
         as if every document's weight for each steered concept were multiplied by its factor."""
-        from ..concepts import concept_term
+        from clsr.index.concepts import concept_term
 
         terms = {concept_term(latent): factor for latent, factor in steering.items()}
         searchable = self.searchable(vector)
@@ -249,7 +250,7 @@ class ClsrSearcher:
         """
         from jnius import JavaException
 
-        from ..progress import progress_bar
+        from clsr.progress import progress_bar
 
         asked = answerable(queries)
         qids = list(asked)

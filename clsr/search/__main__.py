@@ -1,5 +1,6 @@
 """``python -m clsr.search`` (= ``clsr search``)."""
 
-from .command import main
+from clsr.options import main_for
+from clsr.search.command import COMMAND
 
-main()
+main_for(COMMAND, prog="python -m clsr.search")

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
-from ..options import (
+from clsr.options import (
     SOURCE_HELP,
     Command,
     UsageError,
@@ -20,13 +19,16 @@ from ..options import (
     add_encoder_options,
     add_milvus_options,
     add_steering_options,
-    main_for,
+    concept_encoder_options,
+    encoder_from_args,
+    encoder_overridden,
     positive_int,
+    steering_from_args,
 )
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..fusion import add_hybrid_options
+    from clsr.fusion.command import add_hybrid_options
 
     parser.add_argument("--index", help="a clsr index folder (the lucene backend)")
     parser.add_argument("--backend", choices=["lucene", "milvus"], default="lucene",
@@ -53,10 +55,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from ..data import load_topics
-    from ..describe import steering_from_args
-    from ..index import concept_encoder_options, read_manifest
-    from . import open_searcher
+    from clsr.data import load_topics
+    from clsr.index import read_manifest
+    from clsr.search import open_searcher
 
     if args.backend == "milvus":
         return _run_milvus(args)
@@ -70,7 +71,7 @@ def _run(args: argparse.Namespace) -> None:
                          f"{kind} index")
     steering = steering_from_args(args) if kind == "concepts" else {}
     if kind == "concepts" and args.hybrid:
-        from ..fusion import HybridSearcher
+        from clsr.fusion import HybridSearcher
 
         searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
                                   method=args.fusion, alpha=args.alpha, normalization=args.normalization,
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace) -> None:
         searcher = open_searcher(args.index, steering=steering, **concept_encoder_options(args, manifest))
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
     else:
-        from ..dense import EncoderConfig, encoder_from_args, encoder_overridden
+        from clsr.encode.dense import EncoderConfig
 
         options = {}
         if kind == "dense" and encoder_overridden(args):  # checked against the index's encoder
@@ -92,10 +93,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def _run_milvus(args: argparse.Namespace) -> None:
     """The same search on a Milvus collection: its record holds the index manifest the options are checked against."""
-    from ..data import load_topics
-    from ..describe import steering_from_args
-    from ..index import concept_encoder_options
-    from ..milvus import MilvusSearcher, collection_record, milvus_client
+    from clsr.data import load_topics
+    from clsr.search.milvus import MilvusSearcher, collection_record, milvus_client
 
     if args.index:
         raise UsageError("--index is for the lucene backend; the milvus backend reads --uri and --collection")
@@ -106,7 +105,7 @@ def _run_milvus(args: argparse.Namespace) -> None:
     options = concept_encoder_options(args, record["index_manifest"])
     searcher = MilvusSearcher(args.uri, args.collection, steering=steering_from_args(args), **options)
     if args.hybrid:
-        from ..fusion import HybridSearcher
+        from clsr.fusion import HybridSearcher
 
         searcher = HybridSearcher(sparse=searcher, mode=args.hybrid_mode, query_side=args.hybrid_query,
                                   method=args.fusion, alpha=args.alpha, normalization=args.normalization,
@@ -116,7 +115,7 @@ def _run_milvus(args: argparse.Namespace) -> None:
 
 
 def _write(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
-    from ..evaluate import write_run
+    from clsr.evaluate import write_run
 
     if args.remove_query:  # as Pyserini: for collections whose queries are documents too (e.g. ArguAna)
         run = {qid: [hit for hit in hits if hit[0] != qid] for qid, hits in run.items()}
@@ -130,7 +129,7 @@ def _write(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
 
 def _write_explained_run(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
     """JSONL, a line per hit: qid, docid, rank, score and the top three shared concepts with descriptions."""
-    from ..describe import CATALOGUE_NAME, load_catalogue
+    from clsr.interpret.describe import CATALOGUE_NAME, load_catalogue
 
     path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME if args.index else None
     catalogue = load_catalogue(path) if path is not None and path.exists() else {}
@@ -151,5 +150,66 @@ COMMAND = Command("search", "Search an index for a set of topics and write a run
                             "pyserini.search.lucene; the index's manifest picks the searcher.", _add_arguments, _run)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    main_for(COMMAND, argv, prog="python -m clsr.search")
+# -- `clsr encode-queries`: topics pre-encoded for stock Pyserini (--impact --encoder FILE) --
+
+def _add_encode_queries_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="the concept index the queries are for")
+    parser.add_argument("--topics", required=True, help=SOURCE_HELP)
+    parser.add_argument("--split", default="test", help="for a BEIR folder: the qrels split whose queries to encode")
+    parser.add_argument("--output", required=True, help="JSONL file to write")
+    parser.add_argument("--topics-output",
+                        help="also write the topics for pyserini --topics: a .json file (Pyserini's JSON topics, "
+                             "which keep every id as written), or .tsv when every id is a plain integer")
+    add_concept_query_options(parser)
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run_encode_queries(args) -> None:
+    from clsr.data import load_topics
+    from clsr.index import read_manifest
+    from clsr.search.pyserini import ClsrQueryEncoder, write_query_cache
+
+    topics = load_topics(args.topics, args.split)
+    encoder = ClsrQueryEncoder(args.index, **concept_encoder_options(args, read_manifest(args.index)))
+    write_query_cache(encoder, topics, args.output, topics_output=args.topics_output)
+    print(f"wrote {len(topics)} encoded queries to {args.output}"
+          + (f" and their topics to {args.topics_output}" if args.topics_output else ""))
+
+
+ENCODE_QUERIES_COMMAND = Command(
+    "encode-queries",
+    "Writes the JSONL query cache Pyserini's CachedDataQueryEncoder reads ({\"id\", \"contents\", \"vector\"}), so "
+    "that python -m pyserini.search.lucene --index IDX --topics TOPICS --impact --encoder FILE gives clsr search's "
+    "run.", _add_encode_queries_arguments, _run_encode_queries)
+
+
+# -- `clsr export milvus`: a concept index's passages into a Milvus collection (clsr.search.milvus.export_index) --
+
+TARGETS = ("milvus",)
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", choices=TARGETS, help="where to export (milvus)")
+    parser.add_argument("--index", required=True, help="a clsr concept index folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing collection (the old one stays searchable until the new one is "
+                             "complete)")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="rows per insert (default 1000)")
+    add_milvus_options(parser)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from clsr.search.milvus import export_index
+
+    record = export_index(args.index, args.uri, args.collection, overwrite=args.overwrite,
+                          batch_size=args.batch_size)
+    print(f"exported {record['documents']} passages of {args.index} to Milvus collection {args.collection!r} at "
+          f"{args.uri} in {record['export_seconds']:.1f} s")
+
+
+EXPORT_COMMAND = Command(
+    "export",
+    "Export a concept index to a served engine. milvus: each passage's docid, its concept impacts (exactly the "
+    "Lucene index's) as a sparse vector and its decoded embedding as a dense vector, with the index's manifest; "
+    "atomic (an interrupted export is never searchable).",
+    _add_export_arguments, _run_export)

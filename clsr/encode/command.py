@@ -1,0 +1,70 @@
+"""`clsr encode` / ``python -m clsr.encode``: a corpus or topics to ``embeddings.npy`` + ``ids.txt``.
+
+In one process through `clsr.encode.dense` (cached), or with ``--ray`` on Ray through `clsr.encode.ray`;
+the command sits above both so that the imports run one way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from clsr.encode.dense import encode_corpus
+from clsr.options import (
+    SOURCE_HELP,
+    Command,
+    UsageError,
+    add_encoder_options,
+    add_ray_options,
+    encoder_config_from_args,
+    encoder_from_args,
+    shards_from_args,
+)
+
+
+def _add_encode_arguments(parser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--corpus", help=SOURCE_HELP)
+    what.add_argument("--topics", help=SOURCE_HELP)
+    parser.add_argument("--split", default="test", help="qrels split whose queries to encode (default test)")
+    parser.add_argument("--output", required=True, help="folder for embeddings.npy, ids.txt and encoder.json")
+    add_encoder_options(parser)
+    add_ray_options(parser)
+
+
+def _run_encode(args) -> None:
+    from clsr.data import load_corpus, load_topics
+
+    output = Path(args.output)
+    if args.ray:
+        from clsr.data import resolve
+
+        if args.topics:
+            raise UsageError("--ray encodes corpora; topics are encoded in this process (drop --ray)")
+        config = encoder_config_from_args(args)
+        shards = shards_from_args(args, str(resolve(args.corpus)), config, output / "shards")
+        # The shards' joined, memory-mapped file becomes embeddings.npy: no copy through memory.
+        os.replace(Path(shards.embeddings.filename), output / "embeddings.npy")
+        (output / "ids.txt").write_text("\n".join(shards.ids), encoding="utf-8")
+        (output / "encoder.json").write_text(json.dumps({**config.to_dict(), **shards.meta["encoding"]}, indent=2))
+        print(f"wrote {len(shards.ids)} x {shards.embeddings.shape[1]} embeddings to {output}")
+        return
+    encoder = encoder_from_args(args)
+    output.mkdir(parents=True, exist_ok=True)
+    if args.topics:
+        topics = load_topics(args.topics, args.split)
+        ids, vectors = list(topics), encoder.encode_queries(list(topics.values()), progress=True)
+    else:
+        encoded = encode_corpus(encoder, load_corpus(args.corpus))
+        ids, vectors = encoded.ids, encoded.embeddings
+    np.save(output / "embeddings.npy", np.asarray(vectors, dtype=np.float32))
+    (output / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
+    (output / "encoder.json").write_text(json.dumps({**encoder.config.to_dict(), **encoder.encoding}, indent=2))
+    print(f"wrote {len(ids)} x {vectors.shape[1]} embeddings to {output}")
+
+
+COMMAND = Command("encode", "Dense-encode a corpus (cached) or a set of topics to embeddings.npy + ids.txt.",
+                  _add_encode_arguments, _run_encode)

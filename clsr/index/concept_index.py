@@ -1,0 +1,137 @@
+"""The concept index: a Lucene impact index whose terms are a document's top-K SAE concepts (``c1234``)
+with integer impacts, plus ``doc_codes/`` and a manifest recording the encoder, SAE and quantisers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clsr.errors import InvalidIndexError
+from clsr.index.atomic import atomic_directory, directory_bytes
+from clsr.index.concepts import QUERY_MODES, Quantizer, check_exact_scores
+from clsr.index.doc_codes import DOC_CODES_DIR
+from clsr.index.lucene import index_impact_vectors
+from clsr.index.manifest import write_manifest
+from clsr.progress import progress_bar
+
+log = logging.getLogger("clsr.index")
+
+def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: str | os.PathLike, *, sae,
+                        sae_path: str | os.PathLike, encoder: dict, doc_k: int | None = None,
+                        query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
+                        threads: int = 1, overwrite: bool = False, progress: bool = True,
+                        embed_sae: bool = False, codes: tuple[np.ndarray, np.ndarray] | None = None,
+                        encoding: dict | None = None) -> dict:
+    """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
+
+    ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
+    trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
+    ``encoding`` (backend and dtype) is recorded as for :func:`build_dense_index`.
+    ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index).
+    The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
+    ``codes`` are the documents' top-``doc_k`` (activations, latents) when already computed with
+    this SAE, e.g. by the Ray actors (``clsr.encode.ray``); otherwise they are computed here.
+    """
+    from clsr.sae.config import CONFIG_NAME
+    from clsr.sae.model import WEIGHTS_NAME, sae_checksum
+
+    if len(ids) != len(embeddings):
+        raise InvalidIndexError(f"{len(ids)} ids but {len(embeddings)} embeddings")
+    if len(set(ids)) != len(ids):
+        raise InvalidIndexError("document ids are not unique")
+    if query_mode not in QUERY_MODES:
+        raise ValueError(f"query mode must be one of {QUERY_MODES}, not {query_mode!r}")
+    sae.check_encoder(encoder)
+    sae.check_dim(embeddings.shape[1], f"the embeddings of {encoder.get('model')}")
+    doc_k = sae.check_k(doc_k)
+    query_k = query_k or sae.config.k
+    query_quantizer = Quantizer(scale=None, bits=8)
+    try:
+        check_exact_scores(doc_k, Quantizer(scale=1.0, bits=bits), query_quantizer)
+    except ValueError as e:
+        raise InvalidIndexError(str(e)) from None
+    sae_fit = check_sae_fit(sae, embeddings)
+    timings = {}
+    with atomic_directory(index_dir, overwrite) as building:
+        sae_record = {"name": Path(sae_path).name, "path": str(Path(sae_path).resolve())}
+        if embed_sae:
+            (building / EMBEDDED_SAE_DIR).mkdir()
+            for name in (CONFIG_NAME, WEIGHTS_NAME):
+                shutil.copy2(Path(sae_path) / name, building / EMBEDDED_SAE_DIR / name)
+            sae_record = {"name": EMBEDDED_SAE_DIR, "path": EMBEDDED_SAE_DIR}  # relative: the index can move
+        start = time.perf_counter()
+        if codes is not None:
+            activations, latents = np.asarray(codes[0], np.float32), np.asarray(codes[1], np.int32)
+            if activations.shape != (len(ids), doc_k) or latents.shape != activations.shape:
+                raise InvalidIndexError(f"codes of shape {activations.shape}, expected {(len(ids), doc_k)}")
+        else:
+            activations = np.zeros((len(ids), doc_k), np.float32)
+            latents = np.zeros((len(ids), doc_k), np.int32)
+            batch = 8192
+            for first in progress_bar(range(0, len(ids), batch), desc="encoding concepts", unit="batch",
+                                      enabled=progress):
+                activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
+                    embeddings[first:first + batch], doc_k)
+        doc_quantizer = Quantizer.fit(activations, bits)
+        impacts = doc_quantizer.quantize(activations)
+        timings["concepts_s"] = time.perf_counter() - start
+
+        postings, seconds = index_impact_vectors(latents, impacts, ids, building, threads=threads, progress=progress)
+        timings.update(seconds)
+        lucene_bytes = directory_bytes(building)
+
+        start = time.perf_counter()
+        store = building / DOC_CODES_DIR
+        store.mkdir()
+        (store / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
+        np.save(store / "latents.npy", latents.astype(np.uint16 if sae.config.n_latents <= 2**16 else np.int32))
+        np.save(store / "activations.npy", activations)
+        np.save(store / "reconstructed.npy", sae.decode_numpy(activations, latents))
+        timings["doc_codes_s"] = time.perf_counter() - start
+
+        adaptation = sae.config.training.adaptation
+        adapted_from = (dataclasses.asdict(adaptation.base_sae)
+                        if adaptation is not None and adaptation.base_sae is not None else None)
+        return write_manifest(
+            building, "concepts", len(ids), source=source, encoder=encoder, encoding=encoding,
+            sae={**sae_record, "sha256": sae_checksum(sae_path), "n_latents": sae.config.n_latents,
+                 "k": sae.config.k, "d_in": sae.config.d_in, "adapted_from": adapted_from},
+            sae_fit=sae_fit,
+            doc_k=doc_k, doc_quantizer=doc_quantizer.to_dict(),
+            query={"k": query_k, "mode": query_mode, "quantizer": query_quantizer.to_dict()},
+            postings=postings, empty_documents=int((impacts.max(axis=1) == 0).sum()),
+            lucene_bytes=lucene_bytes, doc_codes_bytes=directory_bytes(store),
+            timings={name: round(seconds, 3) for name, seconds in timings.items()})
+
+
+EMBEDDED_SAE_DIR = "sae"
+POOR_FIT_RATIO = 1.5  # corpus FVU this many times the SAE's own passage FVU: adapting pays (issue 10's table)
+
+
+def check_sae_fit(sae, embeddings: np.ndarray, sample: int = 2000) -> dict:
+    """Measure how well the SAE reconstructs this corpus, and warn when far worse than on its own data.
+
+    Compares the FVU on a seeded sample of the corpus's embeddings with the SAE's FVU on its own
+    training passages (``reference_fvu`` in its config; older SAEs: the last epoch's FVU). Above
+    ``POOR_FIT_RATIO`` times that, logs a warning that names both and points to `clsr adapt-sae`.
+    Returns ``{"fvu", "reference_fvu", "sample", "poor_fit"}``.
+    """
+    from clsr.sae.train import passage_fvu
+
+    training = sae.config.training
+    reference = (training.reference_fvu if training.reference_fvu is not None
+                 else (training.final_epoch or {}).get("fvu"))
+    fvu = round(passage_fvu(sae, embeddings, sample=sample), 4)
+    poor_fit = reference is not None and fvu > POOR_FIT_RATIO * reference
+    if poor_fit:
+        log.warning("the SAE fits this corpus poorly: FVU %.3f on %d of its passages against %.3f on the SAE's own "
+                    "training passages; adapt it first (`clsr index --adapt ...`, or `clsr adapt-sae --corpus ... "
+                    "--output DIR` then `--sae DIR`)", fvu, min(sample, len(embeddings)), reference)
+    return {"fvu": fvu, "reference_fvu": reference, "sample": min(sample, len(embeddings)), "poor_fit": poor_fit}

@@ -1,0 +1,95 @@
+"""Lucene indexes built by Anserini in this process's JVM: BM25 over a JsonCollection, and impact indexes
+over a JsonVectorCollection (``-impact -pretokenized``) that stock ``LuceneImpactSearcher`` searches."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clsr.data import Document
+from clsr.index.atomic import atomic_directory
+from clsr.index.concepts import concept_term
+from clsr.index.manifest import write_manifest
+from clsr.progress import progress_bar
+
+BM25_K1, BM25_B = 0.9, 0.4  # Pyserini's defaults, which its published BEIR "flat" figures use.
+
+
+def _write_json_collection(documents: Iterable[Document], directory: Path) -> int:
+    count = 0
+    with open(directory / "docs.jsonl", "w", encoding="utf-8") as f:
+        for doc in documents:
+            f.write(json.dumps({"id": doc.id, "contents": doc.text}) + "\n")
+            count += 1
+    return count
+
+
+def run_anserini_indexer(args: Sequence[str]) -> None:
+    """Anserini's IndexCollection in this process's JVM (what `python -m pyserini.index.lucene` runs)."""
+    from clsr.jvm import java_class, java_path
+
+    # Anserini logs every setting at INFO; keep that for `clsr -v` only (which lowers the root logger to INFO;
+    # clsr's own logger is at INFO always).
+    quiet = [] if logging.getLogger().isEnabledFor(logging.INFO) else ["-quiet"]
+    args = [java_path(a) if previous in ("-input", "-index") else a for previous, a in zip(["", *args], args)]
+    java_class("io.anserini.index.IndexCollection").main([*args, *quiet])
+
+
+def build_bm25_index(documents: Iterable[Document], index_dir: str | os.PathLike, *, source: str = "",
+                     threads: int = 1, overwrite: bool = False) -> dict:
+    """A Lucene BM25 index with no positions, doc vectors or raw text (smallest and fastest)."""
+    with atomic_directory(index_dir, overwrite) as building, tempfile.TemporaryDirectory() as collection:
+        count = _write_json_collection(documents, Path(collection))
+        start = time.perf_counter()
+        run_anserini_indexer(["-collection", "JsonCollection", "-input", collection, "-index", str(building),
+                              "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads)])
+        seconds = time.perf_counter() - start
+        return write_manifest(building, "bm25", count, source=source, k1=BM25_K1, b=BM25_B,
+                              build_seconds=round(seconds, 3))
+
+
+DOCUMENTS_PER_SHARD = 500_000
+
+
+def _write_vector_shards(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], directory: Path,
+                         shards: int, progress: bool) -> int:
+    """JsonVectorCollection files ({"id", "contents", "vector"}); returns the number of postings."""
+    postings = 0
+    bounds = np.linspace(0, len(ids), shards + 1).astype(int)
+    with progress_bar(total=len(ids), desc="writing concept vectors", unit="doc", enabled=progress) as bar:
+        for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            with open(directory / f"vectors-{shard:05d}.jsonl", "w", encoding="utf-8") as f:
+                for row in range(start, stop):
+                    vector = {concept_term(int(latent)): int(impact)
+                              for latent, impact in zip(latents[row], impacts[row]) if impact > 0}
+                    postings += len(vector)
+                    f.write(json.dumps({"id": ids[row], "contents": "", "vector": vector}) + "\n")
+                bar.update(stop - start)
+    return postings
+
+
+def index_impact_vectors(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], lucene_dir: Path, *,
+                         threads: int = 1, progress: bool = True) -> tuple[int, dict[str, float]]:
+    """Lucene impact index of (latent, integer impact) rows, via a JsonVectorCollection and Anserini.
+
+    Returns the number of postings and the seconds spent writing the collection and indexing it.
+    """
+    with tempfile.TemporaryDirectory() as collection:
+        start = time.perf_counter()
+        shards = max(threads, -(-len(ids) // DOCUMENTS_PER_SHARD))  # one file per thread at least
+        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress)
+        write_s = time.perf_counter() - start
+        if progress:
+            print(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})")
+        start = time.perf_counter()
+        run_anserini_indexer(["-collection", "JsonVectorCollection", "-input", collection, "-index", str(lucene_dir),
+                              "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
+                              "-threads", str(threads), "-optimize"])  # -optimize: one segment, faster search
+        return postings, {"write_s": write_s, "lucene_s": time.perf_counter() - start}

@@ -1,0 +1,242 @@
+"""The concept catalogue: what each SAE concept fires on in a corpus, and a short description.
+
+For every latent of a concept index: its document frequency and rank, its region (head, torso or
+tail), its mean and max activation, its top activating passages, and a description. The offline
+describer (the default) labels a concept with the keywords that best separate its top passages
+from the rest of the corpus: c-TF-IDF over stemmed, stopword-free tokens (Lucene's English
+analyzer), each stem shown as its most frequent surface form in those passages.
+
+Regions, by document frequency: concepts sorted by df, **head** = the most frequent ones that
+together hold half of all postings, **torso** = the next ones up to 90%, **tail** = the rest
+(rare concepts), **unused** = df 0 on this corpus.
+
+The catalogue is ``concepts.jsonl`` in the index folder. Run ``clsr describe --index IDX``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+CATALOGUE_NAME = "concepts.jsonl"
+HEAD_SHARE, TORSO_SHARE = 0.5, 0.9
+WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
+
+
+class LlmDescriber:
+    """Labels from any OpenAI-compatible chat endpoint (``{base_url}/chat/completions``); opt-in only.
+
+    It is shown a concept's top passages and asked for a 1-8 word label. clsr never builds one
+    unless asked (``clsr describe --llm-url ... --llm-model ...``), so by default nothing is sent.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 60.0,
+                 passage_chars: int = 400):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.timeout, self.passage_chars = model, api_key, timeout, passage_chars
+
+    def describe(self, passages: Sequence[str]) -> str:
+        import urllib.request
+
+        listing = "\n".join(f"{n}. {text[:self.passage_chars]}" for n, text in enumerate(passages, 1))
+        body = {"model": self.model, "temperature": 0, "messages": [
+            {"role": "system", "content": "You name the common theme of passages that activate one feature of a "
+                                          "text embedding model. Answer with a label of 1 to 8 words, nothing else."},
+            {"role": "user", "content": f"Passages:\n{listing}\n\nLabel:"}]}
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers)
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            answer = json.loads(response.read())["choices"][0]["message"]["content"]
+        return " ".join(answer.strip().strip('"').split()[:8])
+
+
+class ConceptEntry(NamedTuple):
+    concept: str
+    latent: int
+    df: int
+    rank: int  # 1 = the most frequent concept
+    region: str  # head, torso, tail or unused
+    mean_activation: float
+    max_activation: float
+    top_passages: list[dict]  # [{"docid", "activation", "snippet"}], strongest first
+    description: str
+    # The evidence describer's check of its own label: {"kind": specific|broad|unclear, "auc_fires", "auc_strong",
+    # "df_share", "simulator"} on the corpus it described; None for the other describers.
+    label: dict | None = None
+
+
+def regions(df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rank, region) per latent: rank 1 = highest df; regions by cumulative share of postings."""
+    order = np.argsort(-df, kind="stable")
+    rank = np.empty(len(df), np.int64)
+    rank[order] = np.arange(1, len(df) + 1)
+    share = np.cumsum(df[order]) / max(df.sum(), 1)
+    # A concept is head while the postings of all more frequent ones are below half of the total.
+    before = np.concatenate([[0.0], share[:-1]])
+    region_sorted = np.where(before < HEAD_SHARE, "head", np.where(before < TORSO_SHARE, "torso", "tail"))
+    region = np.empty(len(df), dtype=object)
+    region[order] = region_sorted
+    region[df == 0] = "unused"
+    return rank, region
+
+
+class KeywordDescriber:
+    """c-TF-IDF keywords of a concept's top passages against the corpus (no network, no model)."""
+
+    def __init__(self, corpus_texts: Iterable[str], keywords: int = 4):
+        from clsr.jvm import pyserini_lucene
+
+        pyserini_lucene()
+        from pyserini.analysis import Analyzer, get_lucene_analyzer
+
+        self._analyzer = Analyzer(get_lucene_analyzer(stemming=True, stopwords=True))
+        self._stems: dict[str, str | None] = {}
+        self.keywords = keywords
+        document_frequency: Counter = Counter()
+        self.documents = 0
+        for text in corpus_texts:
+            document_frequency.update({stem for stem, _ in self.tokens(text)})
+            self.documents += 1
+        self.document_frequency = document_frequency
+
+    def stem(self, word: str) -> str | None:
+        lowered = word.lower()
+        if lowered not in self._stems:
+            analysed = self._analyzer.analyze(lowered)
+            self._stems[lowered] = analysed[0] if len(analysed) == 1 and len(analysed[0]) > 2 else None
+        return self._stems[lowered]
+
+    def tokens(self, text: str) -> list[tuple[str, str]]:
+        """(stem, surface word) pairs, stopwords and very short words left out."""
+        pairs = []
+        for word in WORD.findall(text):
+            stem = self.stem(word)
+            if stem is not None:
+                pairs.append((stem, word.lower()))
+        return pairs
+
+    def describe(self, passages: Sequence[str]) -> str:
+        term_frequency: Counter = Counter()
+        passage_count: Counter = Counter()
+        surfaces: dict[str, Counter] = {}
+        for text in passages:
+            tokens = self.tokens(text)
+            passage_count.update({stem for stem, _ in tokens})
+            for stem, surface in tokens:
+                term_frequency[stem] += 1
+                surfaces.setdefault(stem, Counter())[surface] += 1
+        # Terms must recur across the concept's passages, not just repeat within one.
+        weights = {stem: tf * math.log(1 + self.documents / self.document_frequency.get(stem, 1))
+                   for stem, tf in term_frequency.items() if passage_count[stem] >= min(2, len(passages))}
+        best = sorted(weights, key=lambda stem: (-weights[stem], stem))[:self.keywords]
+        return ", ".join(surfaces[stem].most_common(1)[0][0] for stem in best)
+
+
+def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, top_passages: int = 10,
+                    snippet_chars: int = 160, describer=None, progress: bool = True) -> list[ConceptEntry]:
+    """The catalogue of every latent of a concept index, described with the offline describer by default.
+
+    The passages' texts come from `corpus`, by default the source recorded in the index's manifest.
+    `describer` is anything with ``describe(passages) -> str`` (KeywordDescriber, LlmDescriber), or
+    ``"evidence"`` for :class:`clsr.interpret.describers.EvidenceDescriber` (word evidence of the top
+    passages, checked against activations with the embedding simulator; it labels every used concept
+    in one pass over the corpus).
+    """
+    import textwrap
+
+    from clsr.data import load_corpus
+    from clsr.index import DocCodes, read_manifest
+    from clsr.index.concepts import concept_term
+    from clsr.progress import progress_bar
+
+    manifest = read_manifest(index_dir)
+    codes = DocCodes(index_dir)
+    latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations)
+    n_latents = manifest["sae"]["n_latents"]
+    fired = activations > 0
+    df = np.bincount(latents[fired], minlength=n_latents)
+    activation_sum = np.bincount(latents[fired], weights=activations[fired], minlength=n_latents)
+    activation_max = np.zeros(n_latents)
+    np.maximum.at(activation_max, latents[fired], activations[fired])
+    rank, region = regions(df)
+
+    corpus = corpus or manifest.get("source")
+    if not corpus:
+        from clsr.index import InvalidIndexError
+
+        raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
+    texts = {d.id: d.text for d in load_corpus(corpus)}
+    labels = None
+    if describer == "evidence":
+        from clsr.interpret.describers import evidence_describer_for
+
+        describer = evidence_describer_for(index_dir, texts, KeywordDescriber(texts.values()).stem, top_passages)
+        labels = describer.describe_latents(np.flatnonzero(df).tolist(), progress=progress)
+    describer = describer or KeywordDescriber(texts.values())
+    rows, _ = np.nonzero(fired)
+    order = np.lexsort((-activations[fired], latents[fired]))  # by latent, strongest first
+    by_latent_rows, by_latent_values = rows[order], activations[fired][order]
+    starts = np.searchsorted(latents[fired][order], np.arange(n_latents + 1))
+    entries = []
+    for latent in progress_bar(range(n_latents), desc="describing concepts", unit="concept", enabled=progress):
+        chosen = range(starts[latent], min(starts[latent] + top_passages, starts[latent + 1]))
+        passages = [(codes.ids[by_latent_rows[i]], float(by_latent_values[i])) for i in chosen]
+        entries.append(ConceptEntry(
+            concept=concept_term(latent), latent=latent, df=int(df[latent]), rank=int(rank[latent]),
+            region=str(region[latent]), mean_activation=round(float(activation_sum[latent] / max(df[latent], 1)), 5),
+            max_activation=round(float(activation_max[latent]), 5),
+            top_passages=[{"docid": docid, "activation": round(value, 5),
+                           "snippet": textwrap.shorten(texts.get(docid, ""), snippet_chars, placeholder="...")}
+                          for docid, value in passages],
+            description=(labels[latent]["description"] if labels is not None and latent in labels
+                         else describer.describe([texts.get(docid, "") for docid, _ in passages]) if passages else ""),
+            label=({k: labels[latent][k] for k in ("kind", "auc_fires", "auc_strong", "df_share", "simulator")}
+                   if labels is not None and latent in labels else None)))
+    return entries
+
+
+def write_catalogue(entries: Sequence[ConceptEntry], path: str | os.PathLike) -> None:
+    """concepts.jsonl, one concept per line, written to a temporary file and renamed."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.writing")
+    with open(temporary, "w", encoding="utf-8") as f:
+        for entry in entries:
+            f.write(json.dumps(entry._asdict()) + "\n")
+    os.replace(temporary, path)
+
+
+def load_catalogue(path: str | os.PathLike) -> dict[str, ConceptEntry]:
+    """concepts.jsonl (a file, or a folder holding one) as {concept term: entry}."""
+    from clsr.data import read_jsonl
+
+    path = Path(path)
+    path = path / CATALOGUE_NAME if path.is_dir() else path
+    return {row["concept"]: ConceptEntry(**row) for _, row in read_jsonl(path)}
+
+
+def pick_concepts(catalogue: dict[str, ConceptEntry], text: str, limit: int = 3) -> list[tuple[str, int]]:
+    """The concepts whose descriptions best match `text`: (term, number of shared keywords), best first.
+
+    Ties go to the more frequent concept. Matching is on lower-cased words, so "employment, salary"
+    picks concepts described with those words.
+    """
+    from clsr.interpret.describers import description_keywords  # "broad: a, b" -> a, b
+
+    wanted = {w.lower() for w in WORD.findall(text)}
+    scored = []
+    for term, entry in catalogue.items():
+        keywords = {w.lower() for w in description_keywords(entry.description)}
+        overlap = len(wanted & keywords)
+        if overlap:
+            scored.append((-overlap, entry.rank, term))
+    return [(term, -negative) for negative, _, term in sorted(scored)[:limit]]

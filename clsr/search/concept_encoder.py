@@ -1,0 +1,68 @@
+"""The query side of a concept index: the ConceptEncoder it was built with, checked against its manifest."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from clsr.encode.dense import EncoderConfig
+from clsr.errors import InvalidIndexError
+from clsr.index.concepts import Quantizer
+from clsr.index.manifest import read_manifest
+
+
+def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
+    from clsr.sae.model import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
+
+    candidates = [Path(index_dir) / recorded["path"]]  # a relative path is an SAE kept inside the index
+    if recorded["name"] == DEFAULT_SAE and default_sae_path() is not None:
+        candidates.append(default_sae_path())  # the bundled SAE, wherever this clsr is installed
+    for candidate in candidates:
+        if (candidate / WEIGHTS_NAME).exists():
+            return candidate
+    raise InvalidIndexError(f"{index_dir} was built with the SAE at {recorded['path']}, which is not there; "
+                            "pass its folder with --sae")
+
+
+def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
+                         sae_path: str | os.PathLike | None = None, query_k: int | None = None,
+                         query_mode: str | None = None, force: bool = False, device: str = "cpu",
+                         dtype: str = "auto", batch_size: int = 32, backend: str | None = None,
+                         manifest: dict | None = None, where: str | None = None):
+    """The ConceptEncoder a concept index was built with, checked against the manifest.
+
+    ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
+    manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
+    the index's query defaults. ``backend`` defaults to the index's (:func:`clsr.encode.dense.recorded_backend`),
+    so queries get the numerics the documents got. ``manifest`` (with ``where`` naming it in errors) is
+    the index's manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an
+    SAE recorded relative to the index.
+    """
+    from clsr.encode.dense import DenseEncoder, EncoderConfig, recorded_backend
+    from clsr.index.concepts import ConceptEncoder
+    from clsr.sae.model import SaeMismatchError, TopKSae, sae_checksum
+
+    manifest = manifest if manifest is not None else read_manifest(index_dir)
+    where = where or f"index {index_dir}"
+    if manifest["kind"] != "concepts":
+        raise InvalidIndexError(f"{index_dir} is a {manifest['kind']} index, not a concept index")
+    indexed_with = EncoderConfig.from_dict(manifest["encoder"])
+    if encoder is not None and encoder != indexed_with and not force:
+        raise InvalidIndexError(f"the query encoder does not match the index (pass --force to search anyway).\n"
+                                f"  {where}: {indexed_with}\n  query encoder: {encoder}")
+    recorded = manifest["sae"]
+    sae_path = Path(sae_path) if sae_path is not None else _recorded_sae_path(index_dir, recorded)
+    checksum = sae_checksum(sae_path)
+    if checksum != recorded["sha256"] and not force:
+        raise SaeMismatchError(
+            "the SAE does not match the index (pass --force to search anyway).\n"
+            f"  {where}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
+            f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
+    sae = TopKSae.load_from_disk(sae_path, device=device)
+    query = manifest["query"]
+    dense = DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size,
+                         backend=backend or recorded_backend(manifest))
+    return ConceptEncoder(dense, sae, doc_k=manifest["doc_k"], query_k=query_k or query["k"],
+                          query_mode=query_mode or query["mode"],
+                          doc_quantizer=Quantizer.from_dict(manifest["doc_quantizer"]),
+                          query_quantizer=Quantizer.from_dict(query["quantizer"]))
