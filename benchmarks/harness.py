@@ -46,7 +46,7 @@ def concept_search_report(searcher, topics: dict[str, str], qrels: Qrels, depth:
     dense_batch_ms, concept_batch_ms = paired_latencies_ms(searcher.concept_encoder.dense.encode_queries,
                                                            searcher.concept_encoder.encode_queries, [texts] * 3)
     manifest = searcher.manifest
-    lucene = manifest["timings"]
+    lucene = manifest.timings
     return method_report(
         run, qrels, search_ms, relevance_threshold=relevance_threshold,
         search_ms_p50_top10=round(percentile(top10_ms, 0.5), 3),
@@ -56,10 +56,10 @@ def concept_search_report(searcher, topics: dict[str, str], qrels: Qrels, depth:
         concept_encode_ms_p50=round(percentile(concept_ms, 0.5), 3),
         encoding_overhead=round(percentile(concept_ms, 0.5) / percentile(dense_ms, 0.5) - 1, 4),
         encoding_overhead_batched=round(min(concept_batch_ms) / min(dense_batch_ms) - 1, 4),
-        index_bytes=manifest["lucene_bytes"], doc_codes_bytes=manifest["doc_codes_bytes"],
-        postings=manifest["postings"], doc_k=manifest["doc_k"], query_k=searcher.concept_encoder.query_k,
+        index_bytes=manifest.lucene_bytes, doc_codes_bytes=manifest.doc_codes_bytes,
+        postings=manifest.postings, doc_k=manifest.doc_k, query_k=searcher.concept_encoder.query_k,
         query_mode=searcher.concept_encoder.query_mode,
-        index_docs_per_s=round(manifest["documents"] / (lucene["concepts_s"] + lucene["write_s"] + lucene["lucene_s"]),
+        index_docs_per_s=round(manifest.documents / (lucene["concepts_s"] + lucene["write_s"] + lucene["lucene_s"]),
                                1))
 
 

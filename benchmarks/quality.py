@@ -92,7 +92,7 @@ def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relev
         name = f"hybrid_k{k}{suffix}"
         rows[name] = method_report(run, qrels, search_ms, relevance_threshold=relevance_threshold,
                                    e2e_ms_p50=round(percentile(end_to_end, 0.5), 3),
-                                   index_bytes=searcher.sparse.manifest["lucene_bytes"] + codes_bytes,
+                                   index_bytes=searcher.sparse.manifest.lucene_bytes + codes_bytes,
                                    alpha=alpha, alpha_tuned_on=tuning["split"] if tuning else None,
                                    alpha_curve=curve, query_side=query_side, mode=searcher.mode)
         if suffix == "" and k == max(HYBRID_KS) and bm25_runs is not None:
@@ -191,7 +191,7 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
             methods[f"sparse_lucene_k{k}"] = concept_search_report(searcher, topics, qrels, DEPTH, relevance_threshold)
             # The same query and document codes in float, scored exactly: what quantisation costs.
             for method, run in sae_fidelity_runs(sae, vectors, documents, list(topics), dense.ids, k, DEPTH,
-                                                 query_k=manifest["query"]["k"]).items():
+                                                 query_k=manifest.query.k).items():
                 methods[method] = method_report(run, qrels, relevance_threshold=relevance_threshold)
             # The original query against the decoded document codes, exactly: the hybrid's dense side alone.
             decoded = np.asarray(searcher.doc_codes.reconstructed)

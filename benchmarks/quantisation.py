@@ -56,10 +56,10 @@ def measure(dataset: str, split: str, sae_path: Path) -> dict:
             manifest = build_concept_index_for(baselines, index_dir, sae_path, doc_k, bits=bits)
             run = (ClsrSearcher(index_dir, encoder=baselines.encoder.config)
                    .batch_search(topics, k=DEPTH, progress=False))
-            timings = manifest["timings"]
+            timings = manifest.timings
             rows.append({"doc_k": doc_k, "bits": bits,
                          **{m: round(v, 4) for m, v in evaluate(run, qrels, METRICS).items()},
-                         "index_bytes": manifest["lucene_bytes"], "postings": manifest["postings"],
+                         "index_bytes": manifest.lucene_bytes, "postings": manifest.postings,
                          "index_s": round(timings["concepts_s"] + timings["write_s"] + timings["lucene_s"], 2)})
             print(name, json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return {"dataset": name, "split": split, "rows": rows}

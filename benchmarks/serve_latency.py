@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
         server.terminate()
         server.wait(timeout=30)
     result = {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "dataset": name, "split": args.split, "queries": len(queries), "documents": manifest["documents"],
+              "dataset": name, "split": args.split, "queries": len(queries), "documents": manifest.documents,
               "sae": sae_provenance(sae_path, name),
               "latency": {"search + explanation (k=10)": summary(search_ms),
                           "steered search (slider move)": summary(steer_ms),

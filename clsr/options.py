@@ -24,6 +24,7 @@ from clsr.errors import ClsrError, UsageError
 if TYPE_CHECKING:
     from clsr.encode.dense import DenseEncoder, EncoderConfig
     from clsr.encode.ray import Shards
+    from clsr.index.manifest import IndexManifest
     from clsr.sae.adapt import AdaptConfig
 
 SOURCE_HELP = ("a BEIR folder, a collection name under $CLSR_DATA (e.g. scifact), a .jsonl/.tsv file, "
@@ -196,12 +197,12 @@ def add_concept_query_options(parser: argparse.ArgumentParser) -> None:
                        help="search even if the encoder or SAE differs from the one in the index's manifest")
 
 
-def concept_encoder_options(args, manifest: dict) -> dict:
+def concept_encoder_options(args: argparse.Namespace, manifest: IndexManifest) -> dict:
     """Keyword options for `load_concept_encoder` (and so ClsrSearcher, ClsrQueryEncoder) from the flags of
     `add_concept_query_options` and `add_encoder_options`."""
     from clsr.encode.dense import EncoderConfig
 
-    encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
+    encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest.encoder))
                if encoder_overridden(args) else None)
     return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
             "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,

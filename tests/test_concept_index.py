@@ -9,6 +9,7 @@ from clsr.cli import main as clsr
 from clsr.evaluate import read_run, trec_eval_order
 from clsr.index import MANIFEST_NAME, DocCodes, InvalidIndexError, build_concept_index, read_manifest
 from clsr.index.concepts import concept_term, dot
+from clsr.index.manifest import QueryDefaults
 from clsr.sae.config import SaeConfig
 from clsr.sae.model import SaeMismatchError, TopKSae, default_sae_path
 
@@ -46,14 +47,14 @@ def topics_file(tmp_path_factory, scifact_slice):
 
 def test_manifest_records_what_the_index_depends_on(concept_index, scifact_slice):
     manifest = read_manifest(concept_index)
-    assert manifest["kind"] == "concepts" and manifest["documents"] == 300 and manifest["doc_k"] == 64
-    assert manifest["encoder"] == scifact_slice.encoder.config.to_dict()
-    assert manifest["sae"]["name"] == "minilm-l6-v2-general-topk128-8192" and len(manifest["sae"]["sha256"]) == 64
-    assert manifest["doc_quantizer"]["bits"] == 8 and manifest["doc_quantizer"]["scale"] > 0
-    assert manifest["query"] == {"k": 128, "mode": "topk", "quantizer": manifest["query"]["quantizer"]}
-    assert manifest["query"]["quantizer"]["scale"] is None  # per query
+    assert manifest.kind == "concepts" and manifest.documents == 300 and manifest.doc_k == 64
+    assert manifest.encoder == scifact_slice.encoder.config.to_dict()
+    assert manifest.sae.name == "minilm-l6-v2-general-topk128-8192" and len(manifest.sae.sha256) == 64
+    assert manifest.doc_quantizer["bits"] == 8 and manifest.doc_quantizer["scale"] > 0
+    assert manifest.query == QueryDefaults(k=128, mode="topk", quantizer=manifest.query.quantizer)
+    assert manifest.query.quantizer["scale"] is None  # per query
     # Every document has exactly 64 positive concepts, so 64 postings each.
-    assert manifest["postings"] == 300 * 64 and manifest["empty_documents"] == 0
+    assert manifest.postings == 300 * 64 and manifest.empty_documents == 0
 
 
 def test_doc_codes_hold_the_same_impacts_as_lucene(concept_index, searcher):
@@ -168,7 +169,7 @@ def test_rebuild_needs_overwrite_and_a_failed_rebuild_keeps_the_old_index(concep
     with pytest.raises(KeyboardInterrupt):
         build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, tmp_path / "new", **arguments)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]  # no half-built index, no leftovers
-    assert read_manifest(target)["documents"] == 50 and read_manifest(target)["doc_k"] == 32
+    assert read_manifest(target).documents == 50 and read_manifest(target).doc_k == 32
 
 
 def test_bad_inputs_name_the_problem(scifact_slice, sae, tmp_path):

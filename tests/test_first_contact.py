@@ -55,15 +55,15 @@ def test_a_concept_build_says_how_it_encoded_and_records_a_tuned_alpha(tuned_ind
     work, corpus = tuned_index
     clsr(["index", "--corpus", corpus, "--index", str(work / "index"), "--dtype", "fp32", "--doc-k", "64"])
     out = capsys.readouterr().out
-    record = read_manifest(work / "index")["hybrid_alpha"]
-    curve = {float(a): v for a, v in record["curve"].items()}
-    assert record["alpha"] == best_alpha(curve) and record["tuned_on"] == "60 pseudo-queries, seed 0"
+    record = read_manifest(work / "index").hybrid_alpha
+    curve = {float(a): v for a, v in record.curve.items()}
+    assert record.alpha == best_alpha(curve) and record.tuned_on == "60 pseudo-queries, seed 0"
     assert set(curve) == {i / 10 for i in range(11)}
-    assert f"hybrid alpha {record['alpha']} (tuned on 60 pseudo-queries" in out
+    assert f"hybrid alpha {record.alpha} (tuned on 60 pseudo-queries" in out
     assert "built concepts index of 60 documents" in out and "; encoding: 60 passages in " in out
     assert "passages/s (openvino fp32, " in out and "CPU " in out
     # Wherever no alpha is given, the recorded one is used; a given one wins.
-    assert HybridSearcher(work / "index", dtype="fp32").alpha == record["alpha"]
+    assert HybridSearcher(work / "index", dtype="fp32").alpha == record.alpha
     assert HybridSearcher(work / "index", dtype="fp32", alpha=0.3).alpha == 0.3
 
 
@@ -82,7 +82,7 @@ def test_an_index_without_a_tuned_alpha_says_so_and_tune_alpha_records_one(slice
     assert "records no tuned hybrid alpha: using 0.5" in caplog.text and "--record" in caplog.text
     clsr(["tune-alpha", "--index", str(index), "--pseudo-queries", "40", "--dtype", "fp32", "--record", "--json"])
     printed = json.loads(capsys.readouterr().out)
-    assert read_manifest(index)["hybrid_alpha"]["alpha"] == printed["best_alpha"]
+    assert read_manifest(index).hybrid_alpha.alpha == printed["best_alpha"]
     assert HybridSearcher(index, dtype="fp32").alpha == printed["best_alpha"]
 
 

@@ -15,7 +15,7 @@ DOCS = [Document("d1", "sparse autoencoders find concepts"), Document("d2", "luc
 def test_manifest_describes_the_index(tmp_path):
     build_bm25_index(DOCS, tmp_path / "idx", source="unit-test")
     manifest = read_manifest(tmp_path / "idx")
-    assert {k: manifest[k] for k in ("kind", "documents", "source", "k1", "b")} == {
+    assert {k: getattr(manifest, k) for k in ("kind", "documents", "source", "k1", "b")} == {
         "kind": "bm25", "documents": 3, "source": "unit-test", "k1": 0.9, "b": 0.4}
     assert open_searcher(tmp_path / "idx").search("lucene index", 3)[0].docid == "d2"
 
@@ -24,9 +24,9 @@ def test_existing_index_needs_overwrite(tmp_path):
     build_bm25_index(DOCS, tmp_path / "idx")
     with pytest.raises(InvalidIndexError, match="already exists; pass --overwrite"):
         build_bm25_index(DOCS[:1], tmp_path / "idx")
-    assert read_manifest(tmp_path / "idx")["documents"] == 3
+    assert read_manifest(tmp_path / "idx").documents == 3
     build_bm25_index(DOCS[:1], tmp_path / "idx", overwrite=True)
-    assert read_manifest(tmp_path / "idx")["documents"] == 1
+    assert read_manifest(tmp_path / "idx").documents == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
 
@@ -49,7 +49,7 @@ def test_interrupted_rebuild_keeps_the_old_index(tmp_path):
 
     with pytest.raises(RuntimeError, match="disk full"):
         build_bm25_index(interrupted(), tmp_path / "idx", overwrite=True)
-    assert read_manifest(tmp_path / "idx")["documents"] == 3
+    assert read_manifest(tmp_path / "idx").documents == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from clsr.errors import InvalidIndexError
-from clsr.index import read_manifest, update_manifest
+from clsr.index import read_manifest
 from clsr.index.manifest import MANIFEST_NAME, HybridAlpha, IndexManifest
 
 # Written by clsr 0.1.0 (main at 35cd1b3), copied from real indexes.
@@ -82,9 +82,9 @@ def test_older_manifests_read_with_later_fields_absent(tmp_path, written):
 def test_replace_and_write_record_a_tuned_alpha(tmp_path):
     index = _write(tmp_path / "index", CONCEPTS)
     alpha = TUNED["hybrid_alpha"]
-    update_manifest(index, hybrid_alpha=alpha)
+    IndexManifest.read(index).replace(hybrid_alpha=HybridAlpha(**alpha)).write(index)
     assert IndexManifest.read(index).hybrid_alpha == HybridAlpha(**alpha)
-    assert read_manifest(index) == {**TUNED, "format_version": 1}
+    assert read_manifest(index).to_dict() == {**TUNED, "format_version": 1}
     assert not [p for p in index.iterdir() if p.name != MANIFEST_NAME]  # no temporary file left
 
 

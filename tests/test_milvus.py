@@ -52,9 +52,9 @@ def test_export_records_the_index_manifest(exported, slice_concept_index):
 
     uri, record = exported
     manifest = read_manifest(slice_concept_index)
-    assert record["documents"] == 300 == manifest["documents"]
-    assert record["index_manifest"]["sae"]["sha256"] == manifest["sae"]["sha256"]
-    assert record["index_manifest"]["doc_quantizer"] == manifest["doc_quantizer"]
+    assert record["documents"] == 300 == manifest.documents
+    assert record["index_manifest"]["sae"]["sha256"] == manifest.sae.sha256
+    assert record["index_manifest"]["doc_quantizer"] == manifest.doc_quantizer
     assert record["index_manifest"]["doc_k"] == 64
 
 

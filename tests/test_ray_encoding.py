@@ -45,6 +45,6 @@ def test_clsr_index_on_ray_local_mode_gives_the_single_process_codes(hundred_pas
     np.testing.assert_array_equal(codes.latents, latents)
     np.testing.assert_allclose(codes.activations, activations, atol=1e-5)
     manifest = read_manifest(tmp_path / "index")
-    assert manifest["doc_k"] == 64
+    assert manifest.doc_k == 64
     # The driver resolves auto once for every actor, and the index records what the actors ran.
-    assert manifest["encoding"] == {"backend": "openvino", "dtype": "fp32"} == shards.meta["encoding"]
+    assert manifest.encoding == {"backend": "openvino", "dtype": "fp32"} == shards.meta["encoding"]

@@ -123,10 +123,10 @@ def test_index_adapt_keeps_the_adapted_sae_in_the_index(tmp_path, scifact_slice,
     assert "adapted the SAE" in out and "built concepts index of 40 documents" in out
     (tmp_path / "index").rename(tmp_path / "moved")  # the index carries its SAE wherever it goes
     manifest = read_manifest(tmp_path / "moved")
-    assert manifest["sae"]["path"] == "sae" and manifest["sae"]["sha256"] == sae_checksum(tmp_path / "moved" / "sae")
-    assert manifest["sae"]["adapted_from"]["sha256"] == sae_checksum(default_sae_path())
+    assert manifest.sae.path == "sae" and manifest.sae.sha256 == sae_checksum(tmp_path / "moved" / "sae")
+    assert manifest.sae.adapted_from["sha256"] == sae_checksum(default_sae_path())
     adapted = TopKSae.load_from_disk(tmp_path / "moved" / "sae")
-    assert manifest["sae_fit"]["reference_fvu"] == adapted.config.training.reference_fvu
+    assert manifest.sae_fit.reference_fvu == adapted.config.training.reference_fvu
     assert not list(tmp_path.glob(".*adapting-*")) and not list(tmp_path.glob(".*building-*"))
     hits = ClsrSearcher(tmp_path / "moved", dtype="fp32").search(docs[3].text, 3)
     assert hits[0].docid == docs[3].id

@@ -142,9 +142,10 @@ def resolve_encoding(backend: str = "auto", dtype: str = "auto", device: str = "
     return backend, "int8" if backend == "onnx-int8" else "fp32"
 
 
-def recorded_backend(manifest: dict) -> str:
-    """The backend an index was built with ("torch" for manifests written before there were backends)."""
-    return (manifest.get("encoding") or {}).get("backend", "torch")
+def recorded_backend(encoding: dict | None) -> str:
+    """The backend an index's manifest records in ``encoding`` ("torch" for one built before there were backends,
+    which records no encoding)."""
+    return (encoding or {}).get("backend", "torch")
 
 
 class EncoderSettingError(ClsrError, ValueError):

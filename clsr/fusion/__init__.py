@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from clsr.evaluate import Run, trec_eval_order
+from clsr.index.manifest import HybridAlpha, IndexManifest
 
 log = logging.getLogger(__name__)
 
@@ -195,22 +196,22 @@ def tune_alpha(searcher: HybridSearcher, topics: Mapping[str, str], qrels, metri
     return interpolation_curve(sparse, dense, qrels, searcher.normalization, metric, alphas, relevance_threshold)
 
 
-def recorded_alpha(manifest: Mapping, where: object = "the index") -> float:
+def recorded_alpha(manifest: IndexManifest | None, where: object = "the index") -> float:
     """The hybrid alpha a concept index's manifest records (``hybrid_alpha``, tuned on pseudo-queries at build
     time), or DEFAULT_ALPHA with a warning for an index built before that, naming the command that tunes it."""
-    record = manifest.get("hybrid_alpha")
+    record = manifest.hybrid_alpha if manifest is not None else None
     if record is not None:
-        return float(record["alpha"])
+        return float(record.alpha)
     log.warning("%s records no tuned hybrid alpha: using %s; tune it with `clsr tune-alpha --index ... "
                 "--pseudo-queries %d --record` (no judgments needed)", where, DEFAULT_ALPHA, PSEUDO_QUERIES)
     return DEFAULT_ALPHA
 
 
 def tune_and_record_alpha(index_dir: str | os.PathLike, documents: Sequence, n: int = PSEUDO_QUERIES, seed: int = 0,
-                          metric: str = "ndcg@10", **options) -> dict:
+                          metric: str = "ndcg@10", **options) -> HybridAlpha:
     """Tune the hybrid's alpha of a concept index on ``n`` pseudo-queries drawn from ``documents`` (its corpus;
     :func:`pseudo_queries`, no judgments) and record it in the index's manifest as ``hybrid_alpha``:
-    {"alpha", "metric", "tuned_on", "curve"}. Returns that record. ``options`` go to :class:`HybridSearcher`
+    :class:`clsr.index.manifest.HybridAlpha`. Returns that record. ``options`` go to :class:`HybridSearcher`
     (encoder settings). Source of the method: issue 10's pseudo-queries; benchmarks/results/transfer.md
     compares the alpha they pick with a real split's."""
     topics, qrels = pseudo_queries(documents, n, seed=seed)
@@ -219,14 +220,14 @@ def tune_and_record_alpha(index_dir: str | os.PathLike, documents: Sequence, n: 
     return record_alpha(index_dir, curve, metric, f"{len(topics)} pseudo-queries, seed {seed}")
 
 
-def record_alpha(index_dir: str | os.PathLike, curve: Mapping[float, float], metric: str, tuned_on: str) -> dict:
-    """Write the best alpha of ``curve`` (alpha -> metric) into the index's manifest as ``hybrid_alpha``:
-    {"alpha", "metric", "tuned_on", "curve"}, which searchers use when no alpha is given. Returns that record."""
-    from clsr.index import update_manifest
-
-    record = {"alpha": best_alpha(curve), "metric": metric, "tuned_on": tuned_on,
-              "curve": {f"{alpha:.1f}": value for alpha, value in curve.items()}}
-    update_manifest(index_dir, hybrid_alpha=record)
+def record_alpha(index_dir: str | os.PathLike, curve: Mapping[float, float], metric: str,
+                 tuned_on: str) -> HybridAlpha:
+    """Write the best alpha of ``curve`` (alpha -> metric) into the index's manifest as ``hybrid_alpha``, which
+    searchers use when no alpha is given; atomically (:meth:`IndexManifest.write`), so a reader sees the old
+    manifest or the new one. Returns that record."""
+    record = HybridAlpha(alpha=best_alpha(curve), metric=metric, tuned_on=tuned_on,
+                         curve={f"{alpha:.1f}": value for alpha, value in curve.items()})
+    IndexManifest.read(index_dir).replace(hybrid_alpha=record).write(index_dir)
     return record
 
 

@@ -108,7 +108,7 @@ def _run_tune(args) -> None:
 
     manifest = read_manifest(args.index)
     if args.pseudo_queries:
-        corpus = args.corpus or manifest.get("source")
+        corpus = args.corpus or manifest.source
         if not corpus:
             raise UsageError("the index does not record its corpus; pass --corpus")
         topics, qrels = pseudo_queries(load_corpus(corpus), args.pseudo_queries, seed=args.seed)

@@ -22,8 +22,8 @@ from clsr.index.concept_index import build_concept_index, check_sae_fit
 from clsr.index.dense import build_dense_index
 from clsr.index.doc_codes import DOC_CODES_DIR, DocCodes
 from clsr.index.lucene import BM25_B, BM25_K1, build_bm25_index
-from clsr.index.manifest import MANIFEST_NAME, IndexManifest, read_manifest, update_manifest, write_manifest
+from clsr.index.manifest import MANIFEST_NAME, IndexManifest, read_manifest, write_manifest
 
 __all__ = ["BM25_B", "BM25_K1", "DOC_CODES_DIR", "MANIFEST_NAME", "DocCodes", "IndexManifest", "InvalidIndexError",
            "atomic_directory", "build_bm25_index", "build_concept_index", "build_dense_index", "check_sae_fit",
-           "directory_bytes", "read_manifest", "update_manifest", "write_manifest"]
+           "directory_bytes", "read_manifest", "write_manifest"]

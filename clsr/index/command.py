@@ -134,9 +134,9 @@ def _run_index(args) -> None:
         record = tune_and_record_alpha(args.index, documents if documents is not None else load_corpus(source),
                                        device=args.device, dtype=args.dtype,
                                        batch_size=args.encode_batch_size)
-        print(f"hybrid alpha {record['alpha']} (tuned on {record['tuned_on']}, {record['metric']} "
-              f"{record['curve'][format(record['alpha'], '.1f')]:.4f}; recorded in the manifest)")
-    print(f"built {args.kind} index of {manifest['documents']} documents at {args.index}"
+        print(f"hybrid alpha {record.alpha} (tuned on {record.tuned_on}, {record.metric} "
+              f"{record.curve[format(record.alpha, '.1f')]:.4f}; recorded in the manifest)")
+    print(f"built {args.kind} index of {manifest.documents} documents at {args.index}"
           + (f"; encoding: {encoding_note}" if encoding_note else ""))
 
 

@@ -252,21 +252,13 @@ def _umask() -> int:
     return umask
 
 
-def write_manifest(directory: Path, kind: str, documents: int, **fields) -> dict:
-    """Write a new build's manifest (:meth:`IndexManifest.create` with ``fields``) into ``directory``;
-    returns it as a dict. Raises InvalidIndexError for an unknown kind or field."""
+def write_manifest(directory: str | os.PathLike, kind: str, documents: int, **fields: Any) -> IndexManifest:
+    """Write a new build's manifest (:meth:`IndexManifest.create`, with ``fields`` as parsed JSON would give them)
+    into ``directory`` and return it. Raises InvalidIndexError for an unknown kind or field."""
     return IndexManifest.from_dict(IndexManifest.create(kind, documents).to_dict() | fields,
-                                   where=f"the {kind} index being built").write(directory).to_dict()
+                                   where=f"the {kind} index being built").write(directory)
 
 
-def update_manifest(directory: str | os.PathLike, **fields) -> dict:
-    """Add or replace ``fields`` in a finished index's manifest, atomically (:meth:`IndexManifest.write`), so a
-    reader sees the old manifest or the new one, never half of one. Returns the new manifest as a dict."""
-    path = Path(directory) / MANIFEST_NAME
-    return IndexManifest.from_dict(IndexManifest.read(directory).to_dict() | fields,
-                                   where=str(path)).write(directory).to_dict()
-
-
-def read_manifest(directory: str | os.PathLike) -> dict:
-    """The manifest of the index at ``directory`` as a dict, checked by :meth:`IndexManifest.read`."""
-    return IndexManifest.read(directory).to_dict()
+def read_manifest(directory: str | os.PathLike) -> IndexManifest:
+    """The manifest of the index at ``directory`` (:meth:`IndexManifest.read`)."""
+    return IndexManifest.read(directory)

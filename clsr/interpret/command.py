@@ -215,11 +215,11 @@ def _run_serve(args) -> None:
     from clsr.index import read_manifest
 
     manifest = read_manifest(args.index)
-    if manifest["kind"] != "concepts":
-        raise UsageError(f"{args.index} is a {manifest['kind']} index; serve a concept index (and pass BM25 or dense "
+    if manifest.kind != "concepts":
+        raise UsageError(f"{args.index} is a {manifest.kind} index; serve a concept index (and pass BM25 or dense "
                          "ones with --bm25/--dense)")
     for flag, path, kind in (("--bm25", args.bm25, "bm25"), ("--dense", args.dense, "dense")):
-        if path and read_manifest(path)["kind"] != kind:
+        if path and read_manifest(path).kind != kind:
             raise UsageError(f"{flag} {path} is not a {kind} index")
     if not port_is_free(args.host, args.port):
         raise UsageError(f"port {args.port} on {args.host} is in use; pick another with --port")

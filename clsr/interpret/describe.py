@@ -162,7 +162,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     manifest = read_manifest(index_dir)
     codes = DocCodes(index_dir)
     latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations)
-    n_latents = manifest["sae"]["n_latents"]
+    n_latents = manifest.sae.n_latents
     fired = activations > 0
     df = np.bincount(latents[fired], minlength=n_latents)
     activation_sum = np.bincount(latents[fired], weights=activations[fired], minlength=n_latents)
@@ -170,7 +170,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     np.maximum.at(activation_max, latents[fired], activations[fired])
     rank, region = regions(df)
 
-    corpus = corpus or manifest.get("source")
+    corpus = corpus or manifest.source
     if not corpus:
         from clsr.index import InvalidIndexError
 

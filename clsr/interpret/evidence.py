@@ -206,7 +206,7 @@ def passage_texts(index_dir, corpus: str | None = None) -> dict[str, str]:
     from clsr.data import iter_corpus
     from clsr.index import InvalidIndexError, read_manifest
 
-    corpus = corpus or read_manifest(index_dir).get("source")
+    corpus = corpus or read_manifest(index_dir).source
     if not corpus:
         raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
     return {d.id: d.text for d in iter_corpus(corpus)}

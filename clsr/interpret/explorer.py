@@ -73,7 +73,7 @@ class Explorer:
         self.manifest = self.searcher.manifest
         self.encoder = self.searcher.concept_encoder
         self.texts = passage_texts(index_dir, corpus)
-        self.titles = _titles(corpus or self.manifest.get("source"))
+        self.titles = _titles(corpus or self.manifest.source)
         catalogue_path = Path(catalogue) if catalogue else self.index_dir / CATALOGUE_NAME
         self.catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else {}
         self.evidence = EvidenceExplainer.for_encoder(self.encoder)
@@ -88,13 +88,13 @@ class Explorer:
             from clsr.encode.dense import EncoderConfig
             from clsr.index import read_manifest
 
-            dense_config = EncoderConfig.from_dict(read_manifest(dense)["encoder"])
+            dense_config = EncoderConfig.from_dict(read_manifest(dense).encoder)
             # The concept index's encoder is reused when it is the dense index's (one model in memory).
             shared = self.encoder.dense if dense_config == self.encoder.dense.config else None
             self.dense = DenseSearcher(dense, encoder=shared)
 
         codes = self.searcher.doc_codes
-        self.n_latents = int(self.manifest["sae"]["n_latents"])
+        self.n_latents = int(self.manifest.sae.n_latents)
         latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations, np.float32)
         fired = activations > 0
         rows = np.nonzero(fired)[0]
@@ -186,8 +186,8 @@ class Explorer:
     # -- API ----------------------------------------------------------------------------------
 
     def info(self) -> dict:
-        return {"index": str(self.index_dir), "documents": self.manifest["documents"], "doc_k": self.manifest["doc_k"],
-                "query_k": self.encoder.query_k, "sae": self.manifest["sae"]["name"], "n_latents": self.n_latents,
+        return {"index": str(self.index_dir), "documents": self.manifest.documents, "doc_k": self.manifest.doc_k,
+                "query_k": self.encoder.query_k, "sae": self.manifest.sae.name, "n_latents": self.n_latents,
                 "described": bool(self.catalogue), "compare": self.compare_methods(), "max_k": MAX_K,
                 "steer_range": list(STEER_RANGE)}
 

@@ -193,7 +193,7 @@ def serve(index_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 808
     explorer = Explorer(index_dir, **options)
     names = served_names(host, allowed_hosts)
     shown = f"[{host}]" if ":" in host else host
-    print(f"clsr explorer for {index_dir} ({explorer.manifest['documents']} passages"
+    print(f"clsr explorer for {index_dir} ({explorer.manifest.documents} passages"
           f"{', described' if explorer.catalogue else ', no descriptions: run clsr describe'}) "
           f"on http://{shown}:{port}/  (API: http://{shown}:{port}/openapi.json); answers the Host names "
           f"{', '.join(f'[{n}]' if ':' in n else n for n in names)} (add more with --allowed-hosts)", flush=True)

@@ -106,15 +106,15 @@ class DenseSearcher:
         import faiss
 
         self.manifest = read_manifest(index_dir)
-        if self.manifest["kind"] != "dense":
-            raise InvalidIndexError(f"{index_dir} is a {self.manifest['kind']} index, not a dense one")
-        indexed_with = EncoderConfig.from_dict(self.manifest["encoder"])
+        if self.manifest.kind != "dense":
+            raise InvalidIndexError(f"{index_dir} is a {self.manifest.kind} index, not a dense one")
+        indexed_with = EncoderConfig.from_dict(self.manifest.encoder)
         if encoder is not None and encoder.config != indexed_with:
             raise InvalidIndexError(
                 f"the query encoder does not match the index.\n  index {index_dir}: {indexed_with}\n"
                 f"  query encoder: {encoder.config}")
         self.encoder = encoder or DenseEncoder(indexed_with, dtype=dtype,
-                                               backend=backend or recorded_backend(self.manifest))
+                                               backend=backend or recorded_backend(self.manifest.encoding))
         directory = Path(index_dir)
         embeddings = np.load(directory / "embeddings.npy")
         self.ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:len(embeddings)]
@@ -278,7 +278,7 @@ class ClsrSearcher:
 
 def open_searcher(index_dir: str | os.PathLike, **options) -> Bm25Searcher | DenseSearcher | ClsrSearcher:
     """The searcher for whatever kind of index `index_dir` is."""
-    kind = read_manifest(index_dir)["kind"]
+    kind = read_manifest(index_dir).kind
     if kind == "bm25":
         return Bm25Searcher(index_dir, **options)
     if kind == "dense":

@@ -65,7 +65,7 @@ def _run(args: argparse.Namespace) -> None:
         raise UsageError("--index is required with the lucene backend")
     topics = load_topics(args.topics, args.split)
     manifest = read_manifest(args.index)
-    kind = manifest["kind"]
+    kind = manifest.kind
     if kind != "concepts" and (args.hybrid or args.explain):
         raise UsageError(f"--{'hybrid' if args.hybrid else 'explain'} needs a concept index; {args.index} is a "
                          f"{kind} index")
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> None:
 
         options = {}
         if kind == "dense" and encoder_overridden(args):  # checked against the index's encoder
-            options["encoder"] = encoder_from_args(args, EncoderConfig.from_dict(manifest["encoder"]))
+            options["encoder"] = encoder_from_args(args, EncoderConfig.from_dict(manifest.encoder))
         searcher = open_searcher(args.index, **options)
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
     _write(searcher, topics, run, args)
@@ -94,6 +94,7 @@ def _run(args: argparse.Namespace) -> None:
 def _run_milvus(args: argparse.Namespace) -> None:
     """The same search on a Milvus collection: its record holds the index manifest the options are checked against."""
     from clsr.data import load_topics
+    from clsr.index.manifest import IndexManifest
     from clsr.search.milvus import MilvusSearcher, collection_record, milvus_client
 
     if args.index:
@@ -102,7 +103,8 @@ def _run_milvus(args: argparse.Namespace) -> None:
         raise UsageError("--boost-concept with Milvus needs --catalogue (the index folder's concepts.jsonl)")
     topics = load_topics(args.topics, args.split)
     _, record = collection_record(milvus_client(args.uri), args.collection, args.uri)
-    options = concept_encoder_options(args, record["index_manifest"])
+    manifest = IndexManifest.from_dict(record["index_manifest"], where=f"Milvus collection {args.collection!r}")
+    options = concept_encoder_options(args, manifest)
     searcher = MilvusSearcher(args.uri, args.collection, steering=steering_from_args(args), **options)
     if args.hybrid:
         from clsr.fusion import HybridSearcher

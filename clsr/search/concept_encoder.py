@@ -8,19 +8,19 @@ from pathlib import Path
 from clsr.encode.dense import EncoderConfig
 from clsr.errors import InvalidIndexError
 from clsr.index.concepts import Quantizer
-from clsr.index.manifest import read_manifest
+from clsr.index.manifest import IndexManifest, SaeRecord, read_manifest
 
 
-def _recorded_sae_path(index_dir: str | os.PathLike, recorded: dict) -> Path:
+def _recorded_sae_path(index_dir: str | os.PathLike, recorded: SaeRecord) -> Path:
     from clsr.sae.model import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
 
-    candidates = [Path(index_dir) / recorded["path"]]  # a relative path is an SAE kept inside the index
-    if recorded["name"] == DEFAULT_SAE and default_sae_path() is not None:
+    candidates = [Path(index_dir) / recorded.path]  # a relative path is an SAE kept inside the index
+    if recorded.name == DEFAULT_SAE and default_sae_path() is not None:
         candidates.append(default_sae_path())  # the bundled SAE, wherever this clsr is installed
     for candidate in candidates:
         if (candidate / WEIGHTS_NAME).exists():
             return candidate
-    raise InvalidIndexError(f"{index_dir} was built with the SAE at {recorded['path']}, which is not there; "
+    raise InvalidIndexError(f"{index_dir} was built with the SAE at {recorded.path}, which is not there; "
                             "pass its folder with --sae")
 
 
@@ -28,7 +28,7 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
                          dtype: str = "auto", batch_size: int = 32, backend: str | None = None,
-                         manifest: dict | None = None, where: str | None = None):
+                         manifest: IndexManifest | None = None, where: str | None = None):
     """The ConceptEncoder a concept index was built with, checked against the manifest.
 
     ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
@@ -44,25 +44,25 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
 
     manifest = manifest if manifest is not None else read_manifest(index_dir)
     where = where or f"index {index_dir}"
-    if manifest["kind"] != "concepts":
-        raise InvalidIndexError(f"{index_dir} is a {manifest['kind']} index, not a concept index")
-    indexed_with = EncoderConfig.from_dict(manifest["encoder"])
+    if manifest.kind != "concepts":
+        raise InvalidIndexError(f"{index_dir} is a {manifest.kind} index, not a concept index")
+    indexed_with = EncoderConfig.from_dict(manifest.encoder)
     if encoder is not None and encoder != indexed_with and not force:
         raise InvalidIndexError(f"the query encoder does not match the index (pass --force to search anyway).\n"
                                 f"  {where}: {indexed_with}\n  query encoder: {encoder}")
-    recorded = manifest["sae"]
+    recorded = manifest.sae
     sae_path = Path(sae_path) if sae_path is not None else _recorded_sae_path(index_dir, recorded)
     checksum = sae_checksum(sae_path)
-    if checksum != recorded["sha256"] and not force:
+    if checksum != recorded.sha256 and not force:
         raise SaeMismatchError(
             "the SAE does not match the index (pass --force to search anyway).\n"
-            f"  {where}: SAE {recorded['name']} ({recorded['n_latents']} latents, k={recorded['k']}), "
-            f"sha256 {recorded['sha256'][:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
+            f"  {where}: SAE {recorded.name} ({recorded.n_latents} latents, k={recorded.k}), "
+            f"sha256 {recorded.sha256[:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
     sae = TopKSae.load_from_disk(sae_path, device=device)
-    query = manifest["query"]
+    query = manifest.query
     dense = DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size,
-                         backend=backend or recorded_backend(manifest))
-    return ConceptEncoder(dense, sae, doc_k=manifest["doc_k"], query_k=query_k or query["k"],
-                          query_mode=query_mode or query["mode"],
-                          doc_quantizer=Quantizer.from_dict(manifest["doc_quantizer"]),
-                          query_quantizer=Quantizer.from_dict(query["quantizer"]))
+                         backend=backend or recorded_backend(manifest.encoding))
+    return ConceptEncoder(dense, sae, doc_k=manifest.doc_k, query_k=query_k or query.k,
+                          query_mode=query_mode or query.mode,
+                          doc_quantizer=Quantizer.from_dict(manifest.doc_quantizer),
+                          query_quantizer=Quantizer.from_dict(query.quantizer))

@@ -38,7 +38,7 @@ import numpy as np
 from clsr import __version__
 from clsr.errors import ClsrError
 from clsr.evaluate import Run, trec_eval_order
-from clsr.index import DocCodes, InvalidIndexError, read_manifest
+from clsr.index import DocCodes, IndexManifest, InvalidIndexError, read_manifest
 from clsr.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -118,18 +118,18 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     from clsr.index.concepts import Quantizer
 
     manifest = read_manifest(index_dir)
-    if manifest["kind"] != "concepts":
-        raise InvalidIndexError(f"{index_dir} is a {manifest['kind']} index; only concept indexes export to Milvus")
+    if manifest.kind != "concepts":
+        raise InvalidIndexError(f"{index_dir} is a {manifest.kind} index; only concept indexes export to Milvus")
     codes = DocCodes(index_dir)
-    n = manifest["documents"]
-    quantizer = Quantizer.from_dict(manifest["doc_quantizer"])
+    n = manifest.documents
+    quantizer = Quantizer.from_dict(manifest.doc_quantizer)
     start_time = time.perf_counter()
     record = {
         "format": FORMAT, "clsr_version": __version__, "collection": collection,
         "source_index": str(Path(index_dir).resolve()), "documents": n,
         "dropped_terms": dropped_terms(np.asarray(codes.latents), quantizer.quantize(np.asarray(codes.activations))),
         "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "index_manifest": manifest,
+        "index_manifest": manifest.to_dict(),
     }
 
     def rows(start: int, stop: int) -> tuple[list[dict[int, float]], np.ndarray]:
@@ -258,7 +258,8 @@ class MilvusSearcher:
         self.uri, self.name = uri, collection
         self.client = milvus_client(uri)
         self.collection, self.record = collection_record(self.client, collection, uri)
-        self.manifest = self.record["index_manifest"]
+        self.manifest = IndexManifest.from_dict(self.record["index_manifest"],
+                                                where=f"Milvus collection {collection!r} at {uri}")
         self.concept_encoder = load_concept_encoder(self.record["source_index"], manifest=self.manifest,
                                                     where=f"Milvus collection {collection!r} at {uri}", **options)
         self.concept_encoder.steering = dict(steering or {})
@@ -337,7 +338,7 @@ class MilvusSearcher:
     def reconstructions(self, docids: Sequence[str]) -> np.ndarray:
         """(len(docids), d) float32 decoded embeddings, in the order given."""
         if not len(docids):
-            return np.zeros((0, int(self.manifest["sae"]["d_in"])), np.float32)
+            return np.zeros((0, int(self.manifest.sae.d_in)), np.float32)
         rows = self.client.get(self.collection, ids=list(docids), output_fields=[RECONSTRUCTED])
         by_id = {str(row[DOCID]): row[RECONSTRUCTED] for row in rows}
         return np.asarray([by_id[d] for d in docids], np.float32)
