@@ -107,8 +107,10 @@ def machine_info() -> dict:
         memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         pass
+    from clsr.cpu import cpu_kind, reported_flags
+
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory_gib, "platform": platform.platform(),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_kind": cpu_kind(), "cpu_flags": reported_flags()}
 
 
 def versions() -> dict:

@@ -1,3 +1,3 @@
 """clsr: Concept-Level Sparse Retrieval on Pyserini/Lucene."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from clsr.encode.ray import Shards
     from clsr.index.manifest import IndexManifest
     from clsr.sae.adapt import AdaptConfig
+    from clsr.search.engines import EngineConfig
 
 SOURCE_HELP = ("a BEIR folder, a collection name under $CLSR_DATA (e.g. scifact), a .jsonl/.tsv file, "
                "or an ir_datasets id (e.g. beir/scifact/test; needs the network)")
@@ -207,6 +208,29 @@ def concept_encoder_options(args: argparse.Namespace, manifest: IndexManifest) -
     return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
             "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,
             "backend": args.encoder_backend if args.encoder_backend != "auto" else None}
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Which engine serves a concept index's postings; `engine_config_from_args` reads them."""
+    from clsr.search.engines import ENGINES, EngineConfig
+
+    defaults = EngineConfig()
+    group = parser.add_argument_group("engine (concept indexes; docs/concept-index.md, \"Engines\")")
+    group.add_argument("--engine", choices=ENGINES, default=defaults.name,
+                       help="lucene: Pyserini's LuceneImpactSearcher, exact (default); seismic or bmp: their "
+                            "candidates rescored exactly by clsr, faster, with the recall docs/concept-index.md "
+                            "measures; built into the index folder's engines/ on first use (pip install "
+                            "'clsr[engines]')")
+    group.add_argument("--engine-depth", type=positive_int, default=defaults.depth,
+                       help=f"candidates asked of seismic or bmp per query before exact rescoring, at least "
+                            f"--hits (default {defaults.depth})")
+
+
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig | None:
+    """None for Lucene (no other engine opened), else the EngineConfig the flags ask for."""
+    from clsr.search.engines import EngineConfig
+
+    return None if args.engine == "lucene" else EngineConfig(args.engine, depth=args.engine_depth)
 
 
 def add_steering_options(parser: argparse.ArgumentParser) -> None:

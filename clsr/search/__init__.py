@@ -24,6 +24,7 @@ from clsr.encode.dense import DenseEncoder, EncoderConfig, recorded_backend
 from clsr.evaluate import Run, trec_eval_order
 from clsr.index import BM25_B, BM25_K1, DocCodes, InvalidIndexError, read_manifest
 from clsr.search.concept_encoder import load_concept_encoder
+from clsr.search.engines import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,14 @@ class ClsrSearcher:
     """Search a concept index with Pyserini's LuceneImpactSearcher; hits name the concepts they share.
 
     ``steering`` ({latent: factor}) edits every query's concept weights before search (see
-    ``clsr.index.concepts.steer_codes``). Other options are those of :func:`load_concept_encoder`
-    (encoder, sae_path, query_k, query_mode, force, ...).
+    ``clsr.index.concepts.steer_codes``). ``engine`` picks another engine for the postings (BMP or
+    Seismic, `clsr.search.engines`), whose candidates are rescored exactly, so every hit's score is still
+    Lucene's. Other options are those of :func:`load_concept_encoder` (encoder, sae_path, query_k,
+    query_mode, force, ...).
     """
 
-    def __init__(self, index_dir: str | os.PathLike, steering: Mapping[int, float] | None = None, **options):
+    def __init__(self, index_dir: str | os.PathLike, steering: Mapping[int, float] | None = None,
+                 engine: EngineConfig | None = None, **options):
         from clsr.index.concepts import check_latents
         from clsr.jvm import java_path, pyserini_lucene
         from clsr.search.pyserini import ClsrQueryEncoder
@@ -185,6 +189,21 @@ class ClsrSearcher:
         self.doc_codes = DocCodes(index_dir)
         self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(java_path(self.index_dir), self.query_encoder,
                                                                       min_idf=MIN_IDF)
+        self.engine = None
+        if engine is not None and engine.name != "lucene":
+            from clsr.search.engines import DocImpacts, open_engine
+
+            self.doc_impacts = DocImpacts(self.doc_codes, self.concept_encoder.doc_quantizer)
+            self.engine = open_engine(index_dir, self.doc_impacts, engine)
+
+    def engine_search(self, vector: Mapping[str, int], k: int) -> list[Hit]:
+        """The top ``k`` for a query vector from the BMP or Seismic engine: its candidates (at least ``k``,
+        ``depth`` by default) rescored by their exact integer dot product, Lucene's score."""
+        from clsr.search.engines import exact_scores
+
+        candidates = self.engine.candidates(vector, max(k, self.engine.config.depth))
+        scored = exact_scores(self.doc_impacts, vector, candidates, self.concept_encoder.sae.config.n_latents)
+        return ranked(Hit(docid, score) for docid, score in scored)[:k]
 
     def searchable(self, vector: Mapping[str, int]) -> dict[str, int]:
         """The part of a query vector Pyserini sends to Lucene: concepts in the index with idf > min_idf."""
@@ -237,7 +256,8 @@ class ClsrSearcher:
             return []
         with self.query_encoder.encoded([query]):  # encoded once, for Lucene and for the shared concepts
             vector = self.query_encoder.encode(query)
-            hits = ranked(self.impact_searcher.search(query, k))
+            hits = (self.engine_search(vector, k) if self.engine is not None
+                    else ranked(self.impact_searcher.search(query, k)))
         return [ConceptHit(h.docid, float(h.score), self.shared_concepts(vector, h.docid)) for h in hits]
 
     def batch_search(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1, batch_size: int = 1,
@@ -264,7 +284,10 @@ class ClsrSearcher:
                     chunk_ids, chunk_texts = qids[start:start + step], texts[start:start + step]
                     text_of = dict(zip(chunk_ids, chunk_texts))
                     try:
-                        if step == 1:
+                        if self.engine is not None:
+                            results = {qid: self.engine_search(self.query_encoder.encode(text_of[qid]), k)
+                                       for qid in chunk_ids}
+                        elif step == 1:
                             results = {chunk_ids[0]: self.impact_searcher.search(chunk_texts[0], k)}
                         else:
                             results = self.impact_searcher.batch_search(chunk_texts, chunk_ids, k, threads)

@@ -17,11 +17,13 @@ from clsr.options import (
     UsageError,
     add_concept_query_options,
     add_encoder_options,
+    add_engine_options,
     add_milvus_options,
     add_steering_options,
     concept_encoder_options,
     encoder_from_args,
     encoder_overridden,
+    engine_config_from_args,
     positive_int,
     steering_from_args,
 )
@@ -48,6 +50,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "descriptions (concept indexes; descriptions from concepts.jsonl if present)")
     parser.add_argument("--run-tag", default="clsr", help="tag in the run file's last column")
     add_concept_query_options(parser)
+    add_engine_options(parser)
     add_hybrid_options(parser)
     add_steering_options(parser)
     add_encoder_options(parser, default_help="the index's")
@@ -66,6 +69,9 @@ def _run(args: argparse.Namespace) -> None:
     topics = load_topics(args.topics, args.split)
     manifest = read_manifest(args.index)
     kind = manifest.kind
+    if args.engine != "lucene" and (kind != "concepts" or args.hybrid):
+        raise UsageError(f"--engine {args.engine} searches a concept index without --hybrid; {args.index} is a "
+                         f"{kind} index" + (" (and --hybrid reranks Lucene's candidates)" if args.hybrid else ""))
     if kind != "concepts" and (args.hybrid or args.explain):
         raise UsageError(f"--{'hybrid' if args.hybrid else 'explain'} needs a concept index; {args.index} is a "
                          f"{kind} index")
@@ -78,7 +84,8 @@ def _run(args: argparse.Namespace) -> None:
                                   depth=args.depth, steering=steering, **concept_encoder_options(args, manifest))
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
     elif kind == "concepts":
-        searcher = open_searcher(args.index, steering=steering, **concept_encoder_options(args, manifest))
+        searcher = open_searcher(args.index, steering=steering, engine=engine_config_from_args(args),
+                                 **concept_encoder_options(args, manifest))
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
     else:
         from clsr.encode.dense import EncoderConfig

@@ -1,0 +1,183 @@
+"""Other engines for a concept index's impact postings: BMP and Seismic, beside Lucene.
+
+A concept query is unlike a keyword query: it carries 64-128 of 8,192 concepts and each posting list is
+long, so Lucene's exhaustive impact scoring touches a large share of the index (docs/concept-index.md,
+"Where the time goes"). Two engines from PyPI answer such queries faster:
+
+* **BMP** (`bmp`; Mallia, Suel and Tonellotto, SIGIR 2024): block-max pruning over fixed-size document
+  blocks. With ``alpha = beta = 1`` it prunes only blocks that cannot enter the top k; it scores with
+  its own quantised query weights, so clsr asks it for ``depth`` candidates and rescores them exactly.
+* **Seismic** (`pyseismic-lsr`; Bruch et al., SIGIR 2024): clustered, summarised posting lists, searched
+  approximately (``query_cut``, ``heap_factor``); clsr rescores its candidates exactly too.
+
+Both indexes are built from ``doc_codes/`` (the same integer impacts Lucene holds) into the index
+folder's ``engines/<name>/``, atomically, on first use. Every hit's score is the integer dot product of
+the query's and the document's impacts, the score Lucene gives, so explanations still sum to it; an
+approximate engine can only miss documents, which benchmarks/engines.py measures as recall against
+Lucene's exact run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clsr.errors import UsageError
+from clsr.index.concepts import Quantizer, concept_latent, concept_term
+from clsr.index.doc_codes import DocCodes
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("lucene", "bmp", "seismic")
+ENGINES_DIR = "engines"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How a non-Lucene engine searches. ``depth``: candidates asked of the engine per query before exact
+    rescoring (at least the k asked for). BMP: ``block_size`` documents per block, ``alpha``/``beta`` its
+    block and query-term pruning (1.0 = none). Seismic: its build parameters (``n_postings`` kept per
+    concept, ``centroid_fraction``, ``summary_energy``) and search parameters (``query_cut`` concepts of the
+    query scanned, ``heap_factor``); defaults after the Seismic paper's SPLADE settings, scaled to K=128."""
+
+    name: str = "lucene"
+    depth: int = 1000
+    block_size: int = 32
+    alpha: float = 1.0
+    beta: float = 1.0
+    n_postings: int = 4000
+    centroid_fraction: float = 0.1
+    summary_energy: float = 0.4
+    query_cut: int = 64
+    heap_factor: float = 0.9
+
+    def __post_init__(self):
+        if self.name not in ENGINES:
+            raise UsageError(f"unknown engine {self.name!r} (expected one of {', '.join(ENGINES)})")
+
+
+class DocImpacts:
+    """Every document's top-K code as integer impacts, for exact rescoring: (n, K) latents and impacts,
+    memory-resident (n * K * 3 bytes)."""
+
+    def __init__(self, codes: DocCodes, quantizer: Quantizer):
+        self.ids = codes.ids
+        self.latents = np.asarray(codes.latents, np.int64)
+        self.impacts = quantizer.quantize(np.asarray(codes.activations, np.float32)).astype(np.int64)
+        self.row = {docid: row for row, docid in enumerate(self.ids)}
+
+    def scores(self, rows: np.ndarray, query: Mapping[str, int], n_latents: int) -> np.ndarray:
+        """The integer dot products of ``query`` ({term: impact}) with these documents' impacts: Lucene's scores."""
+        weights = np.zeros(n_latents, np.int64)
+        for term, weight in query.items():
+            weights[concept_latent(term)] = weight
+        return (weights[self.latents[rows]] * self.impacts[rows]).sum(axis=1)
+
+
+def _build_atomically(target: Path, build) -> None:
+    """Run ``build(folder)`` into a hidden sibling and rename it to ``target`` when it succeeds."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        build(building)
+        os.replace(building, target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+class BmpEngine:
+    """Block-max pruning (`bmp` from PyPI) over the index's impacts."""
+
+    def __init__(self, index_dir: str | os.PathLike, impacts: DocImpacts, config: EngineConfig):
+        try:
+            import bmp
+        except ImportError:
+            raise UsageError("--engine bmp needs the engines extra: pip install 'clsr[engines]'") from None
+        folder = Path(index_dir) / ENGINES_DIR / f"bmp-b{config.block_size}"
+        if not (folder / "index.bmp").exists():
+            start = time.perf_counter()
+            _build_atomically(folder, lambda building: self._build(bmp, building / "index.bmp", impacts, config))
+            log.info("built the BMP index of %s in %.1f s (once; kept in %s)", index_dir,
+                     time.perf_counter() - start, folder)
+        self.searcher = bmp.Searcher(str(folder / "index.bmp"))
+        self.config = config
+
+    @staticmethod
+    def _build(bmp, path: Path, impacts: DocImpacts, config: EngineConfig) -> None:
+        indexer = bmp.Indexer(str(path), bsize=config.block_size, compress_range=False)
+        for docid, latents, row_impacts in zip(impacts.ids, impacts.latents.tolist(), impacts.impacts.tolist()):
+            indexer.add_document(docid, {concept_term(latent): impact
+                                         for latent, impact in zip(latents, row_impacts) if impact > 0})
+        indexer.finish()
+
+    def candidates(self, query: Mapping[str, int], depth: int) -> list[str]:
+        docids, _ = self.searcher.search(dict(query), k=depth, alpha=self.config.alpha, beta=self.config.beta)
+        return list(docids)
+
+
+class SeismicEngine:
+    """Seismic (`pyseismic-lsr` from PyPI) over the index's impacts; approximate, rescored exactly."""
+
+    def __init__(self, index_dir: str | os.PathLike, impacts: DocImpacts, config: EngineConfig):
+        try:
+            import seismic
+        except ImportError:
+            raise UsageError("--engine seismic needs the engines extra: pip install 'clsr[engines]'") from None
+        folder = Path(index_dir) / ENGINES_DIR / (f"seismic-p{config.n_postings}-c{config.centroid_fraction}"
+                                                  f"-e{config.summary_energy}")
+        if not (folder / "index.seismic").exists():
+            start = time.perf_counter()
+            _build_atomically(folder, lambda building: self._build(seismic, building, impacts, config))
+            log.info("built the Seismic index of %s in %.1f s (once; kept in %s)", index_dir,
+                     time.perf_counter() - start, folder)
+        self.index = seismic.SeismicIndex.load(str(folder / "index.seismic"))
+        self.string_type = seismic.get_seismic_string()
+        self.config = config
+
+    @staticmethod
+    def _build(seismic, building: Path, impacts: DocImpacts, config: EngineConfig) -> None:
+        dataset = seismic.SeismicDataset()
+        keep = impacts.impacts > 0
+        order = np.argsort(np.where(keep, impacts.latents, np.iinfo(np.int64).max), axis=1, kind="stable")
+        latents = np.take_along_axis(impacts.latents, order, axis=1)
+        values = np.take_along_axis(impacts.impacts, order, axis=1)
+        counts = keep.sum(axis=1)
+        rows = np.arange(latents.shape[1])[None, :] < counts[:, None]
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        dataset.add_documents_by_id(list(impacts.ids), latents[rows].astype(np.int64),
+                                    values[rows].astype(np.float32), offsets)
+        index = seismic.SeismicIndex.build_from_dataset(
+            dataset, n_postings=config.n_postings, centroid_fraction=config.centroid_fraction,
+            summary_energy=config.summary_energy, num_threads=1)
+        index.save(str(building / "index"))  # writes index.index.seismic
+        (building / "index.index.seismic").rename(building / "index.seismic")
+
+    def candidates(self, query: Mapping[str, int], depth: int) -> list[str]:
+        components = np.asarray([str(concept_latent(t)) for t in query], dtype=self.string_type)
+        values = np.asarray(list(query.values()), np.float32)
+        hits = self.index.search("q", components, values, k=depth, query_cut=self.config.query_cut,
+                                 heap_factor=self.config.heap_factor)
+        return [docid for _, _, docid in hits]
+
+
+def open_engine(index_dir: str | os.PathLike, impacts: DocImpacts, config: EngineConfig):
+    """The BMP or Seismic engine of a concept index, built on first use."""
+    return {"bmp": BmpEngine, "seismic": SeismicEngine}[config.name](index_dir, impacts, config)
+
+
+def exact_scores(impacts: DocImpacts, query: Mapping[str, int], candidates: Sequence[str],
+                 n_latents: int) -> list[tuple[str, float]]:
+    """``candidates`` with their exact integer score (the one Lucene gives), those above zero, in no set order."""
+    if not candidates:
+        return []
+    rows = np.fromiter((impacts.row[d] for d in candidates), np.int64, len(candidates))
+    scores = impacts.scores(rows, query, n_latents)
+    return [(docid, float(score)) for docid, score in zip(candidates, scores.tolist()) if score > 0]
