@@ -20,7 +20,6 @@ import os
 import re
 from pathlib import Path
 
-import numpy as np
 from harness import (
     build_baselines,
     build_concept_index_for,
@@ -194,7 +193,7 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
                                                  query_k=manifest.query.k).items():
                 methods[method] = method_report(run, qrels, relevance_threshold=relevance_threshold)
             # The original query against the decoded document codes, exactly: the hybrid's dense side alone.
-            decoded = np.asarray(searcher.doc_codes.reconstructed)
+            decoded = searcher.doc_codes.decoded(slice(None), searcher.concept_encoder.sae)
             methods[f"original_vs_decoded_k{k}"] = method_report(
                 top_hits(vectors @ decoded.T, list(topics), searcher.doc_codes.ids, DEPTH), qrels,
                 relevance_threshold=relevance_threshold)

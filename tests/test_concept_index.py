@@ -72,10 +72,27 @@ def test_doc_codes_hold_the_same_impacts_as_lucene(concept_index, searcher):
             postings = reader.get_postings_list(concept_term(int(latent)), analyzer=None)
             tf = {reader.convert_internal_docid_to_collection_docid(p.docid): p.tf for p in postings}
             assert tf[docid] == impact
-    # The reconstructed embeddings are the decoded codes.
-    values, indices = np.asarray(codes.activations), np.asarray(codes.latents).astype(np.int64)
-    np.testing.assert_allclose(codes.reconstructed, searcher.concept_encoder.sae.decode_numpy(values, indices),
-                               atol=1e-6)
+    # Only what cannot be derived is stored: uint16 latent ids and float16 activations, no decoded embeddings.
+    assert codes.latents.dtype == np.uint16 and codes.activations.dtype == np.float16
+    assert codes.stored_reconstructions is None and not (concept_index / "doc_codes" / "reconstructed.npy").exists()
+
+
+def test_dense_scores_from_codes_equal_those_of_the_decoded_embeddings(concept_index, searcher, scifact_slice):
+    """The hybrid scores q . d_hat as sum_k a_k (W_dec q)[l_k] + b_dec . q, without decoding d_hat."""
+    codes, sae = DocCodes(concept_index), searcher.concept_encoder.sae
+    docids = codes.ids[:100]
+    decoded = searcher.reconstructions(docids)
+    rows = [codes.row(d) for d in docids]
+    np.testing.assert_array_equal(decoded, sae.decode_numpy(np.asarray(codes.activations[rows], np.float32),
+                                                            np.asarray(codes.latents[rows], np.int64)))
+    for query in scifact_slice.query_vectors[:10]:
+        fast = searcher.reconstruction_scores(docids, query)
+        # Two float32 summation orders of the same K + d products (each term |a_k w_k q| <= a_k: unit-norm decoder
+        # rows and query): they differ by at most (K + d) * eps32 * (sum_k a_k + |b_dec . q|) each.
+        activations = np.asarray(codes.activations[rows], np.float64)
+        offset = abs(sae.b_dec.detach().numpy() @ query)
+        bound = (64 + 384) * np.finfo(np.float32).eps * (activations.sum(axis=1) + offset)
+        assert np.all(np.abs(fast - decoded @ query) <= bound)
 
 
 def test_lucene_scores_are_the_integer_dot_products(searcher, scifact_slice):
@@ -193,11 +210,12 @@ def test_hybrid_search_is_the_fusion_of_its_component_runs(concept_index, search
     path, topics = topics_file
     clsr(["search", "--index", str(concept_index), "--topics", str(path), "--output", str(tmp_path / "hybrid.trec"),
           "--hybrid", "--alpha", "0.3", "--depth", "100", "--hits", "50", "--dtype", "fp32"])
-    # By hand: the sparse top 100, rescored by the original query embedding against stored reconstructions.
+    # By hand: the sparse top 100, rescored by the original query embedding against the decoded documents
+    # (scored from their codes, as the test above checks against the decoded embeddings themselves).
     sparse = searcher.batch_search(topics, k=100)
     embeddings = searcher.concept_encoder.dense.encode_queries([cache_key(t) for t in topics.values()])
-    codes = DocCodes(concept_index)
-    dense = {qid: [(docid, float(codes.reconstructed[codes.row(docid)] @ vector)) for docid, _ in sparse[qid]]
+    dense = {qid: list(zip([d for d, _ in sparse[qid]],
+                           map(float, searcher.reconstruction_scores([d for d, _ in sparse[qid]], vector))))
              for qid, vector in zip(topics, embeddings)}
     expected = interpolate(sparse, {q: sorted(h, key=lambda x: -x[1]) for q, h in dense.items()}, 0.3, k=50)
     written = read_run(tmp_path / "hybrid.trec")

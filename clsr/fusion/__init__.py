@@ -109,7 +109,7 @@ class HybridSearcher:
     """The concept index fused with dense scores of the documents' reconstructed embeddings.
 
     The dense score is the query embedding (``original``, or ``reconstructed`` through the SAE)
-    times the reconstruction the index build stored in ``doc_codes/``. ``rerank`` rescores the
+    times the document's decoded embedding, computed from its code in ``doc_codes/``. ``rerank`` rescores the
     sparse top-``depth`` candidates (no dense index needed); ``full`` searches all reconstructions
     exactly (FAISS flat) and fuses the two top-``depth`` lists. Other options go to ClsrSearcher.
 
@@ -137,11 +137,12 @@ class HybridSearcher:
         if mode == "full" and hasattr(self.sparse, "dense_search"):
             pass  # the backend searches its reconstructions itself (Milvus: FLAT, exact)
         elif mode == "full":
-            self.reconstructed = np.ascontiguousarray(self.sparse.doc_codes.reconstructed, dtype=np.float32)
             import faiss
 
-            self._faiss = faiss.IndexFlatIP(self.reconstructed.shape[1])
-            self._faiss.add(self.reconstructed)
+            codes, sae = self.sparse.doc_codes, self.sparse.concept_encoder.sae
+            self._faiss = faiss.IndexFlatIP(sae.config.d_in)
+            for start in range(0, len(codes.ids), 65536):  # decoded in slices: a slice's floats at a time
+                self._faiss.add(np.ascontiguousarray(codes.decoded(slice(start, start + 65536), sae), np.float32))
 
     def query_vectors(self, embeddings: np.ndarray) -> np.ndarray:
         """The dense side's query vectors; steering moves them along the decoder's concept directions."""
@@ -167,7 +168,7 @@ class HybridSearcher:
                 dense[qid] = trec_eval_order(hits) if queries[qid].strip() else []
         elif self.mode == "full":
             scores, rows = self._faiss.search(np.ascontiguousarray(vectors, np.float32),
-                                              min(self.depth, len(self.reconstructed)))
+                                              min(self.depth, self._faiss.ntotal))
             ids = self.sparse.doc_codes.ids
             for qid, row_scores, row_ids in zip(qids, scores, rows):
                 dense[qid] = (trec_eval_order((ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0)
@@ -175,7 +176,7 @@ class HybridSearcher:
         else:
             for qid, vector in zip(qids, vectors):
                 docids = [docid for docid, _ in sparse[qid]]
-                scores = self.sparse.reconstructions(docids) @ vector if docids else []
+                scores = self.sparse.reconstruction_scores(docids, vector) if docids else []
                 dense[qid] = trec_eval_order(zip(docids, map(float, scores)))
         return sparse, dense
 

@@ -16,7 +16,7 @@ import numpy as np
 from clsr.errors import InvalidIndexError
 from clsr.index.atomic import atomic_directory, directory_bytes
 from clsr.index.concepts import QUERY_MODES, Quantizer, check_exact_scores
-from clsr.index.doc_codes import DOC_CODES_DIR
+from clsr.index.doc_codes import ACTIVATION_DTYPE, DOC_CODES_DIR
 from clsr.index.lucene import index_impact_vectors
 from clsr.index.manifest import write_manifest
 from clsr.progress import progress_bar
@@ -79,6 +79,9 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                                       enabled=progress):
                 activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
                     embeddings[first:first + batch], doc_k)
+        # Stored as float16; Lucene's impacts come from the same rounded values, so explanations recomputed
+        # from doc_codes/ sum to Lucene's scores exactly.
+        activations = activations.astype(ACTIVATION_DTYPE).astype(np.float32)
         doc_quantizer = Quantizer.fit(activations, bits)
         impacts = doc_quantizer.quantize(activations)
         timings["concepts_s"] = time.perf_counter() - start
@@ -92,8 +95,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         store.mkdir()
         (store / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
         np.save(store / "latents.npy", latents.astype(np.uint16 if sae.config.n_latents <= 2**16 else np.int32))
-        np.save(store / "activations.npy", activations)
-        np.save(store / "reconstructed.npy", sae.decode_numpy(activations, latents))
+        np.save(store / "activations.npy", activations.astype(ACTIVATION_DTYPE))
         timings["doc_codes_s"] = time.perf_counter() - start
 
         adaptation = sae.config.training.adaptation

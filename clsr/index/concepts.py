@@ -197,7 +197,12 @@ class ConceptEncoder:
             raise ValueError(f"query k={self.query_k}: projected queries keep 1..{sae.config.n_latents} concepts")
 
     def document_codes(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.sae.encode_numpy(embeddings, self.doc_k)
+        """(activations, latents) as a concept index stores them: activations rounded to float16
+        (`clsr.index.doc_codes.ACTIVATION_DTYPE`), from which its impacts are quantised."""
+        from clsr.index.doc_codes import ACTIVATION_DTYPE
+
+        activations, latents = self.sae.encode_numpy(embeddings, self.doc_k)
+        return activations.astype(ACTIVATION_DTYPE).astype(np.float32), latents
 
     def query_codes(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.query_mode == "topk":

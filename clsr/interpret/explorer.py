@@ -104,7 +104,6 @@ class Explorer:
         self._starts = np.searchsorted(flat_latents[order], np.arange(self.n_latents + 1))
         self.df = np.diff(self._starts)
         self.rank, self.region = regions(self.df)
-        self.reconstructed = np.asarray(codes.reconstructed, np.float32)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -301,8 +300,8 @@ class Explorer:
         vector = self.query_vector(query)
         sparse = self.searcher.search_vector(vector, MOVED_DEPTH)
         runs = {"CL-SR": [(h.docid, h.score) for h in sparse[:k]]}
-        rows = [self.searcher.doc_codes.row(h.docid) for h in sparse]
-        dense_scores = self.reconstructed[rows] @ self._embedding(query)[0] if rows else []
+        docids = [h.docid for h in sparse]
+        dense_scores = self.searcher.reconstruction_scores(docids, self._embedding(query)[0]) if docids else []
         reranked = trec_eval_order(zip([h.docid for h in sparse], map(float, dense_scores)))
         fused = fuse([{"q": [(h.docid, h.score) for h in sparse]}, {"q": reranked}], "interpolation", self.alpha,
                      "minmax", k=k)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
 
 from clsr import __version__
 from clsr.encode.dense import DenseEncoder, EncoderConfig, recorded_backend
@@ -189,6 +190,7 @@ class ClsrSearcher:
         self.doc_codes = DocCodes(index_dir)
         self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(java_path(self.index_dir), self.query_encoder,
                                                                       min_idf=MIN_IDF)
+        self._decoder = None  # (W_dec, b_dec) as float32 arrays, on first use
         self.engine = None
         if engine is not None and engine.name != "lucene":
             from clsr.search.engines import DocImpacts, open_engine
@@ -222,8 +224,22 @@ class ClsrSearcher:
 
     def reconstructions(self, docids: Sequence[str]) -> np.ndarray:
         """(len(docids), d) float32 decoded embeddings of these documents, in the order given."""
-        row_of = self.doc_codes.row
-        return np.asarray(self.doc_codes.reconstructed[[row_of(d) for d in docids]], np.float32)
+        rows = np.asarray([self.doc_codes.row(d) for d in docids], np.int64)
+        return self.doc_codes.decoded(rows, self.concept_encoder.sae)
+
+    def reconstruction_scores(self, docids: Sequence[str], vector: np.ndarray) -> np.ndarray:
+        """``vector`` (d,) dotted with these documents' decoded embeddings, float32, in the order given; computed
+        from their codes (`DocCodes.decoded_scores`: K multiply-adds a document) without decoding them."""
+        if self.doc_codes.stored_reconstructions is not None:
+            return self.reconstructions(docids) @ np.asarray(vector, np.float32)
+        if self._decoder is None:
+            sae = self.concept_encoder.sae
+            self._decoder = (sae.W_dec.detach().to("cpu", torch.float32).numpy(),
+                             sae.b_dec.detach().to("cpu", torch.float32).numpy())
+        weights, bias = self._decoder
+        vector = np.asarray(vector, np.float32)
+        rows = np.asarray([self.doc_codes.row(d) for d in docids], np.int64)
+        return self.doc_codes.decoded_scores(rows, weights @ vector, float(bias @ vector))
 
     def search_vector(self, vector: Mapping[str, int], k: int = 10) -> list[Hit]:
         """Search with a ready {term: integer weight} query (e.g. an edited one), as Pyserini would."""

@@ -24,6 +24,15 @@ def _recorded_sae_path(index_dir: str | os.PathLike, recorded: SaeRecord) -> Pat
                             "pass its folder with --sae")
 
 
+def load_index_sae(index_dir: str | os.PathLike, manifest: IndexManifest | None = None):
+    """The SAE a concept index was built with (`clsr.sae.model.TopKSae`), found where its manifest records it.
+    Raises InvalidIndexError when it is not there."""
+    from clsr.sae.model import TopKSae
+
+    manifest = manifest if manifest is not None else read_manifest(index_dir)
+    return TopKSae.load_from_disk(_recorded_sae_path(index_dir, manifest.sae))
+
+
 def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",

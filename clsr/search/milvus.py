@@ -116,11 +116,13 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     ``stop_after`` (rows) simulates an interruption, for tests: it raises KeyboardInterrupt there.
     """
     from clsr.index.concepts import Quantizer
+    from clsr.search.concept_encoder import load_index_sae
 
     manifest = read_manifest(index_dir)
     if manifest.kind != "concepts":
         raise InvalidIndexError(f"{index_dir} is a {manifest.kind} index; only concept indexes export to Milvus")
     codes = DocCodes(index_dir)
+    sae = load_index_sae(index_dir, manifest)  # the decoded embeddings are derived from the codes
     n = manifest.documents
     quantizer = Quantizer.from_dict(manifest.doc_quantizer)
     start_time = time.perf_counter()
@@ -133,9 +135,9 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     }
 
     def rows(start: int, stop: int) -> tuple[list[dict[int, float]], np.ndarray]:
-        return _doc_vectors(codes, quantizer, start, stop), np.asarray(codes.reconstructed[start:stop], np.float32)
+        return _doc_vectors(codes, quantizer, start, stop), codes.decoded(slice(start, stop), sae)
 
-    write_collection(uri, collection, record, codes.ids, rows, int(codes.reconstructed.shape[1]), overwrite=overwrite,
+    write_collection(uri, collection, record, codes.ids, rows, sae.config.d_in, overwrite=overwrite,
                      batch_size=batch_size, progress=progress, stop_after=stop_after)
     record["export_seconds"] = round(time.perf_counter() - start_time, 3)
     return record
@@ -342,6 +344,10 @@ class MilvusSearcher:
         rows = self.client.get(self.collection, ids=list(docids), output_fields=[RECONSTRUCTED])
         by_id = {str(row[DOCID]): row[RECONSTRUCTED] for row in rows}
         return np.asarray([by_id[d] for d in docids], np.float32)
+
+    def reconstruction_scores(self, docids: Sequence[str], vector: np.ndarray) -> np.ndarray:
+        """``vector`` dotted with these documents' decoded embeddings (as the collection stores them)."""
+        return self.reconstructions(docids) @ np.asarray(vector, np.float32)
 
     def dense_search(self, vectors: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """Exact inner-product search (FLAT) of the reconstructions, for the hybrid's ``full`` mode."""
