@@ -364,3 +364,25 @@ def test_hybrid_steering_moves_the_dense_query_through_the_decoder(concept_index
 def test_explain_names_an_unknown_document(concept_index):
     with pytest.raises(SystemExit, match="clsr explain: error: document 'nope' is not in this index"):
         clsr(["explain", "--index", str(concept_index), "--query", "cells", "--docid", "nope"])
+
+
+def test_an_index_with_clsr_0_1_doc_codes_reads_and_scores_against_its_stored_embeddings(slice_concept_index,
+                                                                                          tmp_path, scifact_slice):
+    """clsr 0.1 stored float32 activations and every decoded embedding (reconstructed.npy); both still serve."""
+    import shutil
+
+    from clsr.search import ClsrSearcher
+
+    index = tmp_path / "old"
+    shutil.copytree(slice_concept_index, index, ignore=shutil.ignore_patterns("engines"))
+    store = index / "doc_codes"
+    fresh = ClsrSearcher(slice_concept_index, **SEARCH_OPTIONS)
+    decoded = fresh.reconstructions(fresh.doc_codes.ids)
+    np.save(store / "activations.npy", np.asarray(fresh.doc_codes.activations, np.float32))
+    np.save(store / "reconstructed.npy", decoded + 1.0)  # stored embeddings, told apart from decoded ones
+    old = ClsrSearcher(index, **SEARCH_OPTIONS)
+    query = scifact_slice.query_vectors[0]
+    docids = old.doc_codes.ids[:50]
+    np.testing.assert_array_equal(old.reconstruction_scores(docids, query), (decoded[:50] + 1.0) @ query)
+    hit = old.search(next(iter(scifact_slice.topics.values())), k=1)[0]
+    assert sum(c.contribution for c in hit.concepts) == hit.score
