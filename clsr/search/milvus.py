@@ -51,6 +51,9 @@ FORMAT = "clsr-milvus-1"
 DOCID, CONCEPTS, RECONSTRUCTED = "docid", "concepts", "reconstructed"
 # Milvus's exact sparse scorer. The default (DAAT_MAXSCORE) gives the same results but was 7x slower
 # on Milvus Lite 2.5.1 at 100k-1M synthetic passages (issue 15's measurements, rechecked in benchmarks/scale.py).
+# Milvus's sparse index algorithms: exact term-at-a-time, and two dynamic-pruning document-at-a-time ones
+# (benchmarks/engines.py compares them; docs/concept-index.md, "Engines").
+INVERTED_INDEX_ALGOS = ("TAAT_NAIVE", "DAAT_MAXSCORE", "DAAT_WAND")
 SPARSE_INDEX = {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "IP",
                 "params": {"inverted_index_algo": "TAAT_NAIVE"}}
 DENSE_INDEX = {"index_type": "FLAT", "metric_type": "IP"}  # exact, as FAISS flat in the Lucene hybrid
@@ -107,15 +110,19 @@ def _iter_batches(n: int, batch: int) -> Iterator[tuple[int, int]]:
 
 def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collection: str = DEFAULT_COLLECTION, *,
                  overwrite: bool = False, batch_size: int = EXPORT_BATCH, progress: bool = True,
-                 stop_after: int | None = None) -> dict:
+                 stop_after: int | None = None, inverted_index_algo: str = "TAAT_NAIVE") -> dict:
     """Write a concept index's passages into the Milvus collection ``collection`` at ``uri``.
 
     Returns the record stored as the collection's description (the index manifest and export
     details, with ``export_seconds``). Refuses an existing collection unless ``overwrite``. Rows go
     in ``batch_size`` at a time into a new physical collection, registered under ``collection`` at the end.
     ``stop_after`` (rows) simulates an interruption, for tests: it raises KeyboardInterrupt there.
+    ``inverted_index_algo`` is Milvus's algorithm for the sparse index, one of :data:`INVERTED_INDEX_ALGOS`.
     """
     from clsr.index.concepts import Quantizer
+
+    if inverted_index_algo not in INVERTED_INDEX_ALGOS:
+        raise ValueError(f"inverted_index_algo must be one of {INVERTED_INDEX_ALGOS}, not {inverted_index_algo!r}")
     from clsr.search.concept_encoder import load_index_sae
 
     manifest = read_manifest(index_dir)
@@ -137,7 +144,9 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     def rows(start: int, stop: int) -> tuple[list[dict[int, float]], np.ndarray]:
         return _doc_vectors(codes, quantizer, start, stop), codes.decoded(slice(start, stop), sae)
 
+    sparse_index = {**SPARSE_INDEX, "params": {"inverted_index_algo": inverted_index_algo}}
     write_collection(uri, collection, record, codes.ids, rows, sae.config.d_in, overwrite=overwrite,
+                     sparse_index=sparse_index,
                      batch_size=batch_size, progress=progress, stop_after=stop_after)
     record["export_seconds"] = round(time.perf_counter() - start_time, 3)
     return record
@@ -146,7 +155,7 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
 def write_collection(uri: str, collection: str, record: dict, ids: Sequence[str],
                      rows: Callable[[int, int], tuple[list[dict[int, float]], np.ndarray]], dim: int, *,
                      overwrite: bool = False, batch_size: int = EXPORT_BATCH, progress: bool = True,
-                     stop_after: int | None = None) -> str:
+                     stop_after: int | None = None, sparse_index: Mapping = SPARSE_INDEX) -> str:
     """Create, fill and register ``collection``; returns the physical collection's name.
 
     ``rows(start, stop)`` gives rows start..stop: their sparse vectors ({latent: impact as float})
@@ -169,7 +178,7 @@ def write_collection(uri: str, collection: str, record: dict, ids: Sequence[str]
     schema.add_field(CONCEPTS, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field(RECONSTRUCTED, DataType.FLOAT_VECTOR, dim=dim)
     index_params = client.prepare_index_params()
-    index_params.add_index(field_name=CONCEPTS, **SPARSE_INDEX)
+    index_params.add_index(field_name=CONCEPTS, **sparse_index)
     index_params.add_index(field_name=RECONSTRUCTED, **DENSE_INDEX)
     client.create_collection(building, schema=schema, index_params=index_params)
 
@@ -253,7 +262,7 @@ class MilvusSearcher:
     """
 
     def __init__(self, uri: str = DEFAULT_URI, collection: str = DEFAULT_COLLECTION,
-                 steering: Mapping[int, float] | None = None, **options):
+                 steering: Mapping[int, float] | None = None, search_params: Mapping | None = None, **options):
         from clsr.search.concept_encoder import load_concept_encoder
         from clsr.search.pyserini import ClsrQueryEncoder
 
@@ -267,6 +276,8 @@ class MilvusSearcher:
         self.concept_encoder.steering = dict(steering or {})
         self.query_encoder = ClsrQueryEncoder(concept_encoder=self.concept_encoder)
         self._dropped = {f"c{latent}" for latent in self.record["dropped_terms"]}
+        # e.g. {"drop_ratio_search": 0.2}: skip that share of the query's smallest weights (approximate)
+        self.search_params = dict(search_params or {})
         self.client.load_collection(self.collection)
 
     def searchable(self, vector: Mapping[str, int]) -> dict[str, int]:
@@ -281,7 +292,7 @@ class MilvusSearcher:
         queries = [{concept_latent(t): float(w) for t, w in self.searchable(v).items()} for v in vectors]
         todo = [i for i, q in enumerate(queries) if q]
         found = self.client.search(self.collection, data=[queries[i] for i in todo], anns_field=CONCEPTS,
-                                   limit=limit, search_params={"metric_type": "IP", "params": {}},
+                                   limit=limit, search_params={"metric_type": "IP", "params": self.search_params},
                                    output_fields=[]) if todo else []
         by_query = dict(zip(todo, found))
         for i in range(len(queries)):
