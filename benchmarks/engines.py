@@ -44,10 +44,13 @@ SETTINGS = [  # (label, engine config or None for Lucene, query K or None for th
     ("Lucene (exact)", None, None),
     ("Lucene, query pruned to 64 concepts", None, 64),
     ("Lucene, query pruned to 32 concepts", None, 32),
-    ("BMP (alpha=beta=1, 1000 candidates)", EngineConfig("bmp"), None),
-    ("Seismic (cut 64, heap 0.9, 1000 candidates)", EngineConfig("seismic"), None),
-    ("Seismic (cut 32, heap 0.8, 100 candidates)", EngineConfig("seismic", depth=100, query_cut=32,
-                                                              heap_factor=0.8), None),
+    ("BMP (alpha=beta=1, 1000 candidates)", EngineConfig("bmp", depth=1000), None),
+    ("BMP (alpha=beta=1, k candidates)", EngineConfig("bmp"), None),
+    ("Seismic (cut 64, heap 0.9, 1000 candidates)", EngineConfig("seismic", depth=1000, query_cut=64,
+                                                               heap_factor=0.9), None),
+    ("Seismic (cut 32, heap 0.8, 100 candidates)", EngineConfig("seismic", depth=100), None),
+    ("Seismic default (cut 32, heap 0.8, k candidates)", EngineConfig("seismic"), None),
+    ("Seismic (cut 16, heap 0.7, k candidates)", EngineConfig("seismic", query_cut=16, heap_factor=0.7), None),
 ]
 
 

@@ -221,9 +221,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                             "candidates rescored exactly by clsr, faster, with the recall docs/concept-index.md "
                             "measures; built into the index folder's engines/ on first use (pip install "
                             "'clsr[engines]')")
-    group.add_argument("--engine-depth", type=positive_int, default=defaults.depth,
-                       help=f"candidates asked of seismic or bmp per query before exact rescoring, at least "
-                            f"--hits (default {defaults.depth})")
+    group.add_argument("--engine-depth", type=int, default=defaults.depth,
+                       help="candidates asked of seismic or bmp per query before exact rescoring, at least --hits "
+                            "(default 0: --hits; more helps bmp, whose own ranking is approximate)")
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig | None:

@@ -199,8 +199,8 @@ class ClsrSearcher:
             self.engine = open_engine(index_dir, self.doc_impacts, engine)
 
     def engine_search(self, vector: Mapping[str, int], k: int) -> list[Hit]:
-        """The top ``k`` for a query vector from the BMP or Seismic engine: its candidates (at least ``k``,
-        ``depth`` by default) rescored by their exact integer dot product, Lucene's score."""
+        """The top ``k`` for a query vector from the BMP or Seismic engine: its candidates (``k``, or the
+        config's ``depth`` if larger) rescored by their exact integer dot product, Lucene's score."""
         from clsr.search.engines import exact_scores
 
         candidates = self.engine.candidates(vector, max(k, self.engine.config.depth))
