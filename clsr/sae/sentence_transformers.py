@@ -187,6 +187,9 @@ def load_csr_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Enco
     if not weights_path.exists():
         raise CsrModelError(f"{weights_path}: missing (clsr reads safetensors weights only)")
     state = load_file(str(weights_path))
+    if "encoder.weight" not in state and "decoder.linear.weight" in state:
+        # The decoder ties the encoder's weight: safetensors keeps the shared tensor once, under either name.
+        state["encoder.weight"] = state["decoder.linear.weight"]
     expected = {"pre_bias": (model.input_dim,), "encoder.weight": (model.hidden_dim, model.input_dim),
                 "latent_bias": (model.hidden_dim,)}
     found = {name: tuple(state[name].shape) for name in expected if name in state}
