@@ -195,13 +195,19 @@ def load_csr_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Enco
     found = {name: tuple(state[name].shape) for name in expected if name in state}
     if found != expected:
         raise CsrModelError(f"{weights_path}: weights {found} do not match its config {expected}")
-    config = SaeConfig(d_in=model.input_dim, n_latents=model.hidden_dim, k=model.k,
-                       encoder=model.encoder.to_dict(), training=TrainingRecord())
+    return model.encoder, tied_sae(state, model.k, model.encoder, device)
+
+
+def tied_sae(state: dict, k: int, encoder: EncoderConfig | None = None, device: str = "cpu") -> TopKSae:
+    """A `TopKSae` from a ``SparseAutoEncoder`` module's state dict (``pre_bias``, ``encoder.weight``,
+    ``latent_bias``): the same encoder map, and the module's tied decoder as ``W_dec`` (not unit-norm)."""
+    weight = state["encoder.weight"].detach().float().cpu()
+    config = SaeConfig(d_in=weight.shape[1], n_latents=weight.shape[0], k=k,
+                       encoder=encoder.to_dict() if encoder else None, training=TrainingRecord())
     sae = TopKSae(config, device=device)
-    weight = state["encoder.weight"].float()
-    sae.load_state_dict({"encoder.weight": weight, "encoder.bias": state["latent_bias"].float(),
-                         "W_dec": weight.clone(), "b_dec": state["pre_bias"].float()})
-    return model.encoder, sae
+    sae.load_state_dict({"encoder.weight": weight, "encoder.bias": state["latent_bias"].detach().float().cpu(),
+                         "W_dec": weight.clone(), "b_dec": state["pre_bias"].detach().float().cpu()})
+    return sae
 
 
 def folder_checksum(folder: str | os.PathLike) -> str:
