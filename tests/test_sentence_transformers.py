@@ -166,3 +166,14 @@ def test_a_folder_that_is_not_a_csr_model_is_refused_in_one_line(tmp_path, share
     message = str(refused.value)
     assert "modules.json" in message and "last module is SpladePooling" in message and "not a CSR model" in message
     assert not list(tmp_path.glob(".b*"))  # the conversion folder went with the failed build
+
+
+def test_without_sentence_transformers_the_export_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    from clsr.errors import ClsrError
+    from clsr.sae.sentence_transformers import export_sparse_encoder
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    with pytest.raises(ClsrError, match=r"pip install 'clsr\[sentence-transformers\]'$"):
+        export_sparse_encoder(tmp_path / "out", sae_path=default_sae_path(), encoder=encoder_config("minilm"))

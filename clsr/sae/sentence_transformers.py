@@ -273,9 +273,13 @@ def export_sparse_encoder(output: str | os.PathLike, *, sae_path: str | os.PathL
     and documents, so a query K other than the doc K is recorded in ``clsr_export.json`` and the card, to pass as
     ``encode_query(..., max_active_dims=query_k)``. Returns the folder.
     """
-    from sentence_transformers import SparseEncoder
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+    try:
+        from sentence_transformers import SparseEncoder
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+    except ImportError:
+        raise ClsrError("exporting to sentence-transformers needs it: pip install 'clsr[sentence-transformers]'"
+                        ) from None
 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
