@@ -255,7 +255,7 @@ class ExportNotes:
 
     sae_name: str
     trained_on: list[str]  # the datasets the SAE (and its base) saw
-    relation: str | None = None  # zero-shot / adapted / transductive to ``corpus``
+    relation: str | None = None  # "**zero-shot**" / adapted / transductive to ``corpus``, as the card prints it
     corpus: str | None = None
     corpus_fvu: float | None = None  # FVU on a sample of the corpus (the index's sae_fit)
     reference_fvu: float | None = None  # FVU on the SAE's own training passages
@@ -316,6 +316,7 @@ def export_sparse_encoder(output: str | os.PathLike, *, sae_path: str | os.PathL
 
 def model_card(sae: TopKSae, encoder: EncoderConfig, doc_k: int, query_k: int, notes: ExportNotes | None) -> str:
     notes = notes or ExportNotes(sae_name="sae", trained_on=[])
+    tied = bool(torch.equal(sae.W_dec.detach(), sae.encoder.weight.detach()))
     lines = [
         "---", "library_name: sentence-transformers", "tags:", "- sentence-transformers", "- sparse-encoder",
         "- sparse", "- csr", "- clsr", "pipeline_tag: feature-extraction", "---", "",
@@ -345,14 +346,16 @@ def model_card(sae: TopKSae, encoder: EncoderConfig, doc_k: int, query_k: int, n
         "- clsr quantises both sides to integer impacts for Lucene; these are the float activations before that.",
         "- **The decoder is not clsr's.** sentence-transformers' module ties its decoder (`W.T`); clsr's SAE has an "
         "untied, unit-norm decoder. `decode` on this module does not reproduce clsr's reconstructions (the hybrid "
-        "search's dense side and explanations' decoded embeddings stay clsr's).", "",
+        "search's dense side and explanations' decoded embeddings stay clsr's)." if not tied else
+        "- The decoder is tied (`W.T`), as this SAE's was (it came from a CSR model): `decode` gives clsr's "
+        "reconstructions.", "",
         "## Provenance and figures", "",
         f"- SAE: `{notes.sae_name}`; trained on: {', '.join(notes.trained_on) or 'not recorded'}.",
     ]
     if notes.reference_fvu is not None:
         lines.append(f"- FVU on its own training passages: {notes.reference_fvu:.4f}.")
     if notes.corpus:
-        lines.append(f"- Exported from an index of `{notes.corpus}`, to which the SAE is **{notes.relation}**"
+        lines.append(f"- Exported from an index of `{notes.corpus}`, to which the SAE is {notes.relation}"
                      + (f"; FVU on a sample of its passages: {notes.corpus_fvu:.4f}." if notes.corpus_fvu is not None
                         else "."))
     for name, value in (notes.figures or {}).items():

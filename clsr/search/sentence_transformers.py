@@ -38,7 +38,9 @@ def export_index(index_dir: str | os.PathLike, output: str | os.PathLike, overwr
     notes = ExportNotes(
         sae_name=(manifest.sae.source or {}).get("path") or manifest.sae.name,
         trained_on=training.seen_collections(),
-        relation=training.relation(manifest.source) if manifest.source else None,
+        # A CSR model's folder records no training data, so clsr cannot tell zero-shot from transductive.
+        relation=("of unknown relation (a CSR model records no training data)" if manifest.sae.source
+                  else f"**{training.relation(manifest.source)}**") if manifest.source else None,
         corpus=manifest.source or None,
         corpus_fvu=manifest.sae_fit.fvu if manifest.sae_fit else None,
         reference_fvu=training.reference_fvu if training.reference_fvu is not None
