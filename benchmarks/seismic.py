@@ -79,7 +79,6 @@ def main() -> None:
     from clsr.search import ClsrSearcher
     from clsr.search.sentence_transformers import export_index
 
-    torch.set_num_threads(1)
     source = str(resolve(args.dataset))
     documents = load_corpus(source)
     topics = load_topics(source, "test")
@@ -90,6 +89,7 @@ def main() -> None:
     sae_path = default_sae_path()
     encoder = DenseEncoder(encoder_config("minilm"), backend="torch", dtype="fp32")
     encoded = encode_corpus(encoder, documents)
+    torch.set_num_threads(1)  # the search and query measurements run on one thread; the corpus encoding did not
     index_dir = args.work / f"{Path(source).name}-concepts-torch-fp32"
     if not (index_dir / MANIFEST_NAME).exists():
         build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
