@@ -18,7 +18,7 @@ The corpus's codes come from the exported ``SparseAutoEncoder`` module applied t
 embeddings; tests/test_sentence_transformers.py shows these equal ``encode_document``'s (encoding 5,183 passages
 again through sentence-transformers would cost minutes and change nothing).
 
-    python benchmarks/seismic.py [--work runs/bench/seismic] [--out benchmarks/results/seismic.json]
+    python benchmarks/seismic_engine.py [--work runs/bench/seismic] [--out benchmarks/results/seismic.json]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from clsr.index import build_concept_index
 from clsr.index.manifest import MANIFEST_NAME
 from clsr.sae.model import TopKSae, default_sae_path, sae_relation
 
-log = logging.getLogger("benchmarks.seismic")
+log = logging.getLogger("benchmarks.seismic_engine")  # not seismic.py: run from benchmarks/, it would hide `seismic`
 DEPTHS = (10, 1000)
 SETTINGS = {"seismic (library defaults: query_cut 10, heap_factor 0.7)": {"query_cut": 10, "heap_factor": 0.7},
             "seismic (query_cut 128, heap_factor 0.9)": {"query_cut": 128, "heap_factor": 0.9}}
