@@ -22,6 +22,7 @@ from clsr.demo import (  # noqa: F401 (the benchmarks take these from the harnes
     percentile,
 )
 from clsr.evaluate import Run
+from clsr.sae.model import sae_relation, seen_collections  # noqa: F401 (transfer.py takes these from the harness)
 
 log = logging.getLogger(__name__)
 

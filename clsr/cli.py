@@ -33,7 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-sae": ("clsr.sae.command", "TRAIN_COMMAND", "fit a top-K sparse autoencoder on a corpus's embeddings"),
     "adapt-sae": ("clsr.sae.command", "ADAPT_COMMAND", "fine-tune an SAE on a new corpus's own text (no judgments)"),
     "demo": ("clsr.demo", "COMMAND", "CL-SR, BM25 and dense side by side on a collection"),
-    "export": ("clsr.search.command", "EXPORT_COMMAND", "export a concept index to Milvus (Lite or a server)"),
+    "export": ("clsr.search.command", "EXPORT_COMMAND",
+               "export a concept index to Milvus (Lite or a server) or as a sentence-transformers SparseEncoder"),
 }
 
 

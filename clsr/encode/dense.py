@@ -94,11 +94,15 @@ def encoder_config(model: str = DEFAULT_PRESET, **overrides) -> EncoderConfig:
     return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _model_location(model: str) -> str:
-    # The MiniLM hub id resolves to the bundled copy so the default never needs a network.
+def model_location(model: str) -> str:
+    """Where ``model`` loads from: the bundled copy for the MiniLM hub id (so the default never needs a
+    network), else ``model`` itself (a local folder or a hub id)."""
     if model == PRESETS["minilm"].model:
         return bundled_minilm_dir()
     return model
+
+
+_model_location = model_location
 
 
 BACKENDS = ("openvino", "torch", "onnx", "onnx-int8")

@@ -52,6 +52,29 @@ def _add_index_arguments(parser) -> None:
 
 
 def _run_index(args) -> None:
+    with contextlib.ExitStack() as stack:
+        _build_index(args, stack)
+
+
+def _sae_folder(args, stack: contextlib.ExitStack) -> tuple[Path, bool]:
+    """--sae (or the bundled SAE) as a clsr SAE folder: a sentence-transformers CSR model is converted first, into a
+    hidden folder beside the index that lives as long as the build (its SAE is then kept inside the index).
+    Returns (the folder, whether it was converted)."""
+    from clsr.sae.model import sae_path_or_default
+    from clsr.sae.sentence_transformers import is_sparse_encoder_folder, sae_folder_or_converted
+
+    path = sae_path_or_default(args.sae)
+    workdir = None
+    if is_sparse_encoder_folder(path):
+        target = Path(args.index).resolve()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(
+            prefix=f".{target.name}{ADAPTING}{os.getpid()}-", dir=target.parent))
+    folder = sae_folder_or_converted(path, workdir)
+    return folder, folder != path
+
+
+def _build_index(args, stack: contextlib.ExitStack) -> None:
     from clsr.data import iter_corpus, load_corpus, resolve
     from clsr.encode.dense import EncoderConfig, encode_corpus
     from clsr.options import encoder_from_args
@@ -80,9 +103,9 @@ def _run_index(args) -> None:
                                      encoding=encoder.encoding, source=source, overwrite=args.overwrite)
     elif args.ray:
         from clsr.options import encoder_config_from_args
-        from clsr.sae.model import TopKSae, sae_path_or_default
+        from clsr.sae.model import TopKSae
 
-        sae_path = sae_path_or_default(args.sae)
+        sae_path, converted = _sae_folder(args, stack)
         sae = TopKSae.load_from_disk(sae_path)
         config = encoder_config_from_args(args, EncoderConfig.from_dict(sae.config.encoder)
                                           if sae.config.encoder else None)
@@ -95,14 +118,15 @@ def _run_index(args) -> None:
                                        doc_k=doc_k, query_k=args.query_k,
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
-                                       codes=(shards.activations, shards.latents))
+                                       codes=(shards.activations, shards.latents),
+                                       embed_sae=converted)
     else:
         from clsr.options import adapt_config_from_args
         from clsr.sae.adapt import adapt_to_corpus
         from clsr.sae.command import print_adaptation
-        from clsr.sae.model import TopKSae, sae_path_or_default
+        from clsr.sae.model import TopKSae
 
-        sae_path = sae_path_or_default(args.sae)
+        sae_path, converted = _sae_folder(args, stack)
         sae = TopKSae.load_from_disk(sae_path)
         trained_on = EncoderConfig.from_dict(sae.config.encoder) if sae.config.encoder else None
         encoder = encoder_from_args(args, trained_on)
@@ -110,23 +134,23 @@ def _run_index(args) -> None:
         documents = load_corpus(source)
         encoded = encode_corpus(encoder, documents)
         encoding_note = encoding_summary(encoder, encoded)
-        with contextlib.ExitStack() as stack:
-            if args.adapt:
-                target = Path(args.index).resolve()
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # Removed when this process ends by an exception or Ctrl-C; if it was killed, by the next build
-                # of the same index, with a warning (atomic_directory: the pid in the name is no longer alive).
-                adapted = stack.enter_context(tempfile.TemporaryDirectory(
-                    prefix=f".{target.name}{ADAPTING}{os.getpid()}-", dir=target.parent))
-                sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted,
-                                                              adapt_config_from_args(args))
-                print_adaptation(report, encode_seconds)
-                sae_path = Path(adapted)
-            manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
-                                           encoder=encoder.config.to_dict(), encoding=encoder.encoding,
-                                           doc_k=args.doc_k, query_k=args.query_k,
-                                           query_mode=args.query_mode, bits=args.bits, source=source,
-                                           threads=args.threads, overwrite=args.overwrite, embed_sae=args.adapt)
+        if args.adapt:
+            target = Path(args.index).resolve()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Removed when this process ends by an exception or Ctrl-C; if it was killed, by the next build
+            # of the same index, with a warning (atomic_directory: the pid in the name is no longer alive).
+            adapted = stack.enter_context(tempfile.TemporaryDirectory(
+                prefix=f".{target.name}{ADAPTING}{os.getpid()}-", dir=target.parent))
+            sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted,
+                                                          adapt_config_from_args(args))
+            print_adaptation(report, encode_seconds)
+            sae_path = Path(adapted)
+        manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                       encoder=encoder.config.to_dict(), encoding=encoder.encoding,
+                                       doc_k=args.doc_k, query_k=args.query_k,
+                                       query_mode=args.query_mode, bits=args.bits, source=source,
+                                       threads=args.threads, overwrite=args.overwrite,
+                                       embed_sae=args.adapt or converted)
     if args.kind == "concepts" and args.tune_alpha:
         from clsr.fusion import tune_and_record_alpha
 

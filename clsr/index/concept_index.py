@@ -34,7 +34,9 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
     trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
     ``encoding`` (backend and dtype) is recorded as for :func:`build_dense_index`.
-    ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index).
+    ``embed_sae`` copies the SAE into the index's ``sae/`` (an adapted SAE belongs to its index, and so does one
+    converted from a sentence-transformers CSR model, whose source folder and sha256 the manifest's ``sae.source``
+    records).
     The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
     ``codes`` are the documents' top-``doc_k`` (activations, latents) when already computed with
     this SAE, e.g. by the Ray actors (``clsr.encode.ray``); otherwise they are computed here.
@@ -98,6 +100,9 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         np.save(store / "activations.npy", activations.astype(ACTIVATION_DTYPE))
         timings["doc_codes_s"] = time.perf_counter() - start
 
+        csr_model = (sae.config.training.data or {}).get("csr_model")  # clsr.sae.sentence_transformers
+        if csr_model is not None:
+            sae_record["source"] = {"format": "sentence-transformers", **csr_model}
         adaptation = sae.config.training.adaptation
         adapted_from = (dataclasses.asdict(adaptation.base_sae)
                         if adaptation is not None and adaptation.base_sae is not None else None)

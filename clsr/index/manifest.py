@@ -59,7 +59,10 @@ class SaeRecord:
     inside it, ``sae``); ``sha256`` is :func:`clsr.sae.model.sae_checksum` of it, which searches check.
     ``n_latents``, ``k`` and ``d_in`` are its shape; ``adapted_from`` is the base SAE an adapted one
     came from (``{"name", "path", "sha256", "data"}``; ``None`` for an SAE that was not adapted, or
-    an index built before adaptation existed).
+    an index built before adaptation existed). ``source`` is the sentence-transformers CSR model the SAE was
+    converted from (``{"format": "sentence-transformers", "path", "sha256"}``, the sha256 over the folder's files:
+    :func:`clsr.sae.sentence_transformers.folder_checksum`); absent from the file when ``None``, so manifests of
+    clsr SAEs keep the shape they always had.
     """
 
     name: str
@@ -69,6 +72,13 @@ class SaeRecord:
     k: int
     d_in: int
     adapted_from: dict | None = None
+    source: dict | None = None
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        if values["source"] is None:
+            del values["source"]
+        return values
 
 
 @dataclass(frozen=True)
@@ -206,8 +216,8 @@ class IndexManifest:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         names = ["kind", "clsr_version", "documents", "created", "source", *self.WRITTEN[self.kind],
                  *(["hybrid_alpha"] if self.hybrid_alpha is not None else []), "format_version"]
-        return {name: dataclasses.asdict(values[name]) if dataclasses.is_dataclass(values[name]) else values[name]
-                for name in names}
+        return {name: (values[name].to_dict() if hasattr(values[name], "to_dict") else dataclasses.asdict(values[name]))
+                if dataclasses.is_dataclass(values[name]) else values[name] for name in names}
 
     @classmethod
     def read(cls, directory: str | os.PathLike) -> IndexManifest:

@@ -192,33 +192,74 @@ ENCODE_QUERIES_COMMAND = Command(
     "run.", _add_encode_queries_arguments, _run_encode_queries)
 
 
-# -- `clsr export milvus`: a concept index's passages into a Milvus collection (clsr.search.milvus.export_index) --
+# -- `clsr export`: a concept index into Milvus (clsr.search.milvus.export_index), or its SAE and encoder as a
+# sentence-transformers SparseEncoder folder (clsr.search.sentence_transformers.export_index) --
 
-TARGETS = ("milvus",)
+TARGETS = ("milvus", "sentence-transformers")
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=TARGETS, help="where to export (milvus)")
-    parser.add_argument("--index", required=True, help="a clsr concept index folder")
+    parser.add_argument("target", choices=TARGETS, help="where to export (milvus, sentence-transformers)")
+    parser.add_argument("--index", help="a clsr concept index folder (milvus: required)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing collection (the old one stays searchable until the new one is "
-                             "complete)")
+                             "complete) or output folder")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="rows per insert (default 1000)")
     add_milvus_options(parser)
+    group = parser.add_argument_group("sentence-transformers (a SparseEncoder folder)")
+    group.add_argument("--sae", help="an SAE folder to export instead of an index's (on the encoder it was trained on)")
+    group.add_argument("--output", help="the folder to write")
+    group.add_argument("--doc-k", type=positive_int, help="with --sae: the module's k (default: the SAE's k)")
+    group.add_argument("--query-k", type=positive_int, help="with --sae: the query K recorded (default: the SAE's k)")
 
 
 def _run_export(args: argparse.Namespace) -> None:
+    if args.target == "sentence-transformers":
+        return _run_export_sentence_transformers(args)
     from clsr.search.milvus import export_index
 
+    if not args.index:
+        raise UsageError("clsr export milvus needs --index")
     record = export_index(args.index, args.uri, args.collection, overwrite=args.overwrite,
                           batch_size=args.batch_size)
     print(f"exported {record['documents']} passages of {args.index} to Milvus collection {args.collection!r} at "
           f"{args.uri} in {record['export_seconds']:.1f} s")
 
 
+def _run_export_sentence_transformers(args: argparse.Namespace) -> None:
+    if not args.output:
+        raise UsageError("clsr export sentence-transformers needs --output")
+    if bool(args.index) == bool(args.sae):
+        raise UsageError("clsr export sentence-transformers needs --index or --sae (one of them)")
+    if args.index and (args.doc_k or args.query_k):
+        raise UsageError("--doc-k and --query-k are for --sae; an index exports its own")
+    if args.index:
+        from clsr.search.sentence_transformers import export_index
+
+        output = export_index(args.index, args.output, overwrite=args.overwrite)
+        what = f"the SAE and encoder of {args.index}"
+    else:
+        from clsr.encode.dense import EncoderConfig
+        from clsr.sae.config import SaeConfig
+        from clsr.sae.sentence_transformers import ExportNotes, export_sparse_encoder
+
+        config = SaeConfig.read(args.sae)
+        if config.encoder is None:
+            raise UsageError(f"{args.sae}: its config names no encoder, so there is no dense model to export with it")
+        notes = ExportNotes(sae_name=Path(args.sae).name, trained_on=config.training.seen_collections(),
+                            reference_fvu=config.training.reference_fvu)
+        output = export_sparse_encoder(args.output, sae_path=args.sae, encoder=EncoderConfig.from_dict(config.encoder),
+                                       doc_k=args.doc_k, query_k=args.query_k, notes=notes, overwrite=args.overwrite)
+        what = f"the SAE {args.sae}"
+    print(f"exported {what} as a sentence-transformers SparseEncoder to {output} "
+          f"(load it with SparseEncoder({str(output)!r}))")
+
+
 EXPORT_COMMAND = Command(
     "export",
-    "Export a concept index to a served engine. milvus: each passage's docid, its concept impacts (exactly the "
-    "Lucene index's) as a sparse vector and its decoded embedding as a dense vector, with the index's manifest; "
-    "atomic (an interrupted export is never searchable).",
+    "Export a concept index to a served engine or another library. milvus: each passage's docid, its concept impacts "
+    "(exactly the Lucene index's) as a sparse vector and its decoded embedding as a dense vector, with the index's "
+    "manifest; atomic (an interrupted export is never searchable). sentence-transformers: the index's (or --sae's) "
+    "SAE on its dense encoder as a SparseEncoder folder (a CSR SparseAutoEncoder module with the SAE's encoder "
+    "weights, k = the doc K) with a model card; it loads offline with SparseEncoder(FOLDER).",
     _add_export_arguments, _run_export)

@@ -11,7 +11,8 @@ from clsr.index.concepts import Quantizer
 from clsr.index.manifest import IndexManifest, SaeRecord, read_manifest
 
 
-def _recorded_sae_path(index_dir: str | os.PathLike, recorded: SaeRecord) -> Path:
+def recorded_sae_path(index_dir: str | os.PathLike, recorded: SaeRecord) -> Path:
+    """The folder of the SAE a manifest's ``sae`` record names (inside the index, the bundled one, or its path)."""
     from clsr.sae.model import DEFAULT_SAE, WEIGHTS_NAME, default_sae_path
 
     candidates = [Path(index_dir) / recorded.path]  # a relative path is an SAE kept inside the index
@@ -30,7 +31,7 @@ def load_index_sae(index_dir: str | os.PathLike, manifest: IndexManifest | None 
     from clsr.sae.model import TopKSae
 
     manifest = manifest if manifest is not None else read_manifest(index_dir)
-    return TopKSae.load_from_disk(_recorded_sae_path(index_dir, manifest.sae))
+    return TopKSae.load_from_disk(recorded_sae_path(index_dir, manifest.sae))
 
 
 def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
@@ -60,7 +61,7 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
         raise InvalidIndexError(f"the query encoder does not match the index (pass --force to search anyway).\n"
                                 f"  {where}: {indexed_with}\n  query encoder: {encoder}")
     recorded = manifest.sae
-    sae_path = Path(sae_path) if sae_path is not None else _recorded_sae_path(index_dir, recorded)
+    sae_path = Path(sae_path) if sae_path is not None else recorded_sae_path(index_dir, recorded)
     checksum = sae_checksum(sae_path)
     if checksum != recorded.sha256 and not force:
         raise SaeMismatchError(
