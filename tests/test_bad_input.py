@@ -26,7 +26,9 @@ def test_an_sae_folder_without_an_sae_says_what_one_holds(tmp_path, cli_error):
     (tmp_path / "not-an-sae").mkdir()
     message = cli_error(["index", "--corpus", str(_corpus(tmp_path / "c.jsonl")), "--index", str(tmp_path / "i"),
                       "--sae", str(tmp_path / "not-an-sae")])
-    assert "is not an SAE folder: one holds config.json and sae.safetensors" in message
+    # `--sae` also takes a sentence-transformers CSR folder (issue 22), so the message names both kinds.
+    assert "is neither a clsr SAE (config.json and sae.safetensors) nor a sentence-transformers CSR model" in message
+    assert message.endswith("it is empty")
 
 
 def test_steering_a_concept_outside_the_dictionary_names_the_valid_range(slice_concept_index, tmp_path,

@@ -43,7 +43,8 @@ def test_csr_peer_runs_on_a_tiny_slice(tmp_path, shared_data, monkeypatch):
     assert set(rows) == {"clsr/zero-shot", "clsr/adapted", "csr/zero-shot", "csr/adapted"}
     for row in rows.values():
         assert 0 <= row["fvu_docs"] and 0 <= row["sparse_k128_x_dense"] and "clsr_bm25_rrf_x_dense" in row
-    assert result["scale"]["steps"] == pytest.approx(3 / 9800) and result["training_s"]["csr"] > 0
+    # 3 steps may take under 0.05 s, which the report rounds to 0.0
+    assert result["scale"]["steps"] == pytest.approx(3 / 9800) and result["training_s"]["csr"] >= 0
     assert set(result["csr_last_losses"]) >= {"reconstruction_loss_k", "base_loss"}
     table = out.with_suffix(".md").read_text()
     assert "Scaled down for a CPU, equally for both" in table and "| csr/adapted |" in table
