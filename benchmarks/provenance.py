@@ -16,7 +16,7 @@ from clsr.sae.model import sae_checksum
 def sae_provenance(sae_path: str | Path, dataset: str) -> dict:
     """{"name", "path", "sha256", "trained_on", "transductive", "relation"} for the SAE folder and a collection
     name; `relation` is clsr.sae.model.sae_relation's zero-shot, adapted or transductive."""
-    from harness import sae_relation
+    from clsr.sae.model import sae_relation  # (harness no longer re-exports it since the package split)
 
     sae_path = Path(sae_path)
     config = json.loads((sae_path / "config.json").read_text())

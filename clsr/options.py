@@ -265,6 +265,10 @@ def steering_from_args(args) -> dict[int, float]:
         raise UsageError(str(e)) from None
     if args.boost_concept:
         path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
+        if not args.catalogue and getattr(args, "index", None):
+            from clsr.interpret.describe import ensure_catalogue
+
+            ensure_catalogue(args.index, note=lambda text: print(f"note: {text}", file=sys.stderr))
         if not path.exists():
             raise UsageError(f"--boost-concept needs {path}; run `clsr describe --index {args.index}` first")
         catalogue = load_catalogue(path)
@@ -339,6 +343,10 @@ def add_adaptation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-revive", dest="revive", action="store_false",
                        help="keep latents that never fire on this corpus as they are (default: re-initialise "
                             "them on its worst-reconstructed vectors)")
+    group.add_argument("--base-catalogue", metavar="CONCEPTS_JSONL",
+                       help="descriptions of the base SAE's concepts (e.g. the concepts.jsonl of an index built with "
+                            "it; default: the base SAE folder's, if any): concepts whose decoder direction stays "
+                            "above cosine 0.9 keep them, marked inherited, until the corpus describes them")
 
 
 def adapt_config_from_args(args: argparse.Namespace) -> AdaptConfig:

@@ -1,7 +1,7 @@
 """The evidence describer: labels from word evidence, checked against where concepts fire."""
 
 import copy
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
@@ -12,11 +12,14 @@ from clsr.interpret.describers import (
     EmbeddingSimulator,
     EvidenceDescriber,
     choose_words,
+    choose_words_both,
     count_auc,
     description_keywords,
+    normal_cdf,
     parse_description,
     rank_aucs,
     strong_labels,
+    weighted_count_aucs,
 )
 
 
@@ -108,7 +111,7 @@ def test_a_label_from_given_evidence_is_broad_with_its_own_aucs_and_contrast_can
     embeddings = np.array([[1, 0, 0]] + [[1, 0.3, 0]] * 6 + [[0, 1, 0]] * 5, np.float32)
     describer = EvidenceDescriber(None, texts, latents, activations, lambda w: w.lower() if len(w) > 2 else None,
                                   simulator=EmbeddingSimulator(encode), embeddings=embeddings, min_keywords=1,
-                                  contrast_min_df=2)
+                                  contrast_min_df=2, chooser="exact")
     # log odds silent/firing x sqrt(df): car 2.485 x 2 = 4.97, engine 2.234 x 1.73, road 1.897 x 1.41; oil: 1 passage
     assert describer.contrast_stems(activations[:, 0] > 0) == ["car", "engine", "road"]
     label = describer.label(0, Counter({"apple": 1.0, "fruit": 0.4}))
@@ -186,3 +189,74 @@ def test_labels_report_their_own_auc_and_say_broad_or_unclear(describer):
         assert counted["auc_strong"] == pytest.approx(count_auc(counts, strong_labels(column)), abs=1e-4)
         assert counted["contrast"] == [] and counted["simulator"] == "keywords"
     assert labels[chosen[0]]["kind"] in {"broad", "unclear"}  # the most frequent concept fires on most passages
+
+
+def test_the_one_pass_evidence_gives_the_two_pass_mass_and_the_same_labels(describer):
+    """The fast path (one batched encoder pass for both pools, array bookkeeping) against clsr 0.1's path (a pass
+    per pool, one text at a time, word by word): the same stems with the same mass up to float rounding, the
+    same surface forms, and so the same labels from the same chooser."""
+    df = np.bincount(np.asarray(describer.latents)[np.asarray(describer.activations) > 0], minlength=8192)
+    by_df = np.argsort(-df, kind="stable")
+    chosen = [int(by_df[0]), int(by_df[5]), int(by_df[150]), int(by_df[600])]  # head to tail
+    slow_describer, fast_describer = copy.copy(describer), copy.copy(describer)
+    slow_describer._surfaces, fast_describer._surfaces = defaultdict(Counter), defaultdict(Counter)
+    slow = slow_describer.combined_mass_by_pool(chosen)
+    fast = fast_describer.combined_mass(chosen)
+    for latent in chosen:
+        assert set(fast[latent]) == set(slow[latent]) and len(fast[latent]) > 5
+        for stem, value in slow[latent].items():
+            assert fast[latent][stem] == pytest.approx(value, rel=1e-4, abs=1e-7)
+    assert dict(fast_describer._surfaces) == dict(slow_describer._surfaces)
+    slow_describer.chooser = fast_describer.chooser = "exact"
+    for latent in chosen:
+        slow_label, fast_label = slow_describer.label(latent, slow[latent]), fast_describer.label(latent, fast[latent])
+        assert fast_label["description"] == slow_label["description"]
+        assert fast_label["auc_fires"] == pytest.approx(slow_label["auc_fires"], abs=1e-3)
+
+
+def test_weighted_count_aucs_are_count_auc_per_column_and_honour_weights():
+    rng = np.random.default_rng(7)
+    counts, target = rng.integers(0, 4, (300, 3)), rng.random(300) < 0.3
+    aucs = weighted_count_aucs(counts, np.ones(300), target, top=5)
+    assert aucs == pytest.approx([count_auc(counts[:, j], target) for j in range(3)], abs=1e-12)
+    # A row of weight 2 counts as that row twice.
+    doubled = np.concatenate([counts, counts[:10]])
+    weights = np.ones(300)
+    weights[:10] = 2
+    assert weighted_count_aucs(counts, weights, target, top=5) == pytest.approx(
+        [count_auc(doubled[:, j], np.concatenate([target, target[:10]])) for j in range(3)], abs=1e-12)
+
+
+def test_choose_words_both_prefers_words_both_simulators_agree_on():
+    """Two words predict equally well by embedding; only one of them occurs in the passages where the concept
+    fires. Chosen for the embedding alone it is a coin toss (the first); for both, the one that occurs."""
+    fires = np.array([True] * 4 + [False] * 8)
+    strong = np.array([True] + [False] * 11)
+    embedding = np.array([[0.9, 0.9], [0.8, 0.8], [0.7, 0.7], [0.6, 0.6]] + [[0.1, 0.1]] * 8)
+    presence = np.array([[0, 1]] * 4 + [[0, 0]] * 8)
+    chosen = choose_words_both(embedding, presence, np.array([1, 1]), np.ones(12), [fires, strong],
+                               min_words=1, max_words=1, max_contrast=0)
+    assert chosen == [1]
+    chosen = choose_words_both(embedding, presence, np.array([1, 1]), np.ones(12), [fires, strong],
+                               min_words=1, max_words=1, max_contrast=0, count_weight=0.0)
+    assert chosen == [0]
+    # The binormal AUC proxy: a perfect separation scores 1, a constant word 0.5; contrast waits for a word.
+    chosen = choose_words_both(embedding[:, :1], presence[:, 1:], np.array([1]), np.ones(12), [fires], min_words=1,
+                               max_words=3, max_contrast=1)
+    assert chosen == [0]
+    assert normal_cdf(np.array([0.0, 1.0, -np.inf, np.inf])) == pytest.approx([0.5, 0.841345, 0, 1], abs=1e-6)
+
+
+def test_the_default_chooser_labels_for_both_simulators_and_orders_words_by_evidence():
+    texts = ["apple fruit"] * 6 + ["apple pie", "car engine", "car engine", "car road", "car road", "engine oil"]
+    fire = [0.9, 0.5, 0.4, 0.3, 0.2, 0.1, 0.6, 0, 0, 0, 0, 0]
+    activations = np.array(fire, np.float32)[:, None]
+    embeddings = np.array([[1, 0, 0]] + [[1, 0.3, 0]] * 6 + [[0, 1, 0]] * 5, np.float32)
+    describer = EvidenceDescriber(None, texts, np.zeros((12, 1), np.int64), activations,
+                                  lambda w: w.lower() if len(w) > 2 else None, simulator=EmbeddingSimulator(encode),
+                                  embeddings=embeddings, min_keywords=1, contrast_min_df=2)
+    label = describer.label(0, Counter({"fruit": 0.4, "apple": 1.0}))
+    # "fruit" adds nothing for the embedding but lifts the keyword count's strong AUC (0.7273 -> 0.7727): kept,
+    # and shown after "apple", whose evidence is stronger.
+    assert label["keywords"] == ["apple", "fruit"] and label["chooser"] == "both"
+    assert (label["auc_fires"], label["count_auc_fires"], label["count_auc_strong"]) == (1.0, 1.0, 0.7727)

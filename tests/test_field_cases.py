@@ -193,7 +193,8 @@ def test_ties_are_broken_one_way_in_search_explain_evaluate_and_fuse(tmp_path):
     qrels = _write(tmp_path / "qrels.trec", "q1 0 d02 1\n")
     runs = {}
     for kind in ("concepts", "bm25"):
-        clsr(["index", "--kind", kind, "--corpus", str(corpus), "--index", str(tmp_path / kind), "--dtype", "fp32"]
+        clsr(["index", "--kind", kind, "--corpus", str(corpus), "--index", str(tmp_path / kind), "--dtype", "fp32",
+              "--no-describe"]
              if kind == "concepts" else ["index", "--kind", kind, "--corpus", str(corpus),
                                          "--index", str(tmp_path / kind)])
         clsr(["search", "--index", str(tmp_path / kind), "--topics", str(topics),

@@ -61,7 +61,7 @@ def bm25_index(tmp_path_factory):
 def concept_index(tmp_path_factory):
     directory = tmp_path_factory.mktemp("field2-concepts")
     clsr(["index", "--corpus", str(_write(directory / "corpus.jsonl", CORPUS)), "--index", str(directory / "index"),
-          "--dtype", "fp32"])
+          "--dtype", "fp32", "--no-describe"])
     return directory / "index"
 
 

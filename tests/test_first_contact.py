@@ -53,7 +53,8 @@ def test_a_concept_build_says_how_it_encoded_and_records_a_tuned_alpha(tuned_ind
     from clsr.index import read_manifest
 
     work, corpus = tuned_index
-    clsr(["index", "--corpus", corpus, "--index", str(work / "index"), "--dtype", "fp32", "--doc-k", "64"])
+    clsr(["index", "--corpus", corpus, "--index", str(work / "index"), "--dtype", "fp32", "--doc-k", "64",
+          "--no-describe"])
     out = capsys.readouterr().out
     record = read_manifest(work / "index").hybrid_alpha
     curve = {float(a): v for a, v in record.curve.items()}
@@ -94,7 +95,8 @@ def test_explain_ranks_as_search_does_with_remove_query(tmp_path, scifact_slice,
     own = documents[5]
     topics = tmp_path / "queries.tsv"
     topics.write_text(f"{own.id}\t{own.text}\n")
-    clsr(["index", "--corpus", corpus, "--index", str(tmp_path / "i"), "--dtype", "fp32", "--no-tune-alpha"])
+    clsr(["index", "--corpus", corpus, "--index", str(tmp_path / "i"), "--dtype", "fp32", "--no-tune-alpha",
+          "--no-describe"])
     clsr(["search", "--index", str(tmp_path / "i"), "--topics", str(topics), "--output", str(tmp_path / "r.trec"),
           "--dtype", "fp32", "--remove-query"])
     run = read_run(tmp_path / "r.trec")[own.id]

@@ -32,7 +32,7 @@ def test_clsr_index_on_ray_local_mode_gives_the_single_process_codes(hundred_pas
 
     path, documents = hundred_passages
     clsr(["index", "--corpus", str(path), "--index", str(tmp_path / "index"), "--doc-k", "64", "--dtype", "fp32",
-          "--ray", "--ray-workers", "2", "--encode-batch-size", "16"])
+          "--ray", "--ray-workers", "2", "--encode-batch-size", "16", "--no-describe"])
     assert "encoded 100 passages on Ray (2 workers, local)" in capsys.readouterr().out
     shards = read_shards(tmp_path / "index.shards")
     codes = DocCodes(tmp_path / "index")

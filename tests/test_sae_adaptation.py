@@ -121,6 +121,7 @@ def test_index_adapt_keeps_the_adapted_sae_in_the_index(tmp_path, scifact_slice,
           "--doc-k", "64", "--dtype", "fp32"])
     out = capsys.readouterr().out
     assert "adapted the SAE" in out and "built concepts index of 40 documents" in out
+    assert "described" in out and (tmp_path / "index" / "concepts.jsonl").exists()  # --adapt describes too
     (tmp_path / "index").rename(tmp_path / "moved")  # the index carries its SAE wherever it goes
     manifest = read_manifest(tmp_path / "moved")
     assert manifest.sae.path == "sae" and manifest.sae.sha256 == sae_checksum(tmp_path / "moved" / "sae")

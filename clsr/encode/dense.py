@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,6 +263,44 @@ class DenseEncoder:
             return states[0]
         feeds = {name: tokens[name].numpy().astype(np.int64) for name in self._onnx_inputs}
         return torch.from_numpy(self.session.run(None, feeds)[0])
+
+    def hidden_batches(self, batches: Sequence[Sequence[str]],
+                       consume: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]) -> None:
+        """Run each batch of texts through the transformer and call ``consume(batch number, hidden (B, T, dim)
+        float32, offsets (B, T, 2), attention mask (B, T))`` for each: token-level work over many texts, such
+        as the describer's word evidence (:mod:`clsr.interpret.describers`). Offsets are the tokenizer's
+        character offsets ((0, 0) for special and padding tokens). With OpenVINO the batches run concurrently
+        and arrive in completion order, one call at a time; the hidden array is only valid during the call."""
+        import torch
+
+        tokenized = {}
+
+        def tokens_of(number: int) -> dict:
+            tokens = self.tokenizer(list(batches[number]), padding=True, truncation=True,
+                                    max_length=self.config.max_length, return_offsets_mapping=True,
+                                    return_tensors="np")
+            tokenized[number] = (tokens.pop("offset_mapping"), tokens["attention_mask"])
+            return tokens
+
+        if self.openvino is not None:
+            def feeds():
+                for number in range(len(batches)):
+                    tokens = tokens_of(number)
+                    yield {name: tokens[name].astype(np.int64) for name in self.openvino.input_names}
+
+            def forward(number: int, hidden: np.ndarray) -> None:
+                offsets, mask = tokenized.pop(number)
+                consume(number, hidden, offsets, mask)
+
+            self.openvino.run(feeds(), forward)
+            return
+        with torch.inference_mode():
+            for number in range(len(batches)):
+                tokens = tokens_of(number)
+                hidden = self.last_hidden_state({k: torch.from_numpy(np.asarray(v, np.int64))
+                                                 for k, v in tokens.items()})
+                offsets, mask = tokenized.pop(number)
+                consume(number, hidden.numpy(), offsets, mask)
 
     def _hidden(self, texts: list[str]):
         """Last hidden states (batch, tokens, dim) as a float32 torch tensor, with the attention mask

@@ -44,6 +44,11 @@ def _add_index_arguments(parser) -> None:
     group.add_argument("--no-tune-alpha", dest="tune_alpha", action="store_false",
                        help="skip tuning the hybrid's alpha on pseudo-queries from the corpus after the build "
                             "(default: tune it, ~10-30 s, and record it in the manifest; no judgments are read)")
+    group.add_argument("--no-describe", dest="describe", action="store_false",
+                       help="skip describing the concepts after the build (default: describe every concept the "
+                            "corpus uses with the evidence describer, ~5 minutes for SciFact on 2 cores, and keep "
+                            "the catalogue in the index as concepts.jsonl; an index without one is described on "
+                            "first use by serve, explain and search --boost-concept, or by clsr describe)")
     group.add_argument("--adapt", action="store_true",
                        help="adapt the SAE to this corpus first (as `clsr adapt-sae`) and keep it in the index's sae/")
     add_adaptation_options(parser)
@@ -84,6 +89,7 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
         raise UsageError(f"--ray encodes passages: {'--adapt' if args.adapt else 'a BM25 index'} does not use it")
     shards_dir = Path(args.index).resolve().parent / (Path(args.index).name + ".shards")
     encoding_note = None  # passages/s, backend and dtype, said at the end of the build
+    embeddings = None  # the passages' embeddings in the index's order, when encoded here (the describer reuses them)
     documents = None  # the corpus, once read (the alpha tuning after a concept build draws its pseudo-queries from it)
     if args.kind == "bm25":
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
@@ -141,9 +147,14 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
             # of the same index, with a warning (atomic_directory: the pid in the name is no longer alive).
             adapted = stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=f".{target.name}{ADAPTING}{os.getpid()}-", dir=target.parent))
+            base_path = sae_path
             sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted,
                                                           adapt_config_from_args(args))
             print_adaptation(report, encode_seconds)
+            from clsr.interpret.describe import inherit_descriptions
+            from clsr.sae.command import print_inherited
+
+            print_inherited(inherit_descriptions(base_path, sae, adapted, args.base_catalogue))
             sae_path = Path(adapted)
         manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
                                        encoder=encoder.config.to_dict(), encoding=encoder.encoding,
@@ -151,6 +162,7 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
                                        embed_sae=args.adapt or converted)
+        embeddings = encoded.embeddings
     if args.kind == "concepts" and args.tune_alpha:
         from clsr.fusion import tune_and_record_alpha
 
@@ -160,6 +172,18 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
                                        batch_size=args.encode_batch_size)
         print(f"hybrid alpha {record.alpha} (tuned on {record.tuned_on}, {record.metric} "
               f"{record.curve[format(record.alpha, '.1f')]:.4f}; recorded in the manifest)")
+    if args.kind == "concepts" and args.describe:
+        import time
+
+        from clsr.interpret.describe import CATALOGUE_NAME, describe_index
+
+        start = time.perf_counter()
+        entries = describe_index(args.index, corpus=source, embeddings=embeddings)
+        described = sum(1 for e in entries if e.description and not e.inherited)
+        inherited = sum(1 for e in entries if e.inherited)
+        print(f"described {described} concepts in {time.perf_counter() - start:.0f} s"
+              + (f" ({inherited} more inherited from the base SAE)" if inherited else "")
+              + f": {Path(args.index) / CATALOGUE_NAME}")
     print(f"built {args.kind} index of {manifest.documents} documents at {args.index}"
           + (f"; encoding: {encoding_note}" if encoding_note else ""))
 

@@ -67,6 +67,9 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
             (building / EMBEDDED_SAE_DIR).mkdir()
             for name in (CONFIG_NAME, WEIGHTS_NAME):
                 shutil.copy2(Path(sae_path) / name, building / EMBEDDED_SAE_DIR / name)
+            inherited = Path(sae_path) / "concepts.jsonl"  # descriptions kept through adaptation, if any
+            if inherited.exists():
+                shutil.copy2(inherited, building / EMBEDDED_SAE_DIR / inherited.name)
             sae_record = {"name": EMBEDDED_SAE_DIR, "path": EMBEDDED_SAE_DIR}  # relative: the index can move
         start = time.perf_counter()
         if codes is not None:

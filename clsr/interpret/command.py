@@ -9,7 +9,14 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from clsr.interpret.describe import CATALOGUE_NAME, LlmDescriber, build_catalogue, write_catalogue
+from clsr.interpret.describe import (
+    CATALOGUE_NAME,
+    DEFAULT_DESCRIBER,
+    LlmDescriber,
+    build_catalogue,
+    ensure_catalogue,
+    write_catalogue,
+)
 from clsr.interpret.explain import explain, format_explanation
 from clsr.interpret.serve import port_is_free, serve
 from clsr.options import (
@@ -22,17 +29,24 @@ from clsr.options import (
 )
 
 
+def _note(text: str) -> None:
+    import sys
+
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 def _add_describe_arguments(parser) -> None:
     parser.add_argument("--index", required=True, help="a concept index")
     parser.add_argument("--corpus", help="the indexed passages (default: the source in the index's manifest)")
     parser.add_argument("--output", help="catalogue file (default: concepts.jsonl in the index folder)")
     parser.add_argument("--top-passages", type=int, default=10, help="top activating passages kept per concept")
     parser.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
-    parser.add_argument("--describer", choices=["keywords", "evidence"], default="keywords",
-                        help="keywords: c-TF-IDF of the top passages (fast); evidence: the words that make the "
-                             "concept fire in its top passages, checked against where it fires by an embedding "
-                             "simulator, marked broad:/unclear: when so, '; not: ...' the passages it stays silent "
-                             "on (one encoder pass per passage)")
+    parser.add_argument("--describer", choices=["keywords", "evidence"], default=DEFAULT_DESCRIBER,
+                        help="evidence (default, what clsr index uses): the words that make the concept fire in its "
+                             "top and sampled firing passages, chosen to predict where it fires under both an "
+                             "embedding simulator and the keyword count, marked broad:/unclear: when so, "
+                             "'; not: ...' the passages it stays silent on (one encoder pass per passage used); "
+                             "keywords: c-TF-IDF of the top passages (seconds)")
     group = parser.add_argument_group("LLM describer (optional; off unless both are given)")
     group.add_argument("--llm-url", help="an OpenAI-compatible API base URL, e.g. http://localhost:8000/v1")
     group.add_argument("--llm-model", help="the model name to ask for 1-8 word labels")
@@ -110,6 +124,8 @@ def _run_explain(args) -> None:
     if (args.query is None or args.docid is None) and not args.words:
         raise UsageError("a score needs both --query and --docid; with one of them, ask for --words")
     searcher = ClsrSearcher(args.index, **concept_encoder_options(args, read_manifest(args.index)))
+    if not args.catalogue:
+        ensure_catalogue(args.index, corpus=args.corpus, note=_note)
     catalogue_path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
     catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else None
     try:
@@ -223,6 +239,8 @@ def _run_serve(args) -> None:
             raise UsageError(f"{flag} {path} is not a {kind} index")
     if not port_is_free(args.host, args.port):
         raise UsageError(f"port {args.port} on {args.host} is in use; pick another with --port")
+    if not args.catalogue:
+        ensure_catalogue(args.index, corpus=args.corpus, note=_note)
     options = concept_encoder_options(args, manifest)
     serve(args.index, host=args.host, port=args.port, threads=args.threads, allowed_hosts=args.allowed_hosts,
           bm25=args.bm25, dense=args.dense, catalogue=args.catalogue, corpus=args.corpus, alpha=args.alpha,

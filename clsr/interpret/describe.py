@@ -10,7 +10,14 @@ Regions, by document frequency: concepts sorted by df, **head** = the most frequ
 together hold half of all postings, **torso** = the next ones up to 90%, **tail** = the rest
 (rare concepts), **unused** = df 0 on this corpus.
 
-The catalogue is ``concepts.jsonl`` in the index folder. Run ``clsr describe --index IDX``.
+The catalogue is ``concepts.jsonl`` in the index folder. ``clsr index`` writes it when it builds a
+concept index (the evidence describer, :data:`DEFAULT_DESCRIBER`; ``--no-describe`` skips it), and an
+index without one is described on first use (:func:`ensure_catalogue`) or by ``clsr describe --index IDX``.
+
+Each entry records which SAE described it (``described_with``: the SAE's name and sha256). After
+adaptation (``clsr adapt-sae``), a concept whose decoder direction stayed above cosine 0.9 keeps the base
+SAE's description, marked ``inherited``, until the corpus describes it (:func:`inherit_catalogue`,
+:func:`merge_inherited`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 CATALOGUE_NAME = "concepts.jsonl"
+DEFAULT_DESCRIBER = "evidence"  # what `clsr index` and first use describe with (benchmarks/descriptions.py)
 HEAD_SHARE, TORSO_SHARE = 0.5, 0.9
 WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 
@@ -71,8 +79,14 @@ class ConceptEntry(NamedTuple):
     top_passages: list[dict]  # [{"docid", "activation", "snippet"}], strongest first
     description: str
     # The evidence describer's check of its own label: {"kind": specific|broad|unclear, "auc_fires", "auc_strong",
-    # "df_share", "simulator"} on the corpus it described; None for the other describers.
+    # "df_share", "simulator", ...} on the corpus it described; None for the other describers.
     label: dict | None = None
+    # The SAE whose concept this description was made for: {"sae": name, "sha256"}; None in catalogues written
+    # before clsr recorded it.
+    described_with: dict | None = None
+    # True when the description is the base SAE's, kept through adaptation (the decoder direction stayed above
+    # cosine 0.9) and not yet replaced by one from this corpus.
+    inherited: bool = False
 
 
 def regions(df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,14 +157,16 @@ class KeywordDescriber:
 
 
 def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, top_passages: int = 10,
-                    snippet_chars: int = 160, describer=None, progress: bool = True) -> list[ConceptEntry]:
+                    snippet_chars: int = 160, describer=None, progress: bool = True,
+                    embeddings: np.ndarray | None = None) -> list[ConceptEntry]:
     """The catalogue of every latent of a concept index, described with the offline describer by default.
 
     The passages' texts come from `corpus`, by default the source recorded in the index's manifest.
     `describer` is anything with ``describe(passages) -> str`` (KeywordDescriber, LlmDescriber), or
     ``"evidence"`` for :class:`clsr.interpret.describers.EvidenceDescriber` (word evidence of the top
     passages, checked against activations with the embedding simulator; it labels every used concept
-    in one pass over the corpus).
+    in one pass over the corpus). `embeddings`: the passages' dense embeddings in the index's order, when the
+    caller has them (else the evidence describer reads them from the embedding cache, or encodes them).
     """
     import textwrap
 
@@ -160,6 +176,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     from clsr.progress import progress_bar
 
     manifest = read_manifest(index_dir)
+    described_with = {"sae": manifest.sae.name, "sha256": manifest.sae.sha256}
     codes = DocCodes(index_dir)
     latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations)
     n_latents = manifest.sae.n_latents
@@ -180,7 +197,9 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     if describer == "evidence":
         from clsr.interpret.describers import evidence_describer_for
 
-        describer = evidence_describer_for(index_dir, texts, KeywordDescriber(texts.values()).stem, top_passages)
+        # Only the stemmer: the keyword describer's document frequencies (a pass over the corpus) are not used.
+        describer = evidence_describer_for(index_dir, texts, KeywordDescriber(()).stem, top_passages,
+                                           embeddings=embeddings)
         labels = describer.describe_latents(np.flatnonzero(df).tolist(), progress=progress)
     describer = describer or KeywordDescriber(texts.values())
     rows, _ = np.nonzero(fired)
@@ -196,13 +215,126 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
             region=str(region[latent]), mean_activation=round(float(activation_sum[latent] / max(df[latent], 1)), 5),
             max_activation=round(float(activation_max[latent]), 5),
             top_passages=[{"docid": docid, "activation": round(value, 5),
-                           "snippet": textwrap.shorten(texts.get(docid, ""), snippet_chars, placeholder="...")}
+                           # Cut first: shortening a whole passage to 160 characters splits all of it into words.
+                           "snippet": textwrap.shorten(texts.get(docid, "")[:4 * snippet_chars], snippet_chars,
+                                                       placeholder="...")}
                           for docid, value in passages],
             description=(labels[latent]["description"] if labels is not None and latent in labels
                          else describer.describe([texts.get(docid, "") for docid, _ in passages]) if passages else ""),
-            label=({k: labels[latent][k] for k in ("kind", "auc_fires", "auc_strong", "df_share", "simulator")}
-                   if labels is not None and latent in labels else None)))
+            label=({k: labels[latent][k] for k in LABEL_FIELDS if k in labels[latent]}
+                   if labels is not None and latent in labels else None),
+            described_with=described_with if passages else None))
+    inherited = inherited_catalogue(index_dir)
+    return merge_inherited(entries, inherited) if inherited else entries
+
+
+LABEL_FIELDS = ("kind", "auc_fires", "auc_strong", "df_share", "simulator", "count_auc_fires", "count_auc_strong",
+                "chooser")
+
+
+def inherited_catalogue(index_dir: str | os.PathLike) -> dict[str, ConceptEntry]:
+    """The descriptions an index's SAE inherited through adaptation (``concepts.jsonl`` beside its weights), or {}."""
+
+    from clsr.errors import ClsrError
+    from clsr.index.manifest import IndexManifest
+    from clsr.search.concept_encoder import recorded_sae_path
+
+    try:
+        sae_path = recorded_sae_path(index_dir, IndexManifest.read(index_dir).sae)
+    except ClsrError:
+        return {}
+    path = Path(sae_path) / CATALOGUE_NAME
+    return load_catalogue(path) if path.exists() else {}
+
+
+def merge_inherited(entries: Sequence[ConceptEntry], inherited: dict[str, ConceptEntry]) -> list[ConceptEntry]:
+    """`entries` (this corpus's catalogue) with each concept the corpus left undescribed taking its inherited
+    description, marked ``inherited`` and naming the SAE that described it; a concept the corpus describes
+    keeps its own description (the inherited one is replaced)."""
+    merged = []
+    for entry in entries:
+        base = inherited.get(entry.concept)
+        if entry.description or base is None or not base.description:
+            merged.append(entry)
+        else:
+            merged.append(entry._replace(description=base.description, label=base.label, inherited=True,
+                                         described_with=base.described_with))
+    return merged
+
+
+def inherit_catalogue(base: dict[str, ConceptEntry], cosines: np.ndarray, base_sae: dict,
+                      threshold: float) -> list[ConceptEntry]:
+    """The base SAE's descriptions an adapted SAE keeps: those of the concepts whose decoder direction stayed
+    above `threshold` (:data:`clsr.sae.adapt.KEPT_COSINE`, 0.9) cosine to the base's (`cosines`, one per
+    latent), each marked ``inherited`` and naming the SAE that described it (`base_sae`, ``{"sae", "sha256"}``,
+    unless the entry already names one)."""
+    kept = []
+    for entry in base.values():
+        if entry.description and entry.latent < len(cosines) and cosines[entry.latent] > threshold:
+            kept.append(entry._replace(inherited=True, described_with=entry.described_with or base_sae))
+    return sorted(kept, key=lambda e: e.latent)
+
+
+def inherit_descriptions(base_path: str | os.PathLike, adapted, output_dir: str | os.PathLike,
+                         catalogue: str | os.PathLike | None = None) -> int:
+    """After adapting the SAE at `base_path` into `adapted` (saved in `output_dir`): write the base descriptions
+    it keeps (:func:`inherit_catalogue`) as ``concepts.jsonl`` beside its weights, where the catalogue of any
+    index built with it finds them. The base descriptions come from `catalogue` (e.g. the ``concepts.jsonl`` of
+    an index built with the base SAE) or the base SAE folder's own; entries another SAE described are skipped.
+    Returns how many concepts inherit a description (0 when there is no base catalogue)."""
+    from clsr.sae.adapt import KEPT_COSINE, decoder_cosines
+    from clsr.sae.model import TopKSae, sae_checksum
+
+    path = Path(catalogue) if catalogue else Path(base_path) / CATALOGUE_NAME
+    if not path.exists():
+        return 0
+    base_sae = {"sae": Path(base_path).name, "sha256": sae_checksum(base_path)}
+    base = {term: entry for term, entry in load_catalogue(path).items()
+            if entry.described_with is None or entry.described_with.get("sha256") == base_sae["sha256"]}
+    cosines = decoder_cosines(TopKSae.load_from_disk(base_path), adapted)
+    kept = inherit_catalogue(base, cosines, base_sae, KEPT_COSINE)
+    write_catalogue(kept, Path(output_dir) / CATALOGUE_NAME)
+    return len(kept)
+
+
+def describe_index(index_dir: str | os.PathLike, *, corpus: str | None = None, describer=DEFAULT_DESCRIBER,
+                   top_passages: int = 10, progress: bool = True, output: str | os.PathLike | None = None,
+                   embeddings: np.ndarray | None = None) -> list[ConceptEntry]:
+    """Describe every concept of an index and write the catalogue (default: ``concepts.jsonl`` in the index);
+    `embeddings` as for :func:`build_catalogue`."""
+    entries = build_catalogue(index_dir, corpus=corpus, top_passages=top_passages, describer=describer,
+                              progress=progress, embeddings=embeddings)
+    write_catalogue(entries, Path(output) if output else Path(index_dir) / CATALOGUE_NAME)
     return entries
+
+
+def ensure_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, progress: bool = True,
+                     note=None) -> Path:
+    """The index's catalogue, described now (once, with the default describer) when the index has none: an
+    index built before clsr described every index, or with ``--no-describe``. `note` (e.g. ``print``) is told
+    so before the work starts. Returns the catalogue's path."""
+    from clsr.index.manifest import IndexManifest
+
+    path = Path(index_dir) / CATALOGUE_NAME
+    if path.exists():
+        return path
+    from clsr.data import DataError, resolve
+
+    source = corpus or IndexManifest.read(index_dir).source
+    try:
+        found = bool(source) and resolve(source) is not None
+    except DataError:  # the corpus the manifest names is not here: search and explain go on without descriptions
+        found = False
+    if not found:
+        if note is not None:
+            note(f"{index_dir} has no concept descriptions, and the corpus to describe them from "
+                 f"({source or 'none recorded'}) is not here: run `clsr describe --index ... --corpus ...`")
+        return path
+    if note is not None:
+        note(f"{index_dir} has no concept descriptions (built before clsr described every index, or with "
+             f"--no-describe): describing its concepts once, into {path}; `clsr describe` does the same")
+    describe_index(index_dir, corpus=corpus, progress=progress)
+    return path
 
 
 def write_catalogue(entries: Sequence[ConceptEntry], path: str | os.PathLike) -> None:

@@ -45,6 +45,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+CHOOSERS = ("both", "exact")
 BROAD = "broad: "
 UNCLEAR = "unclear: "
 CONTRAST = "; not: "
@@ -205,6 +206,136 @@ def strong_labels(activations: np.ndarray, share: float = 0.1) -> np.ndarray:
     return labels
 
 
+def normal_cdf(x: np.ndarray) -> np.ndarray:
+    """The standard normal CDF, elementwise (Abramowitz and Stegun 7.1.26: error below 1.5e-7); +-inf allowed."""
+    x = np.asarray(x, np.float64)
+    z = np.abs(x) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-z * z)
+    return 0.5 * (1.0 + np.sign(x) * erf)
+
+
+def weighted_count_aucs(counts: np.ndarray, weights: np.ndarray, target: np.ndarray, top: int) -> np.ndarray:
+    """(m,) ROC AUC of each column of small non-negative integer `counts` (r, m) for the boolean `target` (r,),
+    rows weighted by `weights` (r,) (a stratified sample standing for the whole corpus), ties counting half.
+    Scores run from 0 to `top` - 1. NaN where the target lacks a class."""
+    r, m = counts.shape
+    index = (np.arange(m)[None, :] * top + np.minimum(counts, top - 1)).ravel()
+    positive = np.bincount(index, weights=np.repeat(weights * target, m), minlength=m * top).reshape(m, top)
+    negative = np.bincount(index, weights=np.repeat(weights * ~target, m), minlength=m * top).reshape(m, top)
+    below = np.cumsum(negative, axis=1) - negative
+    total = positive.sum(1) * negative.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (positive * (below + 0.5 * negative)).sum(1) / total, np.nan)
+
+
+def choose_words_both(embedding: np.ndarray, presence: np.ndarray, signs: np.ndarray, weights: np.ndarray,
+                      targets: Sequence[np.ndarray], *, min_words: int, max_words: int, max_contrast: int,
+                      count_weight: float = 0.5, min_gain: float = 0.002) -> list[int]:
+    """Greedy forward selection of a description's words for both simulators at once: chosen column indices.
+
+    `embedding` (r, m): each candidate word's cosine to each sampled passage (the embedding simulator's
+    columns); `presence` (r, m): whether the passage contains the word (the keyword count's; 0 for contrast
+    words, which the count ignores); `signs` (m,) +1 word, -1 contrast word; `weights` (r,) how many
+    passages each sampled row stands for. Each step adds the candidate that most raises
+    ``(1 - count_weight) x`` the embedding simulator's mean AUC over `targets` ``+ count_weight x`` the keyword
+    count's. The count's AUC is exact (on the weighted sample); the embedding's is the binormal one,
+    Phi((mean_pos - mean_neg) / sqrt(var_pos + var_neg)), computed in closed form from the columns' means and
+    covariances, so a step costs a few (m, m) products rather than a sort per candidate. Stops as
+    :func:`choose_words` does.
+    """
+    embedding = np.asarray(embedding, np.float64)
+    presence = np.asarray(presence, np.float64)
+    weights = np.asarray(weights, np.float64)
+    r, m = embedding.shape
+    signs = np.asarray(signs)
+    targets = [np.asarray(t, bool) for t in targets]
+    targets = [t for t in targets if (weights * t).sum() > 0 and (weights * ~t).sum() > 0]
+    if not targets or not m:
+        return []
+    # Weighted first and second moments per group of rows with the same targets (3 groups for fires/strong), so
+    # each class's mean and covariance is a sum of group moments: one (m, m) product per group.
+    pattern = sum(t.astype(np.int64) << i for i, t in enumerate(targets))
+    groups = {}
+    for value in np.unique(pattern):
+        rows = pattern == value
+        w = weights[rows]
+        x = embedding[rows]
+        groups[int(value)] = (w.sum(), w @ x, (x * w[:, None]).T @ x)
+    moments = []  # per target: difference of class means (m,), sum of class covariances (m, m), its diagonal
+    for i in range(len(targets)):
+        means, covariance = [], np.zeros((m, m))
+        for bit in (1, 0):
+            parts = [moment for value, moment in groups.items() if (value >> i) & 1 == bit]
+            total = sum(p[0] for p in parts)
+            mean = sum(p[1] for p in parts) / total
+            covariance += sum(p[2] for p in parts) / total - np.outer(mean, mean)
+            means.append(mean)
+        moments.append((means[0] - means[1], covariance, np.diag(covariance).copy()))
+    class_weights = np.stack([w for t in targets for w in (weights * t, weights * ~t)], axis=1)  # (r, classes)
+    chosen: list[int] = []
+    plus, minus = np.zeros(m), np.zeros(m)
+    counts = np.zeros(r, np.int64)
+    best = -np.inf
+    is_word = signs > 0
+    word_presence = presence * is_word[None, :]
+    while len(chosen) < max_words:
+        n_plus, n_minus = plus.sum(), minus.sum()
+        allowed = np.ones(m, bool)
+        allowed[chosen] = False
+        if n_plus == 0 or n_minus >= max_contrast:
+            allowed &= is_word
+        if not allowed.any():
+            break
+        # The description's score with candidate j added has coefficients u + v_j e_j, where u is one of two
+        # vectors (j a word, or j a contrast word): two quadratic forms per target, not one per candidate.
+        u_word = plus / (n_plus + 1) - minus / max(n_minus, 1)
+        u_contrast = plus / max(n_plus, 1) - minus / (n_minus + 1)
+        v = np.where(is_word, 1.0 / (n_plus + 1), -1.0 / (n_minus + 1))
+        embedding_aucs = []
+        for difference, covariance, diagonal in moments:
+            gap, spread = np.empty(m), np.empty(m)
+            for u, kind in ((u_word, is_word), (u_contrast, ~is_word)):
+                cu = covariance @ u
+                gap[kind] = u @ difference + v[kind] * difference[kind]
+                spread[kind] = u @ cu + 2 * v[kind] * cu[kind] + v[kind] ** 2 * diagonal[kind]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                z = np.where(spread > 1e-18, gap / np.sqrt(np.maximum(spread, 1e-18)), np.sign(gap) * np.inf)
+            embedding_aucs.append(normal_cdf(z))
+        objective = (1 - count_weight) * np.mean(embedding_aucs, axis=0)
+        if count_weight:
+            # The count with candidate j added is counts + presence_j: its weighted histograms, per class of each
+            # target, from one product (rows by current count and class, against presence).
+            levels = int(counts.max()) + 2
+            onehot = np.zeros((r, levels))
+            onehot[np.arange(r), counts] = 1.0
+            stacked = (onehot[:, None, :] * class_weights[:, :, None]).reshape(r, -1)  # (r, classes x levels)
+            with_word = (stacked.T @ word_presence).reshape(len(class_weights[0]), levels, m)
+            without = (stacked.sum(0).reshape(-1, levels))[:, :, None] - with_word
+            shifted = np.concatenate([np.zeros_like(with_word[:, :1]), with_word], axis=1)
+            histograms = np.concatenate([without, np.zeros_like(without[:, :1])], axis=1) + shifted
+            count_aucs = []
+            for t in range(len(targets)):
+                positive, negative = histograms[2 * t], histograms[2 * t + 1]  # (levels + 1, m)
+                below = np.cumsum(negative, axis=0) - negative
+                total = positive.sum(0) * negative.sum(0)
+                count_aucs.append((positive * (below + 0.5 * negative)).sum(0) / np.maximum(total, 1e-300))
+            objective = objective + count_weight * np.mean(count_aucs, axis=0)
+        objective = np.where(allowed, objective, -np.inf)
+        j = int(np.argmax(objective))  # the first of equals: candidates come strongest first
+        if len(chosen) >= min_words and objective[j] <= best + min_gain:
+            break
+        chosen.append(j)
+        best = float(objective[j])
+        if is_word[j]:
+            plus[j] = 1
+            counts = counts + presence[:, j].astype(np.int64)
+        else:
+            minus[j] = 1
+    return chosen
+
+
 class EvidenceDescriber:
     """Labels concepts of one corpus from word evidence, checked against where they fire.
 
@@ -222,14 +353,15 @@ class EvidenceDescriber:
                  top_passages: int = 10, sample_passages: int = 20, candidates: int = 40,
                  contrast_candidates: int = 30, min_keywords: int = 4, max_keywords: int = 12,
                  max_contrast: int = 6, contrast_min_df: int = 5, candidate_min_df: int = 3,
-                 broad_share: float = 0.2, min_auc: float = 0.65, seed: int = 0):
+                 broad_share: float = 0.2, min_auc: float = 0.65, seed: int = 0, chooser: str = "both",
+                 sample_rows: int = 256, batch_size: int = 16, count_weight: float = 0.5):
         if simulator is not None and (embeddings is None or len(embeddings) != len(texts)):
             raise ValueError("the embedding simulator needs one dense embedding per passage")
         self.explainer, self.texts, self.stem = explainer, list(texts), stemmer
         self.latents, self.activations = np.asarray(latents, np.int64), np.asarray(activations, np.float32)
         self.simulator = simulator
         self.embeddings = None if embeddings is None else unit_rows(embeddings)
-        self.top_passages, self.sample_passages, self.candidates = top_passages, sample_passages, candidates
+        self.top_passages, self.sample_passages, self.candidates_kept = top_passages, sample_passages, candidates
         self.contrast_candidates, self.max_contrast = contrast_candidates, max_contrast
         self.contrast_min_df = contrast_min_df
         self.candidate_min_df = candidate_min_df
@@ -241,6 +373,20 @@ class EvidenceDescriber:
         self._flat: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = None
         self._surfaces: dict[str, Counter] = defaultdict(Counter)  # stem -> its surface forms in evidence
         self._corpus_surfaces: dict[str, Counter] = defaultdict(Counter)  # stem -> its surface forms in the corpus
+        if chooser not in CHOOSERS:
+            raise ValueError(f"chooser must be one of {CHOOSERS}, not {chooser!r}")
+        self.chooser, self.sample_rows, self.batch_size = chooser, sample_rows, batch_size
+        self.count_weight = count_weight  # the keyword count's share of the "both" chooser's objective
+        # Each concept's firing passages, strongest first (ties in passage order), found without scanning the codes.
+        fired = self.activations > 0
+        rows = np.nonzero(fired)[0]
+        flat_latents, flat_values = self.latents[fired], self.activations[fired]
+        order = np.lexsort((-flat_values, flat_latents))
+        self._firing_rows, self._firing_values = rows[order], flat_values[order]
+        self.n_latents = int(self.latents.max()) + 1 if self.latents.size else 0
+        self._firing_starts = np.searchsorted(flat_latents[order], np.arange(self.n_latents + 1))
+        self._stem_cache: dict[str, str | None] = {}
+        self._vocabulary: tuple[dict[str, int], object] | None = None  # stem -> column, (passages, stems) CSR
 
     def passage_stems(self) -> list[frozenset[str]]:
         """Each passage's set of stems (computed once; the presence test every label is scored by)."""
@@ -258,17 +404,27 @@ class EvidenceDescriber:
                 self._stems.append(frozenset(stems))
         return self._stems
 
-    def presence(self, stems: Sequence[str]) -> np.ndarray:
-        """(passages, len(stems)) bool: which passages contain each stem (from an inverted index built once)."""
+    def presence(self, stems: Sequence[str], rows: np.ndarray | None = None) -> np.ndarray:
+        """(passages, len(stems)) bool: which passages contain each stem (from an inverted index built once);
+        only the passages `rows`, in that order, when given."""
         if self._postings is None:
-            rows: dict[str, list[int]] = defaultdict(list)
+            postings: dict[str, list[int]] = defaultdict(list)
             for row, passage in enumerate(self.passage_stems()):
                 for stem in passage:
-                    rows[stem].append(row)
-            self._postings = {stem: np.array(r, np.int64) for stem, r in rows.items()}
-        present = np.zeros((len(self.texts), len(stems)), bool)
+                    postings[stem].append(row)
+            self._postings = {stem: np.array(r, np.int64) for stem, r in postings.items()}
+        empty = np.zeros(0, np.int64)
+        if rows is None:
+            present = np.zeros((len(self.texts), len(stems)), bool)
+            for j, stem in enumerate(stems):
+                present[self._postings.get(stem, empty), j] = True
+            return present
+        position = np.full(len(self.texts), -1, np.int64)
+        position[rows] = np.arange(len(rows))
+        present = np.zeros((len(rows), len(stems)), bool)
         for j, stem in enumerate(stems):
-            present[self._postings.get(stem, np.zeros(0, np.int64)), j] = True
+            found = position[self._postings.get(stem, empty)]
+            present[found[found >= 0], j] = True
         return present
 
     def contrast_stems(self, fires: np.ndarray) -> list[str]:
@@ -306,9 +462,19 @@ class EvidenceDescriber:
         self.passage_stems()
         return self._corpus_surfaces[stem].most_common(1)[0][0] if self._corpus_surfaces.get(stem) else stem
 
+    def firing(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, activations) of the passages where the concept fires, strongest first (ties in passage order)."""
+        if not 0 <= latent < self.n_latents:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        start, end = self._firing_starts[latent], self._firing_starts[latent + 1]
+        return self._firing_rows[start:end], self._firing_values[start:end]
+
     def activation_column(self, latent: int) -> np.ndarray:
         """(n,) the concept's activation in each passage's code (0 where it is not in the code)."""
-        return np.where(self.latents == latent, self.activations, 0).max(axis=1)
+        column = np.zeros(len(self.texts), np.float32)
+        rows, values = self.firing(latent)
+        column[rows] = values
+        return column
 
     def top_rows(self, column: np.ndarray) -> list[int]:
         firing = np.flatnonzero(column > 0)
@@ -345,35 +511,106 @@ class EvidenceDescriber:
                         self._surfaces[stem][text[start:end].lower()] += 1
         return mass
 
-    def label(self, latent: int, mass: Counter) -> dict:
-        """{"description", "keywords", "contrast", "auc_fires", "auc_strong", "kind", "df_share", "simulator"}.
-
-        The AUCs are the label's own, under its simulator, on the corpus it was described from.
-        """
-        column = self.activation_column(latent)
-        fires, strong = column > 0, strong_labels(column)
+    def candidates(self, latent: int, mass: Counter) -> tuple[list[str], list[str], np.ndarray]:
+        """(stems, words, signs) a label is chosen from: the strongest evidence stems (strongest first) and, with
+        the embedding simulator, contrast stems after them; `words` are how each is shown, `signs` +1 for a
+        word and -1 for a contrast word."""
         if self.candidate_min_df > 1:  # a word in one or two passages reads as noise, however well it fits
             self.presence([])
             mass = Counter({stem: value for stem, value in mass.items()
                             if len(self._postings.get(stem, ())) >= self.candidate_min_df})
-        positive = [stem for stem, _ in mass.most_common(self.candidates)]
+        positive = [stem for stem, _ in mass.most_common(self.candidates_kept)]
         words = [self.surface(stem) for stem in positive]
         if self.simulator is None:
-            columns, signs = self.presence(positive).astype(np.float64), np.ones(len(positive))
-            max_contrast = 0
+            return positive, words, np.ones(len(positive))
+        rows, _ = self.firing(latent)
+        fires = np.zeros(len(self.texts), bool)
+        fires[rows] = True
+        taken = set(positive) | set(words)
+        contrast_stems = [stem for stem in self.contrast_stems(fires) if stem not in taken]
+        shown = {}
+        for stem in contrast_stems:
+            shown.setdefault(self.surface(stem, evidence=False), stem)
+        contrast = {word: stem for word, stem in shown.items() if word not in taken}
+        return (positive + list(contrast.values()), words + list(contrast),
+                np.array([1.0] * len(words) + [-1.0] * len(contrast)))
+
+    def selection_rows(self, latent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, weights, fires, strong): a seeded stratified sample of the passages to choose words on, at most
+        `sample_rows` each of the concept's strong passages, its other firing passages and its silent ones,
+        each row weighted by how many passages of its stratum it stands for. A concept firing on thousands of
+        passages is judged on a thousand rows or fewer; a small corpus is taken whole."""
+        n = len(self.texts)
+        firing, values = self.firing(latent)
+        strong_count = max(1, int(np.ceil(0.1 * len(firing)))) if len(firing) else 0
+        strata = [firing[:strong_count], firing[strong_count:]]
+        rng = np.random.default_rng([self.seed, latent, 1])
+        cap = self.sample_rows
+        if n - len(firing) <= 4 * cap:
+            silent = np.setdiff1d(np.arange(n), firing)
+        else:  # draw rows and drop the firing ones: the silent stratum without listing it
+            drawn = rng.choice(n, size=min(n, cap + len(firing)), replace=False)
+            silent = np.setdiff1d(drawn, firing)
+            silent = rng.permutation(silent)[:cap]
+        strata.append(silent)
+        sizes = [len(strata[0]), len(strata[1]), n - len(firing)]
+        rows, weights, labels = [], [], []
+        for number, (stratum, size) in enumerate(zip(strata, sizes)):
+            if len(stratum) > cap:
+                stratum = np.sort(rng.choice(stratum, size=cap, replace=False))
+            rows.append(np.asarray(stratum, np.int64))
+            weights.append(np.full(len(stratum), size / max(len(stratum), 1)))
+            labels.append(np.full(len(stratum), number))
+        rows, weights, labels = np.concatenate(rows), np.concatenate(weights), np.concatenate(labels)
+        return rows, weights, labels < 2, labels == 0
+
+    def count_scores(self, words: Sequence[str]) -> np.ndarray:
+        """(n,) how many of the words (by stem) each passage contains: the keyword count simulator."""
+        stems = list(dict.fromkeys(s for s in (self.stem(w) for w in words) if s))
+        return self.presence(stems).sum(1) if stems else np.zeros(len(self.texts), np.int64)
+
+    def label(self, latent: int, mass: Counter, candidates: tuple | None = None) -> dict:
+        """{"description", "keywords", "contrast", "auc_fires", "auc_strong", "kind", "df_share", "simulator",
+        "count_auc_fires", "count_auc_strong", "chooser"}.
+
+        The AUCs are the label's own, under its simulator, on the corpus it was described from; with the
+        embedding simulator ``count_auc_*`` are the keyword count's for the same words. Words are chosen by
+        `chooser`: ``"both"`` (the default) for both simulators at once on a stratified sample of passages
+        (:func:`choose_words_both`), shown strongest evidence first; ``"exact"`` for the one simulator, by
+        exact AUC on every passage (:func:`choose_words`; clsr 0.1's labels), in the order chosen.
+        """
+        column = self.activation_column(latent)
+        fires, strong = column > 0, strong_labels(column)
+        stems, words, signs = candidates if candidates is not None else self.candidates(latent, mass)
+        both = self.simulator is not None and self.chooser == "both"
+        if both:
+            rows, weights, sample_fires, sample_strong = self.selection_rows(latent)
+            vectors = self.simulator.word_vectors(words) if words else np.zeros((0, 0), np.float32)
+            embedding = self.embeddings[rows] @ vectors.T if words else np.zeros((len(rows), 0))
+            present = self.presence(stems, rows) & (signs > 0)[None, :]
+            chosen = choose_words_both(embedding, present, signs, weights, [sample_fires, sample_strong],
+                                       min_words=self.min_keywords, max_words=self.max_keywords,
+                                       max_contrast=self.max_contrast, count_weight=self.count_weight)
+            rank = {stem: n for n, stem in enumerate(stems)}  # candidates come strongest evidence first
+            chosen = sorted(chosen, key=lambda j: (signs[j] < 0, rank[stems[j]]))
         else:
-            self.passage_stems()  # the corpus surfaces of the contrast stems
-            taken = set(positive) | set(words)
-            contrast = [self.surface(stem, evidence=False) for stem in self.contrast_stems(fires) if stem not in taken]
-            contrast = [word for word in dict.fromkeys(contrast) if word not in taken]
-            signs = np.array([1.0] * len(words) + [-1.0] * len(contrast))
-            words = words + contrast
-            columns = self.embeddings @ self.simulator.word_vectors(words).T if words else np.zeros((len(fires), 0))
-            max_contrast = self.max_contrast
-        chosen, (a_fires, a_strong) = choose_words(columns, signs, [fires, strong], min_words=self.min_keywords,
-                                                   max_words=self.max_keywords, max_contrast=max_contrast)
+            if self.simulator is None:
+                columns = self.presence(stems).astype(np.float64)
+            else:
+                columns = (self.embeddings @ self.simulator.word_vectors(words).T if words
+                           else np.zeros((len(fires), 0)))
+            chosen, _ = choose_words(columns, signs, [fires, strong], min_words=self.min_keywords,
+                                     max_words=self.max_keywords,
+                                     max_contrast=0 if self.simulator is None else self.max_contrast)
         keywords = [words[j] for j in chosen if signs[j] > 0]
         excluded = [words[j] for j in chosen if signs[j] < 0]
+        counts = self.count_scores(keywords)
+        count_aucs = [count_auc(counts, fires), count_auc(counts, strong)] if keywords else [None, None]
+        if self.simulator is None or not keywords:
+            a_fires, a_strong = count_aucs
+        else:
+            description = ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "")
+            a_fires, a_strong = rank_aucs(self.simulator.scores(description, self.embeddings), [fires, strong])
         share = float(fires.mean()) if len(fires) else 0.0
         kind = "broad" if share >= self.broad_share else "specific"
         if a_fires is None or (a_fires + a_strong) / 2 < self.min_auc or len(keywords) < self.min_keywords:
@@ -381,10 +618,15 @@ class EvidenceDescriber:
         prefix = {"broad": BROAD, "unclear": UNCLEAR}.get(kind, "")
         description = (prefix + ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "")
                        if keywords else "")
+
+        def rounded(value):
+            return None if value is None else round(value, 4)
+
         return {"description": description, "keywords": keywords, "contrast": excluded,
-                "auc_fires": None if a_fires is None else round(a_fires, 4),
-                "auc_strong": None if a_strong is None else round(a_strong, 4), "kind": kind,
-                "df_share": round(share, 4), "simulator": "keywords" if self.simulator is None else "embedding"}
+                "auc_fires": rounded(a_fires), "auc_strong": rounded(a_strong), "kind": kind,
+                "df_share": round(share, 4), "simulator": "keywords" if self.simulator is None else "embedding",
+                "count_auc_fires": rounded(count_aucs[0]), "count_auc_strong": rounded(count_aucs[1]),
+                "chooser": "both" if both else "exact"}
 
     def sampled_rows(self, latent: int, column: np.ndarray) -> list[int]:
         """A seeded sample of the passages where the concept fires, other than its top passages."""
@@ -395,8 +637,9 @@ class EvidenceDescriber:
             return []
         return sorted(int(r) for r in rng.choice(rest, size=min(self.sample_passages, len(rest)), replace=False))
 
-    def combined_mass(self, latents: Sequence[int]) -> dict[int, Counter]:
-        """Evidence of the top passages plus that of the sampled firing passages, each pool normalised to one."""
+    def combined_mass_by_pool(self, latents: Sequence[int]) -> dict[int, Counter]:
+        """:meth:`combined_mass` the slow way, for reference: one pass over the top passages, another over the
+        sampled ones, one text at a time, word by word (what clsr 0.1's describer did)."""
         top = self.evidence_mass(latents)
         if not self.sample_passages:
             return top
@@ -408,23 +651,166 @@ class EvidenceDescriber:
 
         return {l: normalised(top[l]) + normalised(sampled[l]) for l in latents}
 
+    def pools(self, latents: Sequence[int]) -> list[dict[int, np.ndarray]]:
+        """[top passages, sampled firing passages] of each concept: rows, as :meth:`top_rows` and
+        :meth:`sampled_rows` choose them (the same seeded sample), from the concept's firing list."""
+        top, sampled = {}, {}
+        for latent in latents:
+            rows, _ = self.firing(latent)
+            top[latent] = rows[:self.top_passages]
+            rest = np.sort(rows[self.top_passages:])
+            if self.sample_passages and len(rest):
+                rng = np.random.default_rng([self.seed, latent])
+                sampled[latent] = np.sort(rng.choice(rest, size=min(self.sample_passages, len(rest)),
+                                                     replace=False))
+            else:
+                sampled[latent] = rest[:0]
+        return [top, sampled] if self.sample_passages else [top]
+
+    def _word_ids(self, words: Sequence[str], stems: dict[str, int], surfaces: dict[str, int]) -> np.ndarray:
+        """(len(words), 2) ids of each word's stem (-1: none) and lower-cased surface, ids given in first-seen order."""
+        out = np.empty((len(words), 2), np.int64)
+        for n, word in enumerate(words):
+            key = self._stem_cache.get(word, 0)
+            if key == 0:
+                key = self._stem_cache[word] = self.stem(word)
+            if key is None:
+                out[n] = -1
+                continue
+            out[n, 0] = stems.setdefault(key, len(stems))
+            out[n, 1] = surfaces.setdefault(word.lower(), len(surfaces))
+        return out
+
+    def combined_mass(self, latents: Sequence[int], progress: bool = False) -> dict[int, Counter]:
+        """Evidence of the top passages plus that of the sampled firing passages, each pool normalised to one:
+        {latent: Counter(stem -> mass)}.
+
+        One encoder pass per passage serves both pools and every concept that wants it (batched, only the
+        wanted concepts' columns computed), and the per-word bookkeeping is done on arrays. Gives what
+        :meth:`combined_mass_by_pool` gives, up to float rounding (tested).
+        """
+        from clsr.interpret.evidence import word_spans
+        from clsr.progress import progress_bar
+
+        latents = [int(l) for l in latents]
+        pools = self.pools(latents)
+        wanted: dict[int, list[int]] = defaultdict(list)  # row -> keys (position of the latent x 2 + pool)
+        for pool, rows_for in enumerate(pools):
+            for position, latent in enumerate(latents):
+                for row in rows_for[latent].tolist():
+                    wanted[row].append(position * 2 + pool)
+        rows = sorted(wanted)
+        keys_of = [np.asarray(wanted[row], np.int64) for row in rows]
+        latent_array = np.asarray(latents, np.int64)
+        stems: dict[str, int] = {}
+        surfaces: dict[str, int] = {}
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        surface_parts: list[np.ndarray] = []
+        bar = progress_bar(total=len(rows), desc="word evidence", unit="passage", enabled=progress)
+
+        def consume(i: int, offsets: np.ndarray, contributions: np.ndarray) -> None:
+            text = self.texts[rows[i]]
+            spans = word_spans(text)
+            scores = token_word_sums(spans, offsets, contributions - contributions.mean(0, keepdims=True))
+            positive = np.clip(scores, 0, None)
+            totals = positive.sum(0)
+            keep = totals > 0
+            shares = positive[:, keep] / totals[keep]
+            ids = self._word_ids([text[a:b] for a, b in spans], stems, surfaces)
+            word, column = np.nonzero((shares > 0) & (ids[:, :1] >= 0))
+            parts.append((keys_of[i][keep][column], ids[word, 0], shares[word, column]))
+            surface_parts.append(ids[word, 1])
+            bar.update(1)
+
+        with bar:
+            self.explainer.batched_contributions([self.texts[row] for row in rows],
+                                                 [latent_array[keys // 2] for keys in keys_of], consume,
+                                                 batch_size=self.batch_size)
+        stem_names = list(stems)
+        surface_names = list(surfaces)
+        surface_stem = np.full(len(surfaces), -1, np.int64)
+        if parts:
+            keys, stem_ids, values = (np.concatenate(column) for column in zip(*parts))
+            surface_ids = np.concatenate(surface_parts)
+            surface_stem[surface_ids] = stem_ids
+            for surface, count in enumerate(np.bincount(surface_ids, minlength=len(surfaces)).tolist()):
+                if count:
+                    self._surfaces[stem_names[surface_stem[surface]]][surface_names[surface]] += count
+        else:
+            keys, stem_ids, values = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        if self.sample_passages:  # each pool's mass normalised to one, then the pools added
+            totals = np.bincount(keys, weights=values, minlength=2 * len(latents))
+            values = values / totals[keys]
+        # Sum by (latent, stem): sort the pairs, add runs.
+        pair = (keys // 2) * max(len(stem_names), 1) + stem_ids
+        order = np.argsort(pair, kind="stable")
+        pair, values = pair[order], values[order]
+        cuts = np.flatnonzero(np.diff(pair)) + 1
+        firsts = np.concatenate([[0], cuts]) if len(pair) else np.zeros(0, np.int64)
+        sums = np.add.reduceat(values, firsts) if len(pair) else np.zeros(0)
+        pair = pair[firsts]
+        mass = {latent: Counter() for latent in latents}
+        positions, stem_columns = pair // max(len(stem_names), 1), pair % max(len(stem_names), 1)
+        bounds = np.searchsorted(positions, np.arange(len(latents) + 1))
+        for position, latent in enumerate(latents):
+            chunk = slice(bounds[position], bounds[position + 1])
+            ranked = sorted(zip(sums[chunk].tolist(), stem_columns[chunk].tolist()),
+                            key=lambda item: (-item[0], stem_names[item[1]]))
+            mass[latent] = Counter({stem_names[stem]: value for value, stem in ranked})
+        return mass
+
     def describe_latents(self, latents: Iterable[int], progress: bool = False) -> dict[int, dict]:
-        """Labels for many concepts at once (each passage is encoded once, for every concept that wants it)."""
+        """Labels for many concepts at once: one evidence pass over the passages they need, the simulator's word
+        vectors embedded in one batch, then each concept's words chosen."""
         from clsr.progress import progress_bar
 
         latents = list(latents)
-        mass = self.combined_mass(latents)
-        return {latent: self.label(latent, mass[latent])
-                for latent in progress_bar(latents, desc="labelling concepts", unit="concept", enabled=progress)}
+        mass = self.combined_mass(latents, progress=progress)
+        candidates = {latent: self.candidates(latent, mass[latent]) for latent in latents}
+        if self.simulator is not None:
+            words = [word for found in candidates.values() for word in found[1]]
+            self.simulator.word_vectors(list(dict.fromkeys(words)))
+        with _one_blas_thread():  # small products: threads only wait on each other, the more so on a busy machine
+            return {latent: self.label(latent, mass[latent], candidates[latent])
+                    for latent in progress_bar(latents, desc="labelling concepts", unit="concept", enabled=progress)}
+
+
+def _one_blas_thread():
+    """A context in which numpy's BLAS runs one thread (threadpoolctl, when installed; else nothing changes)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def token_word_sums(spans: Sequence[tuple[int, int]], offsets: np.ndarray, contributions: np.ndarray) -> np.ndarray:
+    """:func:`clsr.interpret.evidence.word_scores` on arrays: (len(spans), C) sums of the token rows whose
+    character offsets fall inside each word span (special and prefix tokens belong to no word)."""
+    scores = np.zeros((len(spans), contributions.shape[1]), np.float64)
+    if not spans:
+        return scores
+    starts = np.array([a for a, _ in spans])
+    ends = np.array([b for _, b in spans])
+    begin, finish = offsets[:, 0], offsets[:, 1]
+    word = np.searchsorted(starts, begin, side="right") - 1
+    valid = (finish > begin) & (begin >= 0) & (word >= 0)
+    valid[valid] &= begin[valid] < ends[word[valid]]
+    np.add.at(scores, word[valid], contributions[valid])
+    return scores
 
 
 def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passages: int = 10,
-                           simulator: str = "embedding", **options) -> EvidenceDescriber:
+                           simulator: str = "embedding", embeddings: np.ndarray | None = None,
+                           **options) -> EvidenceDescriber:
     """An EvidenceDescriber over a concept index's passages (`texts` by docid, in corpus order), with the
     index's encoder and SAE.
 
     `simulator` is ``"embedding"`` (labels chosen for :class:`EmbeddingSimulator` over the index's dense
-    encoder; the passages' embeddings come from the embedding cache, or are encoded once) or
+    encoder; the passages' embeddings are `embeddings`, in the index's order, or come from the embedding
+    cache, or are encoded once) or
     ``"keywords"`` (the keyword count). `options` go to :func:`clsr.index.load_concept_encoder`
     (e.g. ``dtype``). Raises ValueError for another simulator.
     """
@@ -439,7 +825,11 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     codes = DocCodes(index_dir)
     explainer = EvidenceExplainer.for_encoder(load_concept_encoder(index_dir, **options))
     extra = {}
-    if simulator == "embedding":
+    if simulator == "embedding" and embeddings is not None:
+        if len(embeddings) != len(codes.ids):
+            raise ValueError(f"{len(embeddings)} embeddings for an index of {len(codes.ids)} passages")
+        extra = {"simulator": EmbeddingSimulator(explainer.dense.encode), "embeddings": np.asarray(embeddings)}
+    elif simulator == "embedding":
         # The whole corpus in its own order when the index holds all of it, so the embedding cache's key matches
         # the one indexing wrote; else only the index's passages (a slice need not encode the whole corpus).
         whole = len(texts) == len(codes.ids) and set(texts) == set(codes.ids)

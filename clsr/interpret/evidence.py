@@ -171,6 +171,32 @@ class EvidenceExplainer:
                 out.append((offsets, (hidden @ self._weight.T / scale).numpy(), constant))
         return out
 
+    def batched_contributions(self, texts: Sequence[str], latent_lists: Sequence[Sequence[int]],
+                              consume, batch_size: int = 16) -> None:
+        """Token contributions of many documents, batched: for each text ``i``, ``consume(i, offsets (T, 2),
+        contributions (T, len(latent_lists[i])))``, the columns of :meth:`token_contributions` for those
+        latents only (what the describer needs: a few dozen of the SAE's thousands). Texts go through the
+        encoder longest first, in batches, so padding stays small; with OpenVINO batches run concurrently and
+        ``consume`` is called in completion order, one call at a time. Needs a mean-pooling encoder."""
+        config = self.dense.config
+        if config.pooling != "mean":
+            raise ValueError(f"the pooling method needs a mean-pooling encoder; {config.model} uses "
+                             f"{config.pooling} pooling (use occlusion)")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        weight = self._weight.numpy()
+
+        def forward(number: int, hidden: np.ndarray, offsets: np.ndarray, mask: np.ndarray) -> None:
+            for row, i in enumerate(batches[number]):
+                length = int(mask[row].sum())
+                states = np.asarray(hidden[row, :length], np.float32)
+                pooled = states.mean(0)
+                scale = length * (max(float(np.linalg.norm(pooled)), 1e-12) if config.normalize else 1.0)
+                columns = np.asarray(latent_lists[i], np.int64)
+                consume(i, np.asarray(offsets[row, :length]), states @ weight[columns].T / scale)
+
+        self.dense.hidden_batches([[texts[i] for i in batch] for batch in batches], forward)
+
     def _pooling(self, text: str, latents: list[int], kind: str):
         (offsets, contributions, constant), = self.token_contributions([text], kind)
         spans = self.visible_spans(text, kind)

@@ -261,7 +261,9 @@ class Explorer:
                 "mean_activation": round(float(values.mean()), 5) if len(values) else 0.0,
                 "max_activation": round(float(values.max()), 5) if len(values) else 0.0,
                 "histogram": {"edges": [round(float(e), 5) for e in edges], "counts": [int(c) for c in counts]},
-                "top_passages": passages, "label": getattr(entry, "label", None)}
+                "top_passages": passages, "label": getattr(entry, "label", None),
+                "inherited": bool(getattr(entry, "inherited", False)),
+                "described_with": getattr(entry, "described_with", None)}
 
     def document(self, docid: str, top: int = 20) -> dict:
         from clsr.index.concepts import concept_term

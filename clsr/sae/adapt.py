@@ -160,6 +160,15 @@ def adapt_sae(base: TopKSae, data: TrainingData, output_dir: str | os.PathLike, 
     return adapted, report
 
 
+def decoder_cosines(base: TopKSae, adapted: TopKSae) -> np.ndarray:
+    """(n_latents,) cosine between each latent's decoder direction before and after adaptation: above
+    :data:`KEPT_COSINE` a concept is taken to keep its meaning (and its description)."""
+    before = base.W_dec.detach().to("cpu", torch.float32)
+    after = adapted.W_dec.detach().to("cpu", torch.float32)
+    norms = before.norm(dim=1) * after.norm(dim=1)
+    return ((before * after).sum(1) / norms.clamp(min=1e-12)).numpy()
+
+
 def corpus_training_data(corpus: str, encoder, recipe=None) -> tuple[TrainingData, dict]:
     """The target corpus's own training vectors: passages, sentences and spans; never any query.
 

@@ -89,15 +89,23 @@ def _add_adapt_arguments(parser) -> None:
 def _run_adapt(args) -> None:
     from clsr.data import resolve
     from clsr.encode.dense import EncoderConfig
+    from clsr.interpret.describe import inherit_descriptions
     from clsr.sae.model import sae_path_or_default
 
     base_path = sae_path_or_default(args.sae)
     trained_on = TopKSae.load_from_disk(base_path).config.encoder
     encoder = encoder_from_args(args, EncoderConfig.from_dict(trained_on) if trained_on else None)
-    _, report, encode_seconds = adapt_to_corpus(base_path, str(resolve(args.corpus)), encoder, args.output,
-                                                adapt_config_from_args(args))
+    adapted, report, encode_seconds = adapt_to_corpus(base_path, str(resolve(args.corpus)), encoder, args.output,
+                                                      adapt_config_from_args(args))
     print_adaptation(report, encode_seconds)
+    print_inherited(inherit_descriptions(base_path, adapted, args.output, args.base_catalogue))
     print(f"saved the adapted SAE to {args.output}; index with it: clsr index --sae {args.output} ...")
+
+
+def print_inherited(count: int) -> None:
+    if count:
+        print(f"{count} concepts keep their base description (decoder cosine above {KEPT_COSINE}), marked "
+              "inherited until the corpus describes them")
 
 
 ADAPT_COMMAND = Command(

@@ -264,7 +264,11 @@ async function showConcept(term) {
         <span>region <b>${c.region}</b></span><span>rank <b>${c.rank}</b></span>
         <span>mean activation <b>${c.mean_activation}</b></span><span>max <b>${c.max_activation}</b></span>
         ${c.label ? `<span title="how well the label predicts the concept on this corpus (ROC AUC; its words read by the ${c.label.simulator || "keyword-count"} simulator)">label ${c.label.kind}:
-          AUC fires <b>${c.label.auc_fires}</b>, strong <b>${c.label.auc_strong}</b></span>` : ""}</div>
+          AUC fires <b>${c.label.auc_fires}</b>, strong <b>${c.label.auc_strong}</b>${c.label.count_auc_fires != null ?
+          ` (keyword count: ${c.label.count_auc_fires} / ${c.label.count_auc_strong})` : ""}</span>` : ""}
+        ${c.inherited ? `<span title="kept through adaptation: the concept's decoder direction stayed above cosine 0.9">description
+          inherited from SAE <b>${escapeHtml((c.described_with || {}).sae || "?")}</b>; this corpus has not described it</span>` : ""}
+        ${c.description ? `<span class="muted">words strongest evidence first</span>` : ""}</div>
       <h2>Activation histogram <span class="muted">(passages where it is in the top-K code)</span></h2>
       <svg class="histogram" width="${width}" height="${height}">${bars}${axis}</svg>
       <p><button id="boost-this">Boost this concept in the current query</button></p>
