@@ -51,7 +51,13 @@ SHIPPED = {"passages": 46127, "steps": 9800}  # the shipped SAE: 12 epochs of ~4
 
 def general_english_slice(passages: int, queries: int, folder: Path) -> Path:
     """The first ``passages`` passages and ``queries`` unjudged queries of general-english, as a BEIR folder."""
-    source = resolve("general-english")
+    return corpus_slice(resolve("general-english"), passages, folder, queries)
+
+
+def corpus_slice(source: Path, passages: int, folder: Path, queries: int = 0) -> Path:
+    """The first ``passages`` passages (and ``queries`` queries) of a BEIR folder, as a BEIR folder: the text an
+    adaptation is given when the run is scaled down (encoding a collection's every sentence and span through
+    torch fp32 takes longer on a CPU than both trainings)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(source / "corpus.jsonl", encoding="utf-8") as f, open(folder / "corpus.jsonl", "w") as out:
         for _, line in zip(range(passages), f):
@@ -224,13 +230,16 @@ def measure_dataset(dataset: str, trained: dict, encoder: DenseEncoder, args, wo
         rows[f"{trainer}/zero-shot"] = {**measure_sae(f"{trainer}-zero-shot", sae_path, **common),
                                         "training_s": round(trained[trainer]["seconds"], 1)}
         if args.adapt_steps:
+            # Both adapt on the same text: the collection's first --adapt-passages passages (all, when 0).
+            own_text = (str(corpus_slice(Path(source), args.adapt_passages, work / "adaptation-text"))
+                        if args.adapt_passages else source)
             if trainer == "clsr":
-                _, report, _ = adapt_to_corpus(sae_path, source, encoder, work / "clsr-adapted",
+                _, report, _ = adapt_to_corpus(sae_path, own_text, encoder, work / "clsr-adapted",
                                                AdaptConfig(steps=args.adapt_steps, lr=args.adapt_lr,
                                                            batch_size=args.batch_size), progress=False)
                 adapted, seconds = work / "clsr-adapted", report.seconds
             else:
-                adapted, seconds = adapt_csr(trained["csr"], source, encoder, args, work / "csr-adapted")
+                adapted, seconds = adapt_csr(trained["csr"], own_text, encoder, args, work / "csr-adapted")
             rows[f"{trainer}/adapted"] = {**measure_sae(f"{trainer}-adapted", adapted, **common),
                                           "adaptation_s": round(seconds, 1)}
     return {"dataset": name, "split": args.split, "queries": len(topics), "documents": len(baselines.documents),
@@ -250,7 +259,8 @@ def markdown(result: dict) -> str:
              f"({result['training_vectors']} clsr training vectors; {result['csr_pairs']} CSR sentence/span-passage "
              f"pairs). **Scaled down for a CPU, equally for both**: {scale['passages']:.1%} of the shipped SAE's "
              f"passages and {scale['steps']:.1%} of its steps. Adapted: {result['adapt_steps']} more steps on the "
-             "collection's own text (lr " + str(result["adapt_lr"]) + "). Ratios to dense nDCG@10 in the same run; "
+             f"collection's own text (its first {result.get('adapt_passages') or 'all'} passages, their sentences "
+             "and spans; lr " + str(result["adapt_lr"]) + "). Ratios to dense nDCG@10 in the same run; "
              "every row is zero-shot or adapted (no SAE saw the collection).", "",
              "| collection | trainer / SAE | " + " | ".join(title for _, title in COLUMNS)
              + " | train s | adapt s |", "|---" * (len(COLUMNS) + 4) + "|"]
@@ -287,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--adapt-lr", type=float, default=3e-4)
+    parser.add_argument("--adapt-passages", type=int, default=600,
+                        help="adapt on the collection's first N passages (their sentences and spans); 0: all")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--work", type=Path, default=HERE / "work" / "csr-peer")
     parser.add_argument("--out", type=Path, required=True)
@@ -298,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     trained = train_both(args, encoder, args.work)
     result = {
         "n_latents": args.n_latents, "k": args.k, "steps": args.steps, "adapt_steps": args.adapt_steps,
+        "adapt_passages": args.adapt_passages,
         "batch_size": args.batch_size, "lr": args.lr, "adapt_lr": args.adapt_lr, "warmup": args.warmup,
         "passages": args.passages, "training_vectors": trained["training_vectors"], "csr_pairs": trained["csr_pairs"],
         "scale": {"passages": args.passages / SHIPPED["passages"], "steps": args.steps / SHIPPED["steps"]},

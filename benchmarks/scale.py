@@ -76,6 +76,26 @@ def _compare(lucene_search, milvus_search, vectors: list[dict[str, int]]) -> dic
             "lucene_top10_ms_p50": round(percentile(lucene10_ms, 0.5), 2)}
 
 
+def lucene_vector_search(index_dir: Path):
+    """(Anserini's SimpleImpactSearcher on ``index_dir``, search(vector {term: impact}, k) -> [(docid, score)]):
+    integer query weights straight to Lucene, with no query encoder (for index folders without a manifest)."""
+    from clsr.jvm import java_class, pyserini_lucene
+
+    pyserini_lucene()  # the JVM, the clsr way
+    from jnius import autoclass
+
+    lucene = java_class("io.anserini.search.SimpleImpactSearcher")(str(index_dir))
+    HashMap, Integer = autoclass("java.util.HashMap"), autoclass("java.lang.Integer")
+
+    def search(vector, k):
+        java_map = HashMap()
+        for term, weight in vector.items():
+            java_map.put(term, Integer(int(weight)))
+        return [(h.docid, float(h.score)) for h in lucene.search(java_map, k)]
+
+    return lucene, search
+
+
 def _milvus_vector_search(client, collection: str):
     from clsr.index.concepts import concept_latent
     from clsr.search.milvus import CONCEPTS, MAX_LIMIT, TIE_MARGIN
@@ -110,7 +130,6 @@ def scifact_row(index_dir: str, uri: str, queries: int) -> dict:
 def synthetic_row(n_docs: int, uri: str, exponent: float, impacts: np.ndarray, queries: int, doc_k: int,
                   query_k: int, seed: int, dim: int = 384) -> dict:
     from clsr.index.lucene import index_impact_vectors
-    from clsr.jvm import java_class, pyserini_lucene
     from clsr.search.milvus import milvus_client, registered, write_collection
 
     rng = np.random.default_rng(seed)
@@ -140,19 +159,7 @@ def synthetic_row(n_docs: int, uri: str, exponent: float, impacts: np.ndarray, q
         query_weights = rng.integers(1, 256, size=query_latents.shape)
         vectors = [{concept_term(int(l)): int(w) for l, w in zip(row, weights)}
                    for row, weights in zip(query_latents, query_weights)]
-        pyserini_lucene()  # the JVM, the clsr way
-        from jnius import autoclass
-
-        lucene = java_class("io.anserini.search.SimpleImpactSearcher")(str(work / "index"))
-
-        HashMap, Integer = autoclass("java.util.HashMap"), autoclass("java.lang.Integer")
-
-        def lucene_search(vector, k):
-            java_map = HashMap()
-            for term, weight in vector.items():
-                java_map.put(term, Integer(int(weight)))
-            return [(h.docid, float(h.score)) for h in lucene.search(java_map, k)]
-
+        lucene, lucene_search = lucene_vector_search(work / "index")
         row = _compare(lucene_search, _milvus_vector_search(client, physical), vectors)
         lucene.close()
     finally:

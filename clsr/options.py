@@ -216,11 +216,11 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = EngineConfig()
     group = parser.add_argument_group("engine (concept indexes; docs/concept-index.md, \"Engines\")")
-    group.add_argument("--engine", choices=ENGINES, default=defaults.name,
-                       help="lucene: Pyserini's LuceneImpactSearcher, exact (default); seismic or bmp: their "
-                            "candidates rescored exactly by clsr, faster, with the recall docs/concept-index.md "
-                            "measures; built into the index folder's engines/ on first use (pip install "
-                            "'clsr[engines]')")
+    group.add_argument("--engine", choices=("auto", *ENGINES), default="auto",
+                       help="auto (default): seismic when pyseismic-lsr is installed (clsr[engines]), else lucene; "
+                            "lucene: Pyserini's LuceneImpactSearcher, exact; seismic or bmp: their candidates "
+                            "rescored exactly by clsr, faster, with the recall docs/concept-index.md measures, "
+                            "built into the index folder's engines/ on first use")
     group.add_argument("--engine-depth", type=int, default=defaults.depth,
                        help="candidates asked of seismic or bmp per query before exact rescoring, at least --hits "
                             "(default 0: --hits; more helps bmp, whose own ranking is approximate)")
@@ -228,9 +228,10 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig | None:
     """None for Lucene (no other engine opened), else the EngineConfig the flags ask for."""
-    from clsr.search.engines import EngineConfig
+    from clsr.search.engines import EngineConfig, default_engine
 
-    return None if args.engine == "lucene" else EngineConfig(args.engine, depth=args.engine_depth)
+    name = default_engine() if args.engine == "auto" else args.engine
+    return None if name == "lucene" else EngineConfig(name, depth=args.engine_depth)
 
 
 def add_steering_options(parser: argparse.ArgumentParser) -> None:

@@ -62,8 +62,16 @@ class DocCodes:
         and ``offset`` b_dec . q. K multiply-adds a document instead of K * d (384 with MiniLM)."""
         if self.stored_reconstructions is not None:
             raise ValueError("a clsr 0.1 index stores its decoded embeddings; score against those")
-        activations = np.asarray(self.activations[rows], np.float32)
-        return (activations * projections[np.asarray(self.latents[rows], np.int64)]).sum(axis=1) + offset
+        import torch
+
+        # embedding_bag does the gather, the float16 widening and the weighted sum in one pass: numpy's
+        # float16 -> float32 conversion alone took longer than the whole sum (0.5 of 1.2 ms for 1000 rows).
+        latents = torch.from_numpy(np.asarray(self.latents[rows]).astype(np.int32))
+        activations = torch.from_numpy(np.asarray(self.activations[rows])).to(torch.float32)
+        table = torch.from_numpy(np.asarray(projections, np.float32))[:, None]
+        with torch.no_grad():
+            scores = torch.nn.functional.embedding_bag(latents, table, per_sample_weights=activations, mode="sum")
+        return scores[:, 0].numpy() + np.float32(offset)
 
     @property
     def dim(self) -> int | None:

@@ -201,11 +201,10 @@ class ClsrSearcher:
     def engine_search(self, vector: Mapping[str, int], k: int) -> list[Hit]:
         """The top ``k`` for a query vector from the BMP or Seismic engine: its candidates (``k``, or the
         config's ``depth`` if larger) rescored by their exact integer dot product, Lucene's score."""
-        from clsr.search.engines import exact_scores
+        from clsr.search.engines import engine_top_k
 
-        candidates = self.engine.candidates(vector, max(k, self.engine.config.depth))
-        scored = exact_scores(self.doc_impacts, vector, candidates, self.concept_encoder.sae.config.n_latents)
-        return ranked(Hit(docid, score) for docid, score in scored)[:k]
+        return [Hit(docid, score) for docid, score in engine_top_k(
+            self.engine, self.doc_impacts, vector, k, self.concept_encoder.sae.config.n_latents)]
 
     def searchable(self, vector: Mapping[str, int]) -> dict[str, int]:
         """The part of a query vector Pyserini sends to Lucene: concepts in the index with idf > min_idf."""

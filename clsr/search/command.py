@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> None:
     topics = load_topics(args.topics, args.split)
     manifest = read_manifest(args.index)
     kind = manifest.kind
-    if args.engine != "lucene" and (kind != "concepts" or args.hybrid):
+    if args.engine not in ("auto", "lucene") and (kind != "concepts" or args.hybrid):
         raise UsageError(f"--engine {args.engine} searches a concept index without --hybrid; {args.index} is a "
                          f"{kind} index" + (" (and --hybrid reranks Lucene's candidates)" if args.hybrid else ""))
     if kind != "concepts" and (args.hybrid or args.explain):

@@ -72,9 +72,23 @@ class DocImpacts:
     memory-resident (n * K * 3 bytes)."""
 
     def __init__(self, codes: DocCodes, quantizer: Quantizer):
-        self.ids = codes.ids
-        self.latents = np.asarray(codes.latents, np.int64)
-        self.impacts = quantizer.quantize(np.asarray(codes.activations, np.float32)).astype(np.int64)
+        self._set(codes.ids, codes.latents, quantizer.quantize(np.asarray(codes.activations, np.float32)))
+
+    @classmethod
+    def from_arrays(cls, ids: Sequence[str], latents: np.ndarray, impacts: np.ndarray) -> DocImpacts:
+        """Impacts already quantised: (n, K) latent ids and integer impacts (0 = no posting), n = len(ids).
+        For sets with no index folder, such as benchmarks/engines_scale.py's."""
+        if len(ids) != len(latents) or np.shape(latents) != np.shape(impacts):
+            raise ValueError(f"{len(ids)} ids, latents of shape {np.shape(latents)}, impacts of shape "
+                             f"{np.shape(impacts)}: expected (len(ids), K) for both")
+        impacts_of = cls.__new__(cls)
+        impacts_of._set(ids, latents, impacts)
+        return impacts_of
+
+    def _set(self, ids: Sequence[str], latents: np.ndarray, impacts: np.ndarray) -> None:
+        self.ids = list(ids)
+        self.latents = np.asarray(latents, np.int64)
+        self.impacts = np.asarray(impacts, np.int64)
         self.row = {docid: row for row, docid in enumerate(self.ids)}
 
     def scores(self, rows: np.ndarray, query: Mapping[str, int], n_latents: int) -> np.ndarray:
@@ -97,14 +111,18 @@ def _build_atomically(target: Path, build) -> None:
 
 
 class BmpEngine:
-    """Block-max pruning (`bmp` from PyPI) over the index's impacts."""
+    """Block-max pruning (`bmp` from PyPI) over the index's impacts.
+
+    Known loss in bmp 0.2.8: its search loop scores each block before moving to the next and ends without
+    scoring the last block in upper-bound order (pisa-engine/BMP, src/search.rs), so that block's documents are
+    never candidates; on the 300-passage test slice, 12 of 300 passages. Recall is measured, not assumed."""
 
     def __init__(self, index_dir: str | os.PathLike, impacts: DocImpacts, config: EngineConfig):
         try:
             import bmp
         except ImportError:
             raise UsageError("--engine bmp needs the engines extra: pip install 'clsr[engines]'") from None
-        folder = Path(index_dir) / ENGINES_DIR / f"bmp-b{config.block_size}"
+        folder = Path(index_dir) / ENGINES_DIR / f"bmp-b{config.block_size}-v2"  # v2: rescaled impacts
         if not (folder / "index.bmp").exists():
             start = time.perf_counter()
             _build_atomically(folder, lambda building: self._build(bmp, building / "index.bmp", impacts, config))
@@ -114,9 +132,21 @@ class BmpEngine:
         self.config = config
 
     @staticmethod
-    def _build(bmp, path: Path, impacts: DocImpacts, config: EngineConfig) -> None:
+    def bmp_impacts(impacts: np.ndarray) -> np.ndarray:
+        """Document impacts BMP can sum without overflow. BMP scores in 16-bit integers with its query weights
+        cut to 1..32 (bmp's ``MAX_TERM_WEIGHT``, checked in pisa-engine/BMP's source): a document sharing
+        all its K concepts must stay under 65,536, so impacts are rescaled to 1..65535 // (32 K). 8-bit impacts
+        overflowed (scores wrapped), which lost most of the top 10 on dense queries. Candidates are rescored
+        exactly, so the coarser scale costs only recall, measured in benchmarks/engines.py."""
+        top = max(1, 65535 // (32 * max(1, impacts.shape[1])))
+        peak = max(1, int(impacts.max(initial=0)))
+        return np.where(impacts > 0, np.maximum(1, np.rint(impacts * (top / peak))), 0).astype(np.int64)
+
+    @classmethod
+    def _build(cls, bmp, path: Path, impacts: DocImpacts, config: EngineConfig) -> None:
         indexer = bmp.Indexer(str(path), bsize=config.block_size, compress_range=False)
-        for docid, latents, row_impacts in zip(impacts.ids, impacts.latents.tolist(), impacts.impacts.tolist()):
+        for docid, latents, row_impacts in zip(impacts.ids, impacts.latents.tolist(),
+                                               cls.bmp_impacts(impacts.impacts).tolist()):
             indexer.add_document(docid, {concept_term(latent): impact
                                          for latent, impact in zip(latents, row_impacts) if impact > 0})
         indexer.finish()
@@ -171,9 +201,30 @@ class SeismicEngine:
         return [docid for _, _, docid in hits]
 
 
+def default_engine() -> str:
+    """The engine `clsr search` uses unless told: Seismic where pyseismic-lsr is installed, else Lucene.
+
+    Seismic became the default by issue 23's rule (an approximate engine is the default where its measured loss
+    is at most 0.002 nDCG@10): at its defaults it found every one of Lucene's top 10 and top 1000 on SciFact and
+    NFCorpus (benchmarks/results/engines.md), and its hits carry Lucene's exact scores."""
+    import importlib.util
+
+    return "seismic" if importlib.util.find_spec("seismic") is not None else "lucene"
+
+
 def open_engine(index_dir: str | os.PathLike, impacts: DocImpacts, config: EngineConfig):
     """The BMP or Seismic engine of a concept index, built on first use."""
     return {"bmp": BmpEngine, "seismic": SeismicEngine}[config.name](index_dir, impacts, config)
+
+
+def engine_top_k(engine, impacts: DocImpacts, query: Mapping[str, int], k: int,
+                 n_latents: int) -> list[tuple[str, float]]:
+    """The top ``k`` (docid, exact score) of ``engine``'s candidates (``k``, or its config's ``depth`` if larger),
+    in the project's one tie order (`clsr.evaluate.trec_eval_order`)."""
+    from clsr.evaluate import trec_eval_order
+
+    candidates = engine.candidates(query, max(k, engine.config.depth))
+    return trec_eval_order(exact_scores(impacts, query, candidates, n_latents))[:k]
 
 
 def exact_scores(impacts: DocImpacts, query: Mapping[str, int], candidates: Sequence[str],
