@@ -116,6 +116,43 @@ def transfer_section(transfer: dict) -> str:
     return "\n".join(lines)
 
 
+CSR_COLUMNS = (("sparse_k64_x_dense", "sparse K=64"), ("sparse_k128_x_dense", "sparse K=128"),
+               ("hybrid_k128_x_dense", "hybrid K=128"), ("clsr_bm25_rrf_x_dense", "CL-SR+BM25 RRF"))
+
+
+def csr_section(peer: dict) -> str:
+    """clsr's SAE trainer against sentence-transformers' CSRLoss (benchmarks/csr_peer.py), and which wins where."""
+    lines = ["", f"**clsr's trainer against CSR** (sentence-transformers' `CSRLoss`; [csr-peer.md]"
+             f"(benchmarks/results/csr-peer.md)): the same frozen MiniLM, general-English data, {peer['n_latents']:,} "
+             f"latents, K={peer['k']} and {peer['steps']} steps for both, scaled down equally for a CPU "
+             f"({peer['scale']['steps']:.1%} of the shipped SAE's steps); adapted: {peer['adapt_steps']} more steps "
+             "on the collection's own text. Ratios to dense nDCG@10 in one run.", "",
+             "| collection | trainer / SAE | FVU docs | " + " | ".join(t for _, t in CSR_COLUMNS)
+             + " | train s | adapt s |", "|---" * (len(CSR_COLUMNS) + 5) + "|"]
+    wins = {"clsr": [], "csr": []}
+    for collection in peer["collections"]:
+        rows = collection["rows"]
+        for name, row in rows.items():
+            lines.append(f"| {collection['dataset']} | {name} | {row['fvu_docs']:.3f} | "
+                         + " | ".join(f"{row[k]:.3f}" for k, _ in CSR_COLUMNS)
+                         + f" | {row.get('training_s', '–')} | {row.get('adaptation_s', '–')} |")
+        for state in ("zero-shot", "adapted"):
+            ours, theirs = rows.get(f"clsr/{state}"), rows.get(f"csr/{state}")
+            if ours and theirs:
+                for key, title in CSR_COLUMNS:
+                    margin = ours[key] - theirs[key]
+                    wins["clsr" if margin >= 0 else "csr"].append(f"{collection['dataset']} {state} {title} "
+                                                                   f"({margin:+.3f})")
+    if wins["clsr"] or wins["csr"]:
+        verdict = (". So clsr keeps its trainer" if len(wins["clsr"]) > len(wins["csr"])
+                   else ". CSR's loss wins more comparisons than clsr's trainer")
+        lost = ": CSR wins " + "; ".join(wins["csr"]) if wins["csr"] else ""
+        lines += ["", f"clsr's trainer is ahead on {len(wins['clsr'])} of {len(wins['clsr']) + len(wins['csr'])} "
+                  f"comparisons (margins in ratio to dense){lost}{verdict}; either SAE indexes through "
+                  "`clsr index --sae` ([docs](docs/sentence-transformers.md))."]
+    return "\n".join(lines)
+
+
 def summary(results: dict[str, dict], transfer: dict | None) -> str:
     """"What the table says", every figure computed here from the same JSON as the tables, each labelled by the
     SAE's relation to the collection (zero-shot, adapted, transductive)."""
@@ -164,6 +201,8 @@ def render(results: dict[str, dict], transfer: dict | None) -> str:
     block = section(results)
     if transfer is not None:
         block += "\n" + transfer_section(transfer)
+    if (RESULTS / "csr-peer.json").exists():
+        block += "\n" + csr_section(json.loads((RESULTS / "csr-peer.json").read_text()))
     return block + "\n" + summary(results, transfer)
 
 
