@@ -136,7 +136,7 @@ class BmpEngine:
         """Document impacts BMP can sum without overflow. BMP scores in 16-bit integers with its query weights
         cut to 1..32 (bmp's ``MAX_TERM_WEIGHT``, checked in pisa-engine/BMP's source): a document sharing
         all its K concepts must stay under 65,536, so impacts are rescaled to 1..65535 // (32 K). 8-bit impacts
-        overflowed (scores wrapped), which lost most of the top 10 on dense queries. Candidates are rescored
+        overflowed (scores wrapped round), which lost top documents. Candidates are rescored
         exactly, so the coarser scale costs only recall, measured in benchmarks/engines.py."""
         top = max(1, 65535 // (32 * max(1, impacts.shape[1])))
         peak = max(1, int(impacts.max(initial=0)))
