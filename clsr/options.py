@@ -146,9 +146,10 @@ def add_encoder_options(parser: argparse.ArgumentParser, default_help: str = "mi
     group.add_argument("--max-length", type=int, help="tokens per text (preset default: 256 minilm, 512 bge)")
     group.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
                        help="keep raw pooled vectors instead of L2-normalising them")
-    group.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
+    group.add_argument("--dtype", choices=["auto", "bf16", "fp32"],
                        help="openvino and torch backends: auto = bf16 where the CPU has bf16 instructions "
-                            "(about 2x faster, cosine 0.9999 to fp32), else fp32")
+                            "(about 2x faster, cosine 0.9999 to fp32), else fp32 ($CLSR_DTYPE pins what auto "
+                            "means); default: the index's when searching, else auto")
     group.add_argument("--encoder-backend", choices=["auto", "openvino", "torch", "onnx", "onnx-int8"],
                        help="encoder runtime: openvino (OpenVINO, the fastest on CPUs), torch, onnx (ONNX Runtime, "
                             "fp32) or onnx-int8 (int8 matrix products, cosine ~0.995 to fp32); default: the index's "
@@ -182,7 +183,7 @@ def encoder_config_from_args(args, base: EncoderConfig | None = None) -> Encoder
 def encoder_from_args(args, base: EncoderConfig | None = None) -> DenseEncoder:
     """The DenseEncoder the flags of `add_encoder_options` ask for (backend: auto unless given)."""
     from clsr.encode.dense import DenseEncoder
-    return DenseEncoder(encoder_config_from_args(args, base), device=args.device, dtype=args.dtype,
+    return DenseEncoder(encoder_config_from_args(args, base), device=args.device, dtype=args.dtype or "auto",
                         batch_size=args.encode_batch_size, backend=args.encoder_backend or "auto")
 
 
@@ -206,7 +207,8 @@ def concept_encoder_options(args: argparse.Namespace, manifest: IndexManifest) -
     encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest.encoder))
                if encoder_overridden(args) else None)
     return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
-            "force": args.force, "device": args.device, "dtype": args.dtype, "batch_size": args.encode_batch_size,
+            "force": args.force, "device": args.device, "dtype": args.dtype,
+            "batch_size": args.encode_batch_size,
             "backend": args.encoder_backend if args.encoder_backend != "auto" else None}
 
 

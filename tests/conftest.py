@@ -80,7 +80,8 @@ def slice_concept_index(tmp_path_factory, scifact_slice) -> Path:
     index_dir = tmp_path_factory.mktemp("slice-concepts") / "index"
     build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, index_dir,
                         sae=TopKSae.load_from_disk(default_sae_path()), sae_path=default_sae_path(),
-                        encoder=scifact_slice.encoder.config.to_dict(), doc_k=64, source="scifact", progress=False)
+                        encoder=scifact_slice.encoder.config.to_dict(), encoding=scifact_slice.encoder.encoding,
+                        doc_k=64, source="scifact", progress=False)
     return index_dir
 
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsr.cpu import cpu_flags, cpu_supports_bf16, cpu_supports_vnni  # noqa: F401 (re-exported)
+from clsr.cpu import cpu_flags, cpu_kind, cpu_supports_bf16, cpu_supports_vnni  # noqa: F401 (re-exported)
 from clsr.data import Document
 from clsr.errors import ClsrError
 
@@ -121,10 +121,30 @@ def default_backend(device: str) -> str:
 DEFAULT_BATCH_SIZES = {"openvino": 8, "torch": 32, "onnx": 32, "onnx-int8": 32}
 
 
-def resolve_encoding(backend: str = "auto", dtype: str = "auto", device: str = "cpu") -> tuple[str, str]:
-    """(backend, dtype) that ``auto`` and the flags mean on this machine: what :attr:`DenseEncoder.encoding`
-    records. dtype auto is bf16 where the CPU has bf16 instructions (or on an accelerator), else fp32;
-    the ONNX backends have fixed dtypes (fp32, int8).
+# What dtype "auto" means can be pinned for the whole process tree: CLSR_DTYPE=bf16 or fp32. The test suite runs
+# its numerics tests a second time under CLSR_DTYPE=bf16 (make test-bf16), so that a CPU without bf16 checks what
+# one with it would compute (torch emulates bf16 where the CPU lacks it; OpenVINO then runs fp32, see
+# DenseEncoder), and a user can make auto mean fp32 on a bf16 machine.
+AUTO_DTYPE_ENV = "CLSR_DTYPE"
+DTYPES = ("bf16", "fp32")
+
+
+def auto_dtype(device: str = "cpu") -> str:
+    """The dtype ``auto`` means: $CLSR_DTYPE when set, else bf16 on an accelerator or where the CPU has bf16
+    instructions (AVX512-BF16, AMX), else fp32. Raises EncoderSettingError for another $CLSR_DTYPE."""
+    forced = os.environ.get(AUTO_DTYPE_ENV, "").strip().lower()
+    if forced:
+        if forced not in DTYPES:
+            raise EncoderSettingError(f"{AUTO_DTYPE_ENV}={forced!r}: expected one of {', '.join(DTYPES)}")
+        return forced
+    return "bf16" if (device != "cpu" or cpu_supports_bf16()) else "fp32"
+
+
+def resolve_encoding(backend: str | None = "auto", dtype: str | None = "auto", device: str = "cpu"
+                     ) -> tuple[str, str]:
+    """(backend, dtype) that ``auto`` (or None) and the flags mean on this machine: what
+    :attr:`DenseEncoder.encoding` records. dtype auto is :func:`auto_dtype`; the ONNX backends have fixed
+    dtypes (fp32, int8).
 
     Raises EncoderSettingError for an unknown backend, a dtype the backend lacks, or an ONNX or
     OpenVINO backend on a device other than the CPU.
@@ -136,20 +156,38 @@ def resolve_encoding(backend: str = "auto", dtype: str = "auto", device: str = "
         raise EncoderSettingError(f"the {backend} backend runs on the CPU only; "
                                   f"use --encoder-backend torch for {device!r}")
     if backend in ("torch", "openvino"):
-        if dtype == "auto":
-            dtype = "bf16" if (device != "cpu" or cpu_supports_bf16()) else "fp32"
-        if dtype not in ("bf16", "fp32"):
+        if dtype in ("auto", None):
+            dtype = auto_dtype(device)
+        if dtype not in DTYPES:
             raise EncoderSettingError(f"dtype must be auto, bf16 or fp32, not {dtype!r}")
         return backend, dtype
-    if dtype not in ("auto", "fp32"):
+    if dtype not in ("auto", None, "fp32"):
         raise EncoderSettingError(f"the {backend} backend has no dtype {dtype!r} (it is fixed by the backend)")
     return backend, "int8" if backend == "onnx-int8" else "fp32"
+
+
+def recorded_encoding(encoding: dict | None) -> tuple[str, str]:
+    """(backend, dtype) an index's manifest records in ``encoding``, for encoding its queries with the numerics its
+    documents got: ("torch", "auto") for an index built before clsr recorded them (no ``encoding``)."""
+    encoding = encoding or {}
+    return encoding.get("backend", "torch"), encoding.get("dtype", "auto")
+
+
+def query_encoding(encoding: dict | None, backend: str | None = None, dtype: str | None = None) -> tuple[str, str]:
+    """(backend, dtype) for an index's queries: each the index's recorded one (:func:`recorded_encoding`) unless
+    given. A dtype the recorded backend lacks (an index built with ONNX, searched with ``--encoder-backend torch``)
+    falls back to auto."""
+    recorded_backend_, recorded_dtype = recorded_encoding(encoding)
+    backend = backend or recorded_backend_
+    if dtype is None:  # the ONNX backends' dtypes are fixed (fp32, int8): auto
+        dtype = recorded_dtype if backend in ("torch", "openvino") and recorded_dtype in DTYPES else "auto"
+    return backend, dtype
 
 
 def recorded_backend(encoding: dict | None) -> str:
     """The backend an index's manifest records in ``encoding`` ("torch" for one built before there were backends,
     which records no encoding)."""
-    return (encoding or {}).get("backend", "torch")
+    return recorded_encoding(encoding)[0]
 
 
 class EncoderSettingError(ClsrError, ValueError):
@@ -181,6 +219,11 @@ def cut_texts(texts: Sequence[str], max_length: int) -> tuple[list[str], int]:
     limit = max_length * CHARS_PER_TOKEN_BOUND
     cut = [text[:limit] for text in texts]
     return cut, sum(len(text) > limit for text in texts)
+
+
+@functools.cache
+def _note_once(message: str) -> None:
+    log.warning(message)
 
 
 class DenseEncoder:
@@ -232,6 +275,11 @@ class DenseEncoder:
 
             directory = cache_root() / "openvino" / _model_fingerprint(config.model)[:20]
             path = openvino_backend.artefact(model, self.tokenizer, directory)
+            if dtype == "bf16" and not openvino_backend.runs_bf16():
+                # OpenVINO would run fp32 under a bf16 hint here: record what runs, and say so.
+                _note_once(f"OpenVINO has no bf16 on this CPU ({cpu_kind()}): encoding in fp32, whose vectors "
+                           "differ slightly from bf16 ones (--encoder-backend torch emulates bf16, slowly)")
+                self.dtype = dtype = "fp32"
             self.openvino = openvino_backend.Runtime.load(path, self.threads, dtype)
             del model  # the compiled model holds its own copy of the weights
         else:
@@ -309,8 +357,15 @@ class DenseEncoder:
                                 return_tensors="pt")
         return self.last_hidden_state(tokens), tokens["attention_mask"]
 
-    def encode(self, texts: Sequence[str], *, progress: bool = False, desc: str = "encoding") -> np.ndarray:
-        """(len(texts), dim) float32; longest texts first so padding stays small, output in input order."""
+    def encode(self, texts: Sequence[str], *, progress: bool = False, desc: str = "encoding",
+               batch_invariant: bool = False) -> np.ndarray:
+        """(len(texts), dim) float32; longest texts first so padding stays small, output in input order.
+
+        ``batch_invariant``: each text is its own forward pass (a batch of one, no padding), through the same
+        compiled model however many texts come, so a text's vector does not depend on the others. Batched
+        texts are padded to the longest, and a matrix product over other shapes may sum in another order: in
+        bf16 that moved query concepts enough to change a search's scores (issue 30).
+        """
         import torch
 
         texts, cut = cut_texts(texts, self.config.max_length)
@@ -324,19 +379,19 @@ class DenseEncoder:
         if self.backend == "torch":
             torch.set_num_threads(self.threads)
         try:
-            self._encode_sorted(texts, order, out, progress, desc)
+            self._encode_sorted(texts, order, out, progress, desc, batch_invariant)
         finally:
             torch.set_num_threads(previous_threads)
         return out
 
     def _encode_sorted(self, texts: Sequence[str], order: list[int], out: np.ndarray, progress: bool,
-                       desc: str) -> None:
+                       desc: str, batch_invariant: bool = False) -> None:
         import torch
 
         from clsr.progress import progress_bar
 
-        size = self.batch_size
-        if self.openvino is not None and len(order) > size:
+        size = 1 if batch_invariant else self.batch_size
+        if self.openvino is not None and len(order) > size and not batch_invariant:
             # OpenVINO runs `streams` batches at once: as many equal batches as a multiple of that keeps
             # every core busy to the end (100 texts: 4 x 25 rather than 3 x 32 + 4; 41 -> 54 texts/s on 2 cores).
             streams = self.openvino.streams
@@ -361,7 +416,7 @@ class DenseEncoder:
                     out[batches[number]] = self._pool(torch.from_numpy(hidden), mask).numpy()
                     bar.update(len(batches[number]))
 
-                self.openvino.run(tokenized(), consume)
+                self.openvino.run(tokenized(), consume, queued=batch_invariant)
                 return
             for batch in batches:
                 hidden, attention_mask = self._hidden([texts[i] for i in batch])
@@ -382,9 +437,13 @@ class DenseEncoder:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         return pooled
 
-    def encode_queries(self, queries: Sequence[str], **kwargs) -> np.ndarray:
-        """(len(queries), dim) float32: each query after the config's prefix, through the same backend as passages."""
-        return self.encode([self.config.query_prefix + q for q in queries], **kwargs)
+    def encode_queries(self, queries: Sequence[str], *, batch_invariant: bool = True, **kwargs) -> np.ndarray:
+        """(len(queries), dim) float32: each query after the config's prefix, through the same backend as passages,
+        batch-invariant unless told (see :meth:`encode`): a query's vector alone is its vector in any batch, so
+        explain, the explorer and a run give it the same concepts and scores. Queries are short: on 2 cores, 600
+        SciFact queries took 2.9 s batched, about 4 s one by one."""
+        return self.encode([self.config.query_prefix + q for q in queries], batch_invariant=batch_invariant,
+                           **kwargs)
 
     def encode_documents(self, documents: Sequence[str], **kwargs) -> np.ndarray:
         """(len(documents), dim) float32, as :meth:`encode`."""

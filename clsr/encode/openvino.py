@@ -14,6 +14,7 @@ because the latter sends usage telemetry to Google Analytics unless the user has
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -87,6 +88,15 @@ def artefact(model, tokenizer, directory: Path) -> Path:
     return directory / FILE
 
 
+@functools.cache
+def runs_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 on this CPU (AVX512-BF16 or AMX). Elsewhere it runs a bf16
+    inference hint in fp32 without a word, so an encoder must not record bf16 there."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 class Runtime:
     """One converted encoder compiled twice, lazily, for OpenVINO's CPU plugin:
 
@@ -129,16 +139,21 @@ class Runtime:
             self._compiled[hint] = self.core.compile_model(self.model, "CPU", {**self.config, "PERFORMANCE_HINT": hint})
         return self._compiled[hint]
 
-    def run(self, batches: Iterable[dict[str, np.ndarray]], consume: Callable[[int, np.ndarray], None]) -> None:
+    def run(self, batches: Iterable[dict[str, np.ndarray]], consume: Callable[[int, np.ndarray], None],
+            queued: bool = False) -> None:
         """Run every batch of int64 inputs and call ``consume(batch number, last hidden state)`` for each,
         in completion order, one call at a time (from OpenVINO's threads). The hidden state (batch,
         tokens, hidden) float32 is only valid during the call. ``batches`` is read as requests free
         up, so a generator keeps only a few batches in memory. An exception from ``consume`` stops
         the run and is raised here.
+
+        One batch runs on the latency setting unless ``queued``: then every batch, however few, runs on the
+        throughput setting, so that a text's output never depends on how many others came with it (the two
+        settings split threads differently, and so may round differently).
         """
         batches = iter(batches)
         first = list(itertools.islice(batches, 2))
-        if len(first) < 2:
+        if len(first) < 2 and not queued:
             for number, feeds in enumerate(first):
                 request = self.compiled("LATENCY").create_infer_request()
                 request.infer(feeds)

@@ -146,12 +146,13 @@ class HybridSearcher:
 
     def query_vectors(self, embeddings: np.ndarray) -> np.ndarray:
         """The dense side's query vectors; steering moves them along the decoder's concept directions."""
-        from clsr.index.concepts import steer_codes  # here, not at import: `clsr fuse` needs no torch
+        from clsr.index.concepts import QUERY_ROWS, steer_codes  # here, not at import: `clsr fuse` needs no torch
 
         encoder = self.sparse.concept_encoder
         if self.query_side == "original":
             return encoder.steer_embeddings(embeddings)
-        values, indices = encoder.sae.encode_numpy(embeddings, min(encoder.query_k, encoder.sae.config.k))
+        values, indices = encoder.sae.encode_numpy(embeddings, min(encoder.query_k, encoder.sae.config.k),
+                                                   batch_size=QUERY_ROWS)
         return encoder.sae.decode_numpy(*steer_codes(values, indices, encoder.steering))
 
     def component_runs(self, queries: Mapping[str, str], threads: int = 1, batch_size: int = 1,

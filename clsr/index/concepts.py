@@ -26,6 +26,10 @@ from clsr.errors import UsageError
 from clsr.sae.model import TopKSae
 
 TERM_PREFIX = "c"
+# Query codes are computed one row at a time: a matrix product over n rows may sum in another order than over one
+# (BLAS picks its kernel and blocking by shape), which moved a query's concepts with the batch it came in (issue 30).
+# A row is a 384 x 8192 matrix-vector product, ~0.2 ms.
+QUERY_ROWS = 1
 QUERY_MODES = ("topk", "projected")
 
 
@@ -205,12 +209,19 @@ class ConceptEncoder:
         return activations.astype(ACTIVATION_DTYPE).astype(np.float32), latents
 
     def query_codes(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(activations (n, query_k) float32, latents (n, query_k) int32) of query embeddings (n, d), one row at a
+        time (:data:`QUERY_ROWS`), so that a query's code alone is its code in any batch."""
         if self.query_mode == "topk":
-            return self.sae.encode_numpy(embeddings, self.query_k)
+            return self.sae.encode_numpy(embeddings, self.query_k, batch_size=QUERY_ROWS)
+        embeddings = np.asarray(embeddings, np.float32)
+        values = np.zeros((len(embeddings), self.query_k), np.float32)
+        indices = np.zeros((len(embeddings), self.query_k), np.int32)
         with torch.no_grad():
-            projections = torch.as_tensor(np.asarray(embeddings, np.float32)) @ self.sae.W_dec.detach().T
-            values, indices = projections.relu().topk(self.query_k, dim=1)
-        return values.numpy(), indices.numpy().astype(np.int32)
+            for row in range(len(embeddings)):
+                projections = torch.from_numpy(embeddings[row:row + 1]) @ self.sae.W_dec.detach().T
+                row_values, row_indices = projections.relu().topk(self.query_k, dim=1)
+                values[row], indices[row] = row_values[0].numpy(), row_indices[0].numpy()
+        return values, indices
 
     def encode_documents(self, texts: Sequence[str]) -> list[dict[str, int]]:
         if self.doc_quantizer is None:

@@ -113,7 +113,8 @@ def build_training_data(datasets: Sequence[str], encoder: DenseEncoder, recipe: 
                 queries.update(load_topics(source, split))
         doc_vectors = _encode(encoder, documents, f"{dataset} passages")
         span_vectors = _encode(encoder, spans, f"{dataset} spans")
-        query_vectors = (encoder.encode_queries(list(queries.values())) if queries
+        # Training data: batched (padding's rounding is noise to training, and batching is faster here).
+        query_vectors = (encoder.encode_queries(list(queries.values()), batch_invariant=False) if queries
                          else np.zeros((0, encoder.dim), np.float32))
         parts["documents"].append(doc_vectors)
         parts["sentences"].append(_encode(encoder, sentences, f"{dataset} sentences"))

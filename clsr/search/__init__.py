@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from clsr import __version__
-from clsr.encode.dense import DenseEncoder, EncoderConfig, recorded_backend
+from clsr.encode.dense import DenseEncoder, EncoderConfig, query_encoding
 from clsr.evaluate import Run, trec_eval_order
 from clsr.index import BM25_B, BM25_K1, DocCodes, InvalidIndexError, read_manifest
 from clsr.search.concept_encoder import load_concept_encoder
@@ -102,9 +102,10 @@ class Bm25Searcher:
 class DenseSearcher:
     """Exact inner-product search (FAISS flat) over a dense index's embeddings."""
 
-    def __init__(self, index_dir: str | os.PathLike, encoder: DenseEncoder | None = None, dtype: str = "auto",
+    def __init__(self, index_dir: str | os.PathLike, encoder: DenseEncoder | None = None, dtype: str | None = None,
                  backend: str | None = None):
-        """``backend`` defaults to the one the index was built with, so queries get the documents' numerics."""
+        """``backend`` and ``dtype`` default to those the index was built with (`query_encoding`), so queries get
+        the documents' numerics on any CPU."""
         import faiss
 
         self.manifest = read_manifest(index_dir)
@@ -115,8 +116,10 @@ class DenseSearcher:
             raise InvalidIndexError(
                 f"the query encoder does not match the index.\n  index {index_dir}: {indexed_with}\n"
                 f"  query encoder: {encoder.config}")
-        self.encoder = encoder or DenseEncoder(indexed_with, dtype=dtype,
-                                               backend=backend or recorded_backend(self.manifest.encoding))
+        if encoder is None:
+            backend, dtype = query_encoding(self.manifest.encoding, backend, dtype)
+            encoder = DenseEncoder(indexed_with, dtype=dtype, backend=backend)
+        self.encoder = encoder
         directory = Path(index_dir)
         embeddings = np.load(directory / "embeddings.npy")
         self.ids = (directory / "ids.txt").read_text(encoding="utf-8").split("\n")[:len(embeddings)]

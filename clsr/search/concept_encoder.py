@@ -37,18 +37,19 @@ def load_index_sae(index_dir: str | os.PathLike, manifest: IndexManifest | None 
 def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig | None = None,
                          sae_path: str | os.PathLike | None = None, query_k: int | None = None,
                          query_mode: str | None = None, force: bool = False, device: str = "cpu",
-                         dtype: str = "auto", batch_size: int = 32, backend: str | None = None,
+                         dtype: str | None = None, batch_size: int = 32, backend: str | None = None,
                          manifest: IndexManifest | None = None, where: str | None = None):
     """The ConceptEncoder a concept index was built with, checked against the manifest.
 
     ``encoder`` and ``sae_path`` default to the index's own; given ones that differ from the
     manifest are refused (naming both sides) unless ``force``. ``query_k``/``query_mode`` override
-    the index's query defaults. ``backend`` defaults to the index's (:func:`clsr.encode.dense.recorded_backend`),
-    so queries get the numerics the documents got. ``manifest`` (with ``where`` naming it in errors) is
+    the index's query defaults. ``backend`` and ``dtype`` default to the index's
+    (:func:`clsr.encode.dense.query_encoding`), so queries get the numerics the documents got on any CPU: a
+    torch-fp32 index stays fp32 where auto would mean bf16. ``manifest`` (with ``where`` naming it in errors) is
     the index's manifest kept elsewhere, e.g. in a Milvus collection; ``index_dir`` then only locates an
     SAE recorded relative to the index.
     """
-    from clsr.encode.dense import DenseEncoder, EncoderConfig, recorded_backend
+    from clsr.encode.dense import DenseEncoder, EncoderConfig, query_encoding
     from clsr.index.concepts import ConceptEncoder
     from clsr.sae.model import SaeMismatchError, TopKSae, sae_checksum
 
@@ -70,8 +71,8 @@ def load_concept_encoder(index_dir: str | os.PathLike, *, encoder: EncoderConfig
             f"sha256 {recorded.sha256[:16]}\n  given {sae_path}: sha256 {checksum[:16]}")
     sae = TopKSae.load_from_disk(sae_path, device=device)
     query = manifest.query
-    dense = DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size,
-                         backend=backend or recorded_backend(manifest.encoding))
+    backend, dtype = query_encoding(manifest.encoding, backend, dtype)
+    dense = DenseEncoder(encoder or indexed_with, device=device, dtype=dtype, batch_size=batch_size, backend=backend)
     return ConceptEncoder(dense, sae, doc_k=manifest.doc_k, query_k=query_k or query.k,
                           query_mode=query_mode or query.mode,
                           doc_quantizer=Quantizer.from_dict(manifest.doc_quantizer),
