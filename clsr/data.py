@@ -25,6 +25,7 @@ import lzma
 import math
 import os
 import re
+import shlex
 import unicodedata
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -221,17 +222,64 @@ def clean_text(text: str) -> tuple[str, bool]:
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; bad JSON names the file and line."""
+    """(line number, object) for each non-blank line of a JSON Lines file.
+
+    Raises DataError naming the file and line for a line that is not one JSON object: bad JSON, or a
+    whole JSON document in the file's place (one array, or an object spread over several lines), which
+    `json_record` names as such, with how to convert it.
+    """
+    first = True
     for line_number, line in text_lines(path):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line_number}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-        yield line_number, record
+        yield line_number, json_record(line, f"{path}:{line_number}", first, path)
+        first = False
+
+
+def json_record(line: str, where: str, first: bool = False, path: str | os.PathLike | None = None) -> dict:
+    """One line of a JSON Lines file as its object: the one rule for every reader of JSONL input.
+
+    `where` names the file and line for errors; `first` says whether this is the file's first non-blank
+    line, where a file holding one JSON document instead of JSON Lines shows (the ``[`` of an array);
+    `path` (the file) goes into the conversion command the error suggests.
+    Raises DataError: for a JSON array (``json.dump(list)``, on one line or over many) or an object spread
+    over several lines (pretty-printed), it says so, that JSON Lines (one object a line) is expected and
+    how to convert the file; otherwise it names the JSON error and column, or the kind of value that is
+    not an object.
+    """
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        start, ends_inside = line.lstrip()[:1], e.pos >= len(line.rstrip())
+        if start == "[" and first:
+            raise DataError(f"{where}: the file is one JSON array ([...]), not JSON Lines: {_JSONL_EXPECTED}; "
+                            f"convert it with {_conversion(path, '.[]')}") from None
+        if start == "{" and ends_inside:  # the line ends before its object does
+            raise DataError(f"{where}: malformed JSON: the line ends inside a JSON object (an object spread over "
+                            f"several lines, as pretty-printed JSON is, or a line cut short); {_JSONL_EXPECTED}; to "
+                            f"convert pretty-printed JSON: {_conversion(path, '.')}") from None
+        raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno}); {_JSONL_EXPECTED}") from None
+    if isinstance(record, dict):
+        return record
+    if isinstance(record, list) and first:
+        raise DataError(f"{where}: the file is one JSON array ([...]) on one line, not JSON Lines: {_JSONL_EXPECTED}; "
+                        f"convert it with {_conversion(path, '.[]')}")
+    kind = "a JSON string" if isinstance(record, str) else "JSON null" if record is None else "a JSON " + (
+        "array" if isinstance(record, list) else "boolean" if isinstance(record, bool) else "number")
+    raise DataError(f"{where}: expected a JSON object, got {kind}; {_JSONL_EXPECTED}")
+
+
+_JSONL_EXPECTED = 'clsr reads JSON Lines, one JSON object a line, e.g. {"_id": "d1", "title": "...", "text": "..."}'
+
+
+def _conversion(path: str | os.PathLike | None, jq_filter: str) -> str:
+    """The jq command that writes `path`'s JSON document as JSON Lines, to a new file beside it."""
+    if path is None:
+        return f"jq -c '{jq_filter}' FILE > FILE.jsonl"
+    source = Path(path)
+    target = source.with_suffix(".jsonl") if source.suffix != ".jsonl" else source.with_name(
+        f"{source.stem}-lines.jsonl")  # never the file itself: the shell would empty it before jq reads it
+    return f"jq -c '{jq_filter}' {shlex.quote(str(source))} > {shlex.quote(str(target))}"
 
 
 def _read_tsv_pairs(path: Path) -> Iterator[tuple[int, str, str]]:
@@ -460,16 +508,44 @@ def read_topics_file(path: Path) -> dict[str, str]:
 
 def _jsonl_queries(path: Path, unusual: list[tuple[int, str]]) -> Iterator[tuple[int, str, str]]:
     """(line number, id, text) of BEIR JSONL queries; lines whose text follows field_text's NaN/number rule are
-    added to `unusual`."""
-    for line_number, record in read_jsonl(path):
-        qid = record_id(record, "query", f"{path}:{line_number}")
-        if "text" not in record:
-            raise DataError(f"{path}:{line_number}: query record has no 'text' field (keys: {', '.join(record)}); "
-                            "BEIR queries are {\"_id\": ..., \"text\": ...}")
-        text, odd = field_text(record["text"], "text", f"{path}:{line_number}: query {qid!r}")
-        if odd:
-            unusual.append((line_number, qid))
-        yield line_number, qid, text
+    added to `unusual`. A file whose first record fails is checked for Pyserini's JSON topics, to say so."""
+    read = 0
+    try:
+        for line_number, record in read_jsonl(path):
+            yield _jsonl_query(path, line_number, record, unusual)
+            read += 1
+    except DataError:
+        if read == 0:
+            _refuse_pyserini_topics(path)
+        raise
+
+
+def _jsonl_query(path: Path, line_number: int, record: dict, unusual: list[tuple[int, str]]) -> tuple[int, str, str]:
+    qid = record_id(record, "query", f"{path}:{line_number}")
+    if "text" not in record:
+        raise DataError(f"{path}:{line_number}: query record has no 'text' field (keys: {', '.join(record)}); "
+                        "BEIR queries are {\"_id\": ..., \"text\": ...}")
+    text, odd = field_text(record["text"], "text", f"{path}:{line_number}: query {qid!r}")
+    if odd:
+        unusual.append((line_number, qid))
+    return line_number, qid, text
+
+
+def _refuse_pyserini_topics(path: Path) -> None:
+    """Raise DataError if `path` holds Pyserini's JSON topics (``{qid: {"title": text}}``, what
+    ``clsr encode-queries --topics-output t.json`` writes for Pyserini), saying how to pass them to clsr;
+    otherwise return. Only a small file is parsed whole (this runs once its first line failed as JSONL)."""
+    if os.path.getsize(path) > 64 << 20:
+        return
+    try:
+        topics = json.loads("\n".join(line for _, line in text_lines(path)))
+    except (DataError, json.JSONDecodeError):
+        return
+    if isinstance(topics, dict) and topics and all(isinstance(v, dict) and "title" in v for v in topics.values()):
+        raise DataError(f"{path}: Pyserini's JSON topics ({{qid: {{\"title\": ...}}}}), which clsr writes for "
+                        "Pyserini but does not read: pass queries as JSON Lines ({\"_id\": ..., \"text\": ...} a "
+                        f"line) or id<TAB>text; convert with jq -r 'to_entries[] | \"\\(.key)\\t\\(.value.title)\"' "
+                        f"{shlex.quote(str(path))} > {shlex.quote(str(path.with_suffix('.tsv')))}")
 
 
 def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[str, str]:

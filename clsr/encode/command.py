@@ -36,12 +36,15 @@ def _add_encode_arguments(parser) -> None:
 
 
 def _run_encode(args) -> None:
-    from clsr.data import load_corpus, load_topics
+    from clsr.data import load_corpus, load_topics, resolve
+    from clsr.index.atomic import EMBEDDINGS, check_replaceable
 
+    # The files are written into the folder (others there are kept), so it may hold the user's files, but it must
+    # be new, empty or an earlier `clsr encode` folder, and not the working folder or an input.
     output = Path(args.output)
+    source = resolve(args.corpus or args.topics)
+    check_replaceable(output, EMBEDDINGS, {"the corpus" if args.corpus else "the topics": source}, replaces=False)
     if args.ray:
-        from clsr.data import resolve
-
         if args.topics:
             raise UsageError("--ray encodes corpora; topics are encoded in this process (drop --ray)")
         config = encoder_config_from_args(args)

@@ -81,7 +81,7 @@ def _parse_lines(batch: dict, path: str) -> dict:
     Ray splits the file at LF only; a bare CR also ends a line, as in clsr.data.text_lines, so a row is
     split again there (and a CRLF's CR dropped).
     """
-    from clsr.data import DataError, check_id, format_suffix, record_document
+    from clsr.data import DataError, check_id, format_suffix, json_record, record_document
 
     ids, texts = [], []
     rows = (line for row in batch["text"] for line in str(row).rstrip("\r").split("\r"))
@@ -95,10 +95,9 @@ def _parse_lines(batch: dict, path: str) -> dict:
                 raise DataError(f"{path}: expected 'id<TAB>text', got {line[:80]!r}")
             check_id(doc_id, "document", path)
         else:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}: malformed JSON ({e.msg}) in {line[:80]!r}") from None
+            # A worker sees no line numbers; first=True, as a JSON Lines line never starts with "[" anyway,
+            # so a JSON array in the file's place is named as such wherever its lines land.
+            record = json_record(line, f"{path} (line {line[:60]!r})", first=True, path=path)
             document = record_document(Path(path), 0, record)
             doc_id, text = document.id, document.text
         ids.append(doc_id)
@@ -157,7 +156,14 @@ def encode_with_ray(source: str, encoder: dict, output: str | os.PathLike, *, is
     ``isolate`` (default) runs the Ray driver in a child process: Ray installs SIGSEGV handlers
     over the JVM's, and a JVM in the same process (Lucene, for the index build that follows) then
     crashes on its own deliberate faults (seen as a segfault in Anserini's indexer).
+
+    Since the output is replaced, it is refused first (UnsafeOutputError) as
+    `clsr.index.atomic.check_replaceable` says: the working folder or a parent of it, the corpus or the SAE
+    (or a folder containing or inside one), or a folder that is not earlier shards or holds other files.
     """
+    from clsr.index.atomic import SHARDS, check_replaceable
+
+    check_replaceable(output, SHARDS, {"the corpus": source, "the SAE": options.get("sae_path")}, option="--shards")
     _ray()  # fail here, in one line, when the extra is missing
     if not isolate:
         return _encode_with_ray(source, encoder, output, **options)

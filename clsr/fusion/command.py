@@ -66,7 +66,9 @@ def _add_fuse_arguments(parser) -> None:
 
 def _run_fuse(args) -> None:
     from clsr.evaluate import read_run, write_run
+    from clsr.index.atomic import FILE, check_replaceable
 
+    check_replaceable(args.output, FILE, {f"the run {path}": path for path in args.runs})
     runs = [read_run(path) for path in args.runs]
     fused = fuse(runs, args.method, args.alpha, args.normalization, args.rrf_k, k=args.hits, depth=args.depth)
     write_run(fused, args.output, tag=args.run_tag)

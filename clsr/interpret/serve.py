@@ -13,6 +13,9 @@ Only requests whose ``Host`` header names this server are answered (`HostCheck`)
 ``localhost``, ``127.0.0.1`` and ``[::1]`` (any port), plus the ``--host`` given and the names in
 ``--allowed-hosts``. Any other Host gets 421. Without the check, any web page the user visits could
 rebind its own name to 127.0.0.1 (DNS rebinding) and read the private corpus through this API.
+
+``HEAD`` is answered wherever ``GET`` is, with the same status and headers and no body (RFC 9110 9.3.2;
+`HeadAsGet`), so link checkers, ``curl -I`` and health probes work.
 """
 
 from __future__ import annotations
@@ -87,13 +90,60 @@ class HostCheck:
         await response(scope, receive, send)
 
 
+class HeadAsGet:
+    """ASGI middleware: answers a HEAD request as the same GET, with GET's status and headers but no body.
+
+    FastAPI routes declared with ``@app.get`` answer HEAD with 405; RFC 9110 (9.3.2) wants HEAD wherever GET
+    is answered. Running the GET keeps the headers (content-type, content-length) identical to GET's. A 405
+    to another method then lists HEAD beside GET in its ``Allow`` header.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] != "HEAD":
+            return await self.app(scope, receive, _allowing_head(send))
+
+        async def headers_only(message) -> None:
+            if message["type"] in ("http.response.body", "http.response.pathsend"):
+                if message.get("more_body", False):
+                    return  # the rest of the body follows; only the last (empty) message is passed on
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        # A copy: the server keeps its own scope saying HEAD (uvicorn sends no body for HEAD either way).
+        get_scope = dict(scope, method="GET")
+        get_scope.pop("extensions", None)  # no zero-copy file sending (pathsend): the body is dropped anyway
+        await self.app(get_scope, receive, headers_only)
+
+
+def _allowing_head(send):
+    """`send`, with HEAD added to a 405's ``Allow: GET`` (HeadAsGet answers HEAD wherever GET is)."""
+
+    async def wrapped(message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 405:
+            headers = []
+            for key, value in message.get("headers", []):
+                methods = [m.strip() for m in value.decode("latin-1").split(",")]
+                if key.lower() == b"allow" and "GET" in methods and "HEAD" not in methods:
+                    value = ", ".join([*methods, "HEAD"]).encode("latin-1")
+                headers.append((key, value))
+            message = dict(message, headers=headers)
+        await send(message)
+
+    return wrapped
+
+
 def create_app(explorer, allowed_hosts: Sequence[str] | None = None) -> fastapi.FastAPI:  # noqa: F821
     """The FastAPI application over a :class:`clsr.interpret.explorer.Explorer`.
 
     Endpoints are ``async``: they run one at a time on the event loop's thread, which is what
     Pyserini's JVM objects and the shared caches want; each answers in milliseconds to a second.
     Requests are answered only for the Host names `allowed_hosts` (default: the loopback names;
-    see `served_names` and `HostCheck`); others get 421.
+    see `served_names` and `HostCheck`); others get 421. HEAD is answered wherever GET is (`HeadAsGet`).
     """
     from fastapi import FastAPI, Query
     from fastapi.exceptions import RequestValidationError
@@ -108,6 +158,7 @@ def create_app(explorer, allowed_hosts: Sequence[str] | None = None) -> fastapi.
                               "the words behind each concept, concept pages, steering and comparisons.")
 
     app.add_middleware(HostCheck, names=list(allowed_hosts) if allowed_hosts is not None else served_names())
+    app.add_middleware(HeadAsGet)  # added last, so outermost: a HEAD refused by HostCheck gets no body either
 
     @app.exception_handler(ExplorerError)
     async def explorer_error(request, error: ExplorerError):

@@ -43,7 +43,11 @@ def _run_train(args) -> None:
 
     import torch
 
+    from clsr.data import resolve
+    from clsr.index.atomic import SAE, check_replaceable
 
+    # Before the encoding and training: the SAE's files go into --output (others there are kept).
+    check_replaceable(args.output, SAE, {f"the dataset {d}": resolve(d) for d in args.dataset}, replaces=False)
     encoder = encoder_from_args(args)
     recipe = config_from_args(DataRecipe, args, seed=args.seed)
     query_splits = {dataset: args.train_split for dataset in args.dataset} if args.train_split else None
@@ -89,10 +93,13 @@ def _add_adapt_arguments(parser) -> None:
 def _run_adapt(args) -> None:
     from clsr.data import resolve
     from clsr.encode.dense import EncoderConfig
+    from clsr.index.atomic import SAE, check_replaceable
     from clsr.interpret.describe import inherit_descriptions
     from clsr.sae.model import sae_path_or_default
 
     base_path = sae_path_or_default(args.sae)
+    check_replaceable(args.output, SAE, {"the corpus": resolve(args.corpus), "the SAE adapted": base_path},
+                      replaces=False)
     trained_on = TopKSae.load_from_disk(base_path).config.encoder
     encoder = encoder_from_args(args, EncoderConfig.from_dict(trained_on) if trained_on else None)
     adapted, report, encode_seconds = adapt_to_corpus(base_path, str(resolve(args.corpus)), encoder, args.output,

@@ -96,11 +96,21 @@ class TopKSae(nn.Module):
         return ForwardOutput(reconstruction, acts, indices, fvu, auxk_loss)
 
     def check_k(self, k: int | None) -> int:
-        """The K to use: the trained K for None, else k if 0 < k <= trained K."""
+        """The K to use: the trained K for None, else k if 0 < k <= trained K.
+
+        Raises UsageError (a ValueError) for another k, naming the SAE's K and, for an SAE converted from a CSR
+        model whose ``max_active_dims`` set that K, the module's own k too.
+        """
         if k is None:
             return self.config.k
         if not 0 < k <= self.config.k:
-            raise ValueError(f"k={k}: this SAE was trained with k={self.config.k}; use 1..{self.config.k}")
+            from clsr.errors import UsageError
+
+            csr = (self.config.training.data or {}).get("csr_model") or {}
+            origin = (f"this SAE comes from a CSR model whose max_active_dims {csr['max_active_dims']} sets the K "
+                      f"sentence-transformers encodes with (its SparseAutoEncoder's k is {csr['k']})"
+                      if csr.get("max_active_dims") else f"this SAE was trained with k={self.config.k}")
+            raise UsageError(f"k={k}: {origin}; use 1..{self.config.k}")
         return k
 
     @torch.no_grad()

@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
-import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ MODULES_FILE = "modules.json"
 EXPORT_RECORD = "clsr_export.json"  # what clsr wrote into an exported folder: the SAE, doc K and query K
 SAE_TYPE_SUFFIX = "SparseAutoEncoder"
 SUPPORTED = {"Transformer", "Pooling", "Normalize", SAE_TYPE_SUFFIX}
+
+log = logging.getLogger(__name__)
 
 
 class CsrModelError(ClsrError, ValueError):
@@ -93,9 +96,19 @@ class CsrModel:
     sae_folder: Path  # the SparseAutoEncoder module's folder (config.json and model.safetensors)
     input_dim: int
     hidden_dim: int
-    k: int
-    max_active_dims: int | None  # the model-level cap (config_sentence_transformers.json), if set
+    k: int  # the SparseAutoEncoder module's own k
+    max_active_dims: int | None  # the model-level K (config_sentence_transformers.json), if set
     query_k: int | None  # the query K clsr recorded when it exported the folder (clsr_export.json), if any
+
+    @property
+    def active_k(self) -> int:
+        """The active dimensions sentence-transformers gives a text, by ``encode_document`` and ``encode_query``
+        alike: ``max_active_dims`` where the folder sets it, else the module's ``k``.
+
+        sentence-transformers (6.3) passes ``max_active_dims`` to the module as the K of its top-K, in place of
+        ``k`` (below k or above it), then keeps that many dimensions of the output.
+        """
+        return self.max_active_dims if self.max_active_dims is not None else self.k
 
 
 def read_csr_model(folder: str | os.PathLike) -> CsrModel:
@@ -145,9 +158,24 @@ def read_csr_model(folder: str | os.PathLike) -> CsrModel:
     record = _read_json(record_path) if record_path.exists() else {}
     encoder = EncoderConfig(model=str(transformer_dir), pooling=mode, normalize="Normalize" in names,
                             query_prefix=query_prefix, max_length=int(max_length))
+    max_active_dims = _max_active_dims(st_config, st_config_path, hidden_dim, sae_folder / "config.json")
     return CsrModel(folder=folder, encoder=encoder, sae_folder=sae_folder, input_dim=input_dim,
-                    hidden_dim=hidden_dim, k=k, max_active_dims=st_config.get("max_active_dims"),
-                    query_k=record.get("query_k"))
+                    hidden_dim=hidden_dim, k=k, max_active_dims=max_active_dims, query_k=record.get("query_k"))
+
+
+def _max_active_dims(st_config: dict, path: Path, hidden_dim: int, sae_config_path: Path) -> int | None:
+    """``max_active_dims`` of ``config_sentence_transformers.json`` (None when unset); raises CsrModelError naming
+    the file for a value sentence-transformers itself refuses (not a positive integer) or one above the number of
+    dimensions (``hidden_dim`` of the SparseAutoEncoder's config), naming both numbers."""
+    value = st_config.get("max_active_dims")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise CsrModelError(f"{path}: max_active_dims {json.dumps(value)} is not a positive integer")
+    if value > hidden_dim:
+        raise CsrModelError(f"{path}: max_active_dims {value} is above the {hidden_dim} dimensions of the "
+                            f"SparseAutoEncoder ({sae_config_path}'s hidden_dim)")
+    return value
 
 
 def _pooling_mode(config: dict, path: Path) -> str:
@@ -180,7 +208,9 @@ def load_csr_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Enco
     """(the dense encoder's config, a `TopKSae` with the module's weights and its tied decoder) of a CSR model.
 
     The SAE's ``W_dec`` is the module's ``encoder.weight`` as it is (the tied decoder: not unit-norm), so clsr's
-    reconstructions are sentence-transformers' ``decode``. Raises CsrModelError as :func:`read_csr_model`.
+    reconstructions are sentence-transformers' ``decode``. Its k is the model's `CsrModel.active_k` (its
+    ``max_active_dims`` where set), so that its codes are ``encode_document``'s and ``encode_query``'s.
+    Raises CsrModelError as :func:`read_csr_model`.
     """
     model = read_csr_model(folder)
     weights_path = model.sae_folder / "model.safetensors"
@@ -195,7 +225,7 @@ def load_csr_model(folder: str | os.PathLike, device: str = "cpu") -> tuple[Enco
     found = {name: tuple(state[name].shape) for name in expected if name in state}
     if found != expected:
         raise CsrModelError(f"{weights_path}: weights {found} do not match its config {expected}")
-    return model.encoder, tied_sae(state, model.k, model.encoder, device)
+    return model.encoder, tied_sae(state, model.active_k, model.encoder, device)
 
 
 def tied_sae(state: dict, k: int, encoder: EncoderConfig | None = None, device: str = "cpu") -> TopKSae:
@@ -230,10 +260,20 @@ def convert_csr_model(folder: str | os.PathLike, output: str | os.PathLike) -> S
     """Write the CSR model at ``folder`` as a clsr SAE folder (``config.json`` and ``sae.safetensors``) at ``output``.
 
     The SAE's config names the folder's transformer as its encoder (``model`` is that folder's absolute path) and
-    records the source as its training data (``{"csr_model": {"path", "sha256"}}``). Returns the config.
+    records the source as its training data (``{"csr_model": {"path", "sha256"}}``). Its k is the K
+    sentence-transformers encodes with (`CsrModel.active_k`), so an index's default doc K and query K give the
+    model's own ``encode_document`` and ``encode_query`` codes. Where ``max_active_dims`` sets a K other than the
+    module's ``k``, both are recorded in ``csr_model`` and logged. Returns the config.
     """
+    model = read_csr_model(folder)
     encoder, sae = load_csr_model(folder)
     source = {"path": str(Path(folder).resolve()), "sha256": folder_checksum(folder)}
+    if model.active_k != model.k:
+        source.update(k=model.k, max_active_dims=model.max_active_dims)
+        log.info("%s: max_active_dims %d %s the SparseAutoEncoder's k %d; sentence-transformers encodes passages and "
+                 "queries with %d active dimensions, so the index's doc K and query K are %d", model.folder,
+                 model.max_active_dims, "is below" if model.active_k < model.k else "replaces", model.k,
+                 model.active_k, model.active_k)
     config = dataclasses.replace(sae.config, training=TrainingRecord(data={"csr_model": source}))
     sae.config = config
     sae.save_to_disk(output)
@@ -265,27 +305,47 @@ class ExportNotes:
 
 def export_sparse_encoder(output: str | os.PathLike, *, sae_path: str | os.PathLike, encoder: EncoderConfig,
                           doc_k: int | None = None, query_k: int | None = None, notes: ExportNotes | None = None,
-                          overwrite: bool = False) -> Path:
+                          overwrite: bool = False, sources: Mapping[str, str | os.PathLike | None] | None = None
+                          ) -> Path:
     """Write a sentence-transformers ``SparseEncoder`` folder for the SAE at ``sae_path`` on ``encoder``.
 
     The ``SparseAutoEncoder`` module's ``k`` (and the model's ``max_active_dims``) is ``doc_k`` (default: the SAE's
     k): documents get exactly clsr's doc codes. sentence-transformers keeps one ``max_active_dims`` for queries
     and documents, so a query K other than the doc K is recorded in ``clsr_export.json`` and the card, to pass as
     ``encode_query(..., max_active_dims=query_k)``. Returns the folder.
+
+    The folder is written whole beside ``output`` and renamed into place (`clsr.index.atomic.atomic_directory`);
+    ``clsr_export.json`` lists what it holds. ``output`` is refused (UnsafeOutputError, before anything loads) as
+    `clsr.index.atomic.check_replaceable` says: the working folder or a parent of it, the SAE, the encoder's
+    folder or another of ``sources`` (e.g. the index being exported), or a non-empty folder that is not an
+    earlier export or holds files the export did not write; an earlier export is replaced only with ``overwrite``.
     """
+    from clsr.index.atomic import SENTENCE_TRANSFORMERS, atomic_directory, check_replaceable
+
+    sources = {"the SAE being exported": sae_path, "the encoder's model folder": model_location(encoder.model),
+               **(sources or {})}
+    target = check_replaceable(output, SENTENCE_TRANSFORMERS, sources)  # at once, before the models load
+    empty = target.is_dir() and not any(target.iterdir())
+    if target.exists() and not (empty or overwrite):
+        raise ClsrError(f"{output} exists and is not empty; pass --overwrite to replace it")
     try:
-        from sentence_transformers import SparseEncoder
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-        from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+        import sentence_transformers  # noqa: F401  (fail here, in one line, when the extra is missing)
     except ImportError:
         raise ClsrError("exporting to sentence-transformers needs it: pip install 'clsr[sentence-transformers]'"
                         ) from None
+    with atomic_directory(output, overwrite or empty, kind=SENTENCE_TRANSFORMERS, sources=sources,
+                          option="--output") as building:
+        _write_sparse_encoder(building, sae_path, encoder, doc_k, query_k, notes)
+    return Path(output)
 
-    output = Path(output)
-    if output.exists() and any(output.iterdir()):
-        if not overwrite:
-            raise ClsrError(f"{output} exists and is not empty; pass --overwrite to replace it")
-        shutil.rmtree(output)
+
+def _write_sparse_encoder(output: Path, sae_path: str | os.PathLike, encoder: EncoderConfig, doc_k: int | None,
+                          query_k: int | None, notes: ExportNotes | None) -> None:
+    """Write the SparseEncoder folder into the (empty) folder ``output``; see `export_sparse_encoder`."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+
     sae = TopKSae.load_from_disk(sae_path)
     sae.check_encoder(encoder.to_dict())
     doc_k = sae.check_k(doc_k)
@@ -305,13 +365,14 @@ def export_sparse_encoder(output: str | os.PathLike, *, sae_path: str | os.PathL
     model = SparseEncoder(modules=modules, device="cpu", similarity_fn_name="dot", max_active_dims=doc_k,
                           prompts={"query": encoder.query_prefix} if encoder.query_prefix else None)
     model.save(str(output), create_model_card=False)
+    (output / "README.md").write_text(model_card(sae, encoder, doc_k, query_k, notes))
+    # "files": what the export wrote, so that replacing it later deletes nothing else (check_replaceable).
     record = {"format": 1, "sae": {"name": Path(sae_path).name, "sha256": sae_checksum(sae_path),
                                    "n_latents": sae.config.n_latents, "k": sae.config.k},
               "encoder": encoder.to_dict(), "doc_k": doc_k, "query_k": query_k,
-              "query_mode": notes.query_mode if notes else "topk"}
+              "query_mode": notes.query_mode if notes else "topk",
+              "files": sorted([*os.listdir(output), EXPORT_RECORD])}
     (output / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    (output / "README.md").write_text(model_card(sae, encoder, doc_k, query_k, notes))
-    return output
 
 
 def model_card(sae: TopKSae, encoder: EncoderConfig, doc_k: int, query_k: int, notes: ExportNotes | None) -> str:

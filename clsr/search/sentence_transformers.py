@@ -17,14 +17,18 @@ from clsr.index.manifest import IndexManifest
 def export_index(index_dir: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the concept index's SAE and encoder at ``index_dir`` as a ``SparseEncoder`` folder at ``output``.
 
-    Raises InvalidIndexError for an index of another kind, or whose SAE is missing or no longer matches it.
+    Raises InvalidIndexError for an index of another kind, or whose SAE is missing or no longer matches it, and
+    UnsafeOutputError for an ``output`` that is, contains or lies inside the index (or as
+    :func:`clsr.sae.sentence_transformers.export_sparse_encoder` says).
     """
     from clsr.encode.dense import EncoderConfig
+    from clsr.index.atomic import SENTENCE_TRANSFORMERS, check_replaceable
     from clsr.sae.config import SaeConfig
     from clsr.sae.model import sae_checksum
     from clsr.sae.sentence_transformers import ExportNotes, export_sparse_encoder
     from clsr.search.concept_encoder import recorded_sae_path
 
+    check_replaceable(output, SENTENCE_TRANSFORMERS, {"the index being exported": index_dir})  # before reading it
     manifest = IndexManifest.read(index_dir)
     if manifest.kind != "concepts":
         raise InvalidIndexError(f"{index_dir} is a {manifest.kind} index; only a concept index has an SAE to export")
@@ -49,4 +53,5 @@ def export_index(index_dir: str | os.PathLike, output: str | os.PathLike, overwr
                  **({"hybrid alpha (tuned on " + manifest.hybrid_alpha.tuned_on + ")": manifest.hybrid_alpha.alpha}
                     if manifest.hybrid_alpha else {})})
     return export_sparse_encoder(output, sae_path=sae_path, encoder=EncoderConfig.from_dict(manifest.encoder),
-                                 doc_k=manifest.doc_k, query_k=manifest.query.k, notes=notes, overwrite=overwrite)
+                                 doc_k=manifest.doc_k, query_k=manifest.query.k, notes=notes, overwrite=overwrite,
+                                 sources={"the index being exported": index_dir})
