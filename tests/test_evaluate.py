@@ -57,6 +57,29 @@ def test_bad_run_line_is_named(tmp_path):
         read_run(tmp_path / "bad.trec")
 
 
+def test_cli_says_how_many_queries_it_averaged_over(tmp_path, capsys, caplog):
+    import json
+    import logging
+
+    from clsr.cli import main as clsr
+
+    write_trec_qrels({"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}}, tmp_path / "qrels.txt")
+    # q3 is judged but not in the run; q8 and q9 are in the run but not judged.
+    (tmp_path / "run.trec").write_text("q1 Q0 d1 1 2.0 t\nq2 Q0 d5 1 1.0 t\nq8 Q0 d1 1 1.0 t\nq9 Q0 d2 1 1.0 t\n")
+    argv = ["evaluate", "--run", str(tmp_path / "run.trec"), "--qrels", str(tmp_path / "qrels.txt"),
+            "--metrics", "mrr@10"]
+    with caplog.at_level(logging.INFO, logger="clsr"):
+        clsr(argv)
+    assert capsys.readouterr().out.splitlines() == ["num_q        3", "mrr@10       0.3333"]
+    note = ("averaged over 3 judged queries (trec_eval -c); 1 of them have no hits in the run and score 0; "
+            "2 run queries have no judgments and are left out")
+    assert note in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="clsr"):
+        clsr([*argv, "--json"])
+    assert json.loads(capsys.readouterr().out) == {"mrr@10": 1 / 3} and note in caplog.text
+
+
 def pyserini_trec_eval(qrels_file, run_file, *args: str) -> dict[str, float]:
     # Through clsr.jvm, as the README says to run Pyserini's CLIs here: offline, Pyserini 2.x's own
     # `python -m pyserini.eval.trec_eval` fails at import (it fetches the prebuilt-index catalogue).

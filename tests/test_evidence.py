@@ -102,3 +102,45 @@ def test_explain_words_errors_are_one_line(slice_concept_index, argv, message):
     with pytest.raises(SystemExit) as exit:
         clsr(["explain", "--index", str(slice_concept_index), *argv])
     assert message in str(exit.value.code) and "\n" not in str(exit.value.code)
+
+
+REPEATED = "Courses of treatment: short courses, long courses and no courses at all reduce relapse."
+
+
+def test_a_repeated_word_is_one_entry_with_its_occurrences_summed(explainer):
+    latents = explainer.sae.encode_numpy(explainer.encode([REPEATED]), 3)[1][0].tolist()
+    for method in ("pooling", "occlusion"):
+        for evidence in explainer.explain(REPEATED, latents, method=method):
+            totals = evidence.by_word()
+            assert [t.word for t in totals].count("courses") == 1
+            assert len(totals) == len({w.word for w in evidence.words})
+            courses = next(t for t in totals if t.word == "courses")
+            assert courses.spans == ((28, 35), (42, 49), (57, 64))  # "Courses" (capital) is a word of its own
+            assert courses.score == pytest.approx(sum(w.score for w in evidence.words if w.word == "courses"))
+            assert [t.score for t in totals] == sorted((t.score for t in totals), reverse=True)
+            as_json = evidence.to_dict(top=3, by_word=True)["words"]
+            assert [w["word"] for w in as_json] == [t.word for t in totals[:3]]
+            assert all(REPEATED[w["start"]:w["end"]] == w["word"] for w in as_json)
+
+
+def test_explain_words_shows_each_word_once(slice_concept_index, scifact_slice, capsys):
+    import re
+
+    # A passage within the encoder's 256 tokens (every word scored) with a word of 5+ letters three times or more.
+    document = next(d for d in scifact_slice.documents
+                    if len(d.text.split()) < 120 and re.search(r"\b(\w{5,})\b.*\b\1\b.*\b\1\b", d.text))
+    clsr(["explain", "--index", str(slice_concept_index), "--docid", document.id, "--words", "--json", "--dtype",
+          "fp32", "--top-words", "1000"])
+    evidence = json.loads(capsys.readouterr().out)["evidence"]
+    every_word = [document.text[s:e] for s, e in word_spans(document.text)]
+    for item in evidence:
+        words = [w["word"] for w in item["document"]["words"]]
+        assert len(words) == len(set(words)) and set(words) <= set(every_word)
+        assert all(w["count"] == every_word.count(w["word"]) for w in item["document"]["words"])
+        assert max(w["count"] for w in item["document"]["words"]) >= 3
+    clsr(["explain", "--index", str(slice_concept_index), "--docid", document.id, "--words", "--dtype", "fp32",
+          "--top-words", "1000"])
+    for line in capsys.readouterr().out.splitlines():
+        if line.strip().startswith("document"):
+            shown = re.findall(r"([\w'’-]+) [+-]\d\.\d{3}", line)
+            assert shown and len(shown) == len(set(shown)), line

@@ -109,3 +109,31 @@ def test_demo_runs_all_three_methods_on_a_small_collection(scifact_slice, tmp_pa
                      r"\d+\.\d passages/s", out), out
     (runs,) = (tmp_path / "work").glob("*/runs")
     assert sorted(p.name for p in runs.iterdir()) == ["bm25.trec", "cl-sr.trec", "dense.trec"]
+
+
+def test_bm25_batch_search_goes_in_chunks_of_plain_hits_with_a_progress_bar(tmp_path, monkeypatch, capsys):
+    import clsr.search as search
+
+    build_bm25_index(DOCS, tmp_path / "idx")
+    searcher = search.Bm25Searcher(tmp_path / "idx")
+    texts = ["lucene index", "sparse concepts", "dense transformers", " "]  # the blank one gets no hits
+    topics = {f"q{i}": texts[i % 4] for i in range(150)}
+    monkeypatch.setattr(search, "BM25_CHUNK", 1000)
+    whole = searcher.batch_search(topics, k=3, progress=False)
+    sizes = []
+    one_batch = searcher._searcher.batch_search
+
+    def counted(queries, qids, k, threads):
+        sizes.append(len(qids))
+        return one_batch(queries, qids, k, threads)
+
+    monkeypatch.setattr(searcher._searcher, "batch_search", counted)
+    monkeypatch.setattr(search, "BM25_CHUNK", 64)
+    capsys.readouterr()
+    chunked = searcher.batch_search(topics, k=3, threads=2)
+    bar = capsys.readouterr().err
+    assert sizes == [64, 49]  # the 113 queries with text (37 are blank), in chunks of 64
+    assert chunked == whole and list(chunked) == list(topics) and chunked["q3"] == []
+    assert [h.docid for h in chunked["q0"]][:1] == ["d2"]
+    assert all(type(h.docid) is str and type(h.score) is float for hits in chunked.values() for h in hits)
+    assert "searching: 100%" in bar and "113/113" in bar  # shown: more than 100 queries

@@ -92,6 +92,45 @@ def test_child_processes_get_the_bundled_java_first_on_path():
     assert env["PATH"].split(os.pathsep)[0].startswith(env["JAVA_HOME"])
 
 
+def test_the_heap_limit_is_the_users_else_2_gib_where_the_jvm_default_is_larger():
+    from clsr.jvm import JvmError, heap_options
+
+    big, small = 64 << 30, 4 << 30
+    assert heap_options({}, memory=big) == ["-Xmx2048m"]
+    assert heap_options({}, memory=small) == []  # the JVM's own default, a quarter (1 GiB), is lower already
+    assert heap_options({"CLSR_JVM_HEAP": "6g"}, memory=small) == ["-Xmx6g"]
+    assert heap_options({"JAVA_TOOL_OPTIONS": "-Dfoo=1 -Xmx8g"}, memory=big) == []
+    assert heap_options({"_JAVA_OPTIONS": "-XX:MaxRAMPercentage=50"}, memory=big) == []
+    assert heap_options({"JAVA_TOOL_OPTIONS": "-Dname=-Xmx"}, memory=big) == ["-Xmx2048m"]  # not an option
+    assert heap_options({}, configured=["-Xmx3g"], memory=big) == []
+    with pytest.raises(JvmError, match="CLSR_JVM_HEAP='lots' is not a heap size"):
+        heap_options({"CLSR_JVM_HEAP": "lots"})
+
+
+HEAP_REPORT = """
+    from clsr.jvm import DEFAULT_MAX_HEAP, heap_options, indexing_buffer_mb, max_heap_bytes
+    print(max_heap_bytes(), indexing_buffer_mb(), DEFAULT_MAX_HEAP, bool(heap_options()))
+"""
+NO_USER_HEAP = {"CLSR_JVM_HEAP": "", "JAVA_TOOL_OPTIONS": "", "_JAVA_OPTIONS": ""}
+
+
+@pytest.mark.parametrize("variables, heap_mib, buffer_mb", [
+    ({"CLSR_JVM_HEAP": "512m"}, 512, 256),
+    ({"JAVA_TOOL_OPTIONS": "-Xmx768m"}, 768, 384),  # the user's wins over clsr's default
+    ({}, None, None),  # 2 GiB where the JVM's own default is larger, else that default
+])
+def test_the_jvm_starts_with_the_heap_limit_and_indexing_buffer_chosen(variables, heap_mib, buffer_mb):
+    result = run_fresh(HEAP_REPORT, {**NO_USER_HEAP, **variables})
+    assert result.returncode == 0, result.stderr
+    *numbers, capped = result.stdout.split()[-4:]
+    heap, buffer, default = map(int, numbers)
+    if heap_mib is None:
+        assert heap == default if capped == "True" else heap < default
+        assert buffer == min(4096, heap >> 21)
+    else:
+        assert (heap, buffer) == (heap_mib << 20, buffer_mb)
+
+
 # Pyserini 2.x fetches its prebuilt-index catalogue when pyserini.util is imported; these stub
 # urllib's urlopen in a fresh process to play the network being there or not.
 needs_pyserini_2 = pytest.mark.skipif(int(version("pyserini").split(".")[0]) < 2,

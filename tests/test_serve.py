@@ -57,6 +57,16 @@ def test_info_names_the_index_and_the_methods_to_compare(client):
     assert info["compare"] == ["CL-SR", "hybrid", "BM25", "dense"] and info["described"] is True
 
 
+def test_info_gives_the_steering_range_the_api_accepts_and_the_sliders_use(client):
+    from clsr.interpret.explorer import STEER_RANGE
+
+    assert client.get("/api/info").json()["steer_range"] == list(STEER_RANGE) == [0.0, 3.0]
+    edge = client.get("/api/search", params={"q": QUERY, "k": 1, "steer": "c12=3"})
+    assert edge.status_code == 200 and edge.json()["steering"] == {"c12": 3.0}
+    page = client.get("/static/explorer.js").text
+    assert 'min="${low}" max="${high}"' in page and "state.info.steer_range" in page  # no range of its own
+
+
 def test_search_bars_sum_exactly_to_the_lucene_scores(client, explorer):
     result = client.get("/api/search", params={"q": QUERY, "k": 5}).json()
     expected = explorer.searcher.search(QUERY, 5)
@@ -157,7 +167,8 @@ def test_compare_puts_every_method_side_by_side(client, explorer, compared_index
     ("/api/search", {"q": QUERY, "k": "ten"}, 422, "k: Input should be a valid integer"),
     ("/api/search", {"q": QUERY, "steer": "c12"}, 400, "expected c<id>=<factor>"),
     ("/api/search", {"q": QUERY, "steer": "c12=lots"}, 400, "'lots' is not a number"),
-    ("/api/search", {"q": QUERY, "steer": "c12=99"}, 400, "factors run from 0 (suppress) to 10"),
+    ("/api/search", {"q": QUERY, "steer": "c12=99"}, 400, "factors run from 0 (suppress) to 3"),
+    ("/api/search", {"q": QUERY, "steer": "c12=3.25"}, 400, "factors run from 0 (suppress) to 3"),
     ("/api/search", {"q": QUERY, "steer": "c99999=2"}, 404, "unknown concept 'c99999'"),
     ("/api/search", {"q": "x" * 3000}, 400, "at most 2000"),
     ("/api/concepts/c99999", {}, 404, "unknown concept 'c99999'"),

@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -178,6 +179,30 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS,
     check_id_forms(run, qrels, qrels_name, run_name)
     scores = per_query(run, qrels, metrics, relevance_threshold)
     return {name: sum(values.values()) / len(values) for name, values in scores.items()}
+
+
+class Coverage(NamedTuple):
+    """How a run's queries meet the judged ones: what `evaluate` averages over."""
+
+    num_q: int  # judged queries, every one in each mean (trec_eval -c's num_q)
+    unretrieved: int  # of those, the ones without hits in the run: each scores 0
+    unjudged: int  # run queries with no judgments: in no mean
+
+
+def coverage(run: Run, qrels: Qrels) -> Coverage:
+    """The counts of `Coverage` for this run and these qrels."""
+    return Coverage(num_q=len(qrels), unretrieved=sum(1 for qid in qrels if not run.get(qid)),
+                    unjudged=sum(1 for qid in run if qid not in qrels))
+
+
+def coverage_note(counts: Coverage) -> str:
+    """One line saying what the means were taken over, e.g. for `clsr evaluate`'s log."""
+    parts = [f"averaged over {counts.num_q} judged queries (trec_eval -c)"]
+    if counts.unretrieved:
+        parts.append(f"{counts.unretrieved} of them have no hits in the run and score 0")
+    if counts.unjudged:
+        parts.append(f"{counts.unjudged} run queries have no judgments and are left out")
+    return "; ".join(parts)
 
 
 def check_id_forms(run: Run, qrels: Qrels, qrels_name: str = "the qrels", run_name: str = "the run") -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from clsr.evaluate import DEFAULT_METRICS, evaluate, metric_function, read_run
+import logging
+
+from clsr.evaluate import DEFAULT_METRICS, coverage, coverage_note, evaluate, metric_function, read_run
 from clsr.options import Command, UsageError
+
+log = logging.getLogger(__name__)
 
 
 def _add_evaluate_arguments(parser) -> None:
@@ -27,15 +31,19 @@ def _run_evaluate(args) -> None:
             metric_function(name)
         except ValueError as e:
             raise UsageError(str(e)) from None
-    scores = evaluate(read_run(args.run), load_qrels(args.qrels, args.split), args.metrics, args.relevance_threshold,
-                      qrels_name=args.qrels, run_name=args.run)
+    run, qrels = read_run(args.run), load_qrels(args.qrels, args.split)
+    scores = evaluate(run, qrels, args.metrics, args.relevance_threshold, qrels_name=args.qrels, run_name=args.run)
+    counts = coverage(run, qrels)
+    log.info("%s", coverage_note(counts))  # on stderr, so --json's output stays the metrics alone
     if args.json:
         print(json.dumps(scores, indent=2))
     else:
+        print(f"{'num_q':<12} {counts.num_q}")  # as trec_eval names it
         for name, value in scores.items():
             print(f"{name:<12} {value:.4f}")
 
 
 COMMAND = Command("evaluate", "Score a run file with trec_eval's semantics (as -c: averaged over all judged "
-                              "queries): nDCG@10, MRR@10, R@100, R@1000 by default.",
+                              "queries, num_q): nDCG@10, MRR@10, R@100, R@1000 by default. Says on stderr how many "
+                              "judged queries have no hits and how many run queries have no judgments.",
                   _add_evaluate_arguments, _run_evaluate)

@@ -60,6 +60,10 @@ def _run_describe(args) -> None:
         if not (args.llm_url and args.llm_model):
             raise UsageError("the LLM describer needs both --llm-url and --llm-model")
         describer = LlmDescriber(args.llm_url, args.llm_model, api_key=os.environ.get(args.llm_api_key_env))
+    if args.output:  # before the describing, which takes minutes
+        from clsr.index.atomic import FILE, check_replaceable
+
+        check_replaceable(args.output, FILE, {"the corpus": args.corpus, "the index": args.index})
     entries = build_catalogue(args.index, corpus=args.corpus, top_passages=args.top_passages, describer=describer)
     output = Path(args.output) if args.output else Path(args.index) / CATALOGUE_NAME
     write_catalogue(entries, output)
@@ -94,7 +98,9 @@ def _add_explain_arguments(parser) -> None:
                        help="concepts to explain word by word (repeatable; default: the top shared concepts, or "
                             "the text's own top concepts)")
     group.add_argument("--word-concepts", type=int, default=5, help="how many concepts by default (default 5)")
-    group.add_argument("--top-words", type=int, default=5, help="words shown per concept and text (default 5)")
+    group.add_argument("--top-words", type=int, default=5,
+                       help="words shown per concept and text (default 5); a repeated word is shown once, with its "
+                            "occurrences' scores summed")
     group.add_argument("--method", choices=["pooling", "occlusion"], default="pooling",
                        help="pooling: each word's share through mean pooling, one encoder pass (default); "
                             "occlusion: the activation lost when the word is deleted, one pass per word (slow)")
@@ -124,10 +130,8 @@ def _run_explain(args) -> None:
     if (args.query is None or args.docid is None) and not args.words:
         raise UsageError("a score needs both --query and --docid; with one of them, ask for --words")
     searcher = ClsrSearcher(args.index, **concept_encoder_options(args, read_manifest(args.index)))
-    if not args.catalogue:
-        ensure_catalogue(args.index, corpus=args.corpus, note=_note)
-    catalogue_path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
-    catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else None
+    catalogue = (load_catalogue(args.catalogue) if args.catalogue
+                 else ensure_catalogue(args.index, corpus=args.corpus, note=_note)) or None
     try:
         explanation = (explain(searcher, args.query, args.docid, catalogue, top=args.top,
                                remove_docid=args.qid if args.remove_query else None)
@@ -182,7 +186,7 @@ def _word_evidence(args, searcher, explanation: dict | None, catalogue) -> list[
             raise UsageError(f"document {args.docid!r} is in the index but not in its corpus")
     query = cache_key(args.query) if args.query is not None else None  # the text the index encodes
     evidence = match_evidence(EvidenceExplainer.for_encoder(searcher.concept_encoder), concepts, query=query,
-                              document=document, method=args.method, top=args.top_words)
+                              document=document, method=args.method, top=args.top_words, by_word=True)
     for item in evidence:
         entry = (catalogue or {}).get(item["concept"])
         item["description"] = entry.description if entry is not None else ""
@@ -240,7 +244,7 @@ def _run_serve(args) -> None:
     if not port_is_free(args.host, args.port):
         raise UsageError(f"port {args.port} on {args.host} is in use; pick another with --port")
     if not args.catalogue:
-        ensure_catalogue(args.index, corpus=args.corpus, note=_note)
+        ensure_catalogue(args.index, corpus=args.corpus, note=_note)  # described once, before the server starts
     options = concept_encoder_options(args, manifest)
     serve(args.index, host=args.host, port=args.port, threads=args.threads, allowed_hosts=args.allowed_hosts,
           bm25=args.bm25, dense=args.dense, catalogue=args.catalogue, corpus=args.corpus, alpha=args.alpha,

@@ -41,22 +41,51 @@ class WordScore(NamedTuple):
     score: float  # activation units; positive = the word drives the concept
 
 
+class WordTotal(NamedTuple):
+    word: str  # as written; words are compared as written
+    score: float  # activation units: the sum of its occurrences' scores
+    spans: tuple[tuple[int, int], ...]  # (start, end) of every occurrence, in text order
+
+
 class ConceptEvidence(NamedTuple):
     concept: str  # the term, e.g. "c1234"
     activation: float  # ReLU of the pre-activation for the whole text
     method: str
-    words: tuple[WordScore, ...]  # every scored word, in text order
+    words: tuple[WordScore, ...]  # every scored word occurrence, in text order
 
     def top(self, n: int = 5, positive: bool = True) -> list[WordScore]:
-        """The n highest-scoring words, strongest first (only those with score > 0 if `positive`)."""
+        """The n highest-scoring word occurrences, strongest first (only those with score > 0 if `positive`)."""
         ranked = sorted(self.words, key=lambda w: (-w.score, w.start))
         return [w for w in ranked if w.score > 0 or not positive][:n]
 
-    def to_dict(self, top: int | None = None) -> dict:
-        words = self.top(top, positive=False) if top else list(self.words)
+    def by_word(self) -> list[WordTotal]:
+        """Each distinct word once, its score summed over its occurrences, strongest first (ties: first seen first).
+
+        Why the sum: with ``pooling`` each occurrence's tokens are their own terms of the pre-activation, so the
+        sum is exactly the share of all of them; with ``occlusion`` each score is one occurrence deleted alone,
+        and the sum is the first-order effect of deleting them all. Ranking occurrences instead listed a word
+        once per occurrence ("courses +0.010" three times).
+        """
+        totals: dict[str, list] = {}
+        for w in self.words:
+            total = totals.setdefault(w.word, [0.0, []])
+            total[0] += w.score
+            total[1].append((w.start, w.end))
+        ranked = sorted(totals.items(), key=lambda item: (-item[1][0], item[1][1][0]))
+        return [WordTotal(word, score, tuple(spans)) for word, (score, spans) in ranked]
+
+    def to_dict(self, top: int | None = None, by_word: bool = False) -> dict:
+        """As JSON: every occurrence in text order, or the `top` strongest; with `by_word`, the `top` strongest
+        distinct words (all when None), each with its summed score, its ``count`` of occurrences and the
+        ``start``/``end`` of the first."""
+        if by_word:
+            words = [{"word": t.word, "start": t.spans[0][0], "end": t.spans[0][1], "score": round(t.score, 6),
+                      "count": len(t.spans)} for t in self.by_word()[:top]]
+        else:
+            words = [{"word": w.word, "start": w.start, "end": w.end, "score": round(w.score, 6)}
+                     for w in (self.top(top, positive=False) if top else self.words)]
         return {"concept": self.concept, "activation": round(self.activation, 6), "method": self.method,
-                "words": [{"word": w.word, "start": w.start, "end": w.end, "score": round(w.score, 6)}
-                          for w in words]}
+                "words": words}
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
@@ -225,35 +254,43 @@ def word_scores(spans: Sequence[tuple[int, int]], offsets: np.ndarray, contribut
 
 
 def passage_texts(index_dir, corpus: str | None = None) -> dict[str, str]:
-    """{docid: text} of the passages an index was built from (`corpus`, else the manifest's source).
+    """{docid: text} of the passages an index was built from (`corpus`, else the manifest's source), each cut
+    where the index's encoder cuts it (:func:`clsr.encode.dense.cut_texts`).
 
     Raises clsr.index.InvalidIndexError when neither names a corpus.
     """
     from clsr.data import iter_corpus
+    from clsr.encode.dense import CHARS_PER_TOKEN_BOUND, EncoderConfig
     from clsr.index import InvalidIndexError, read_manifest
 
-    corpus = corpus or read_manifest(index_dir).source
+    manifest = read_manifest(index_dir)
+    corpus = corpus or manifest.source
     if not corpus:
         raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
-    return {d.id: d.text for d in iter_corpus(corpus)}
+    limit = EncoderConfig.from_dict(manifest.encoder).max_length * CHARS_PER_TOKEN_BOUND  # as the encoder cuts
+    return {d.id: d.text[:limit] for d in iter_corpus(corpus)}
 
 
 def match_evidence(explainer: EvidenceExplainer, concepts: Sequence[str], query: str | None = None,
-                   document: str | None = None, method: str = "pooling", top: int | None = 5) -> list[dict]:
+                   document: str | None = None, method: str = "pooling", top: int | None = 5,
+                   by_word: bool = False) -> list[dict]:
     """Per concept: its evidence in the query and in the document (either may be None), as dicts.
 
     ``{"concept", "query": {"activation", "method", "words": [...]}, "document": {...}}``; words are the
-    `top` strongest (all, in text order, when top is None).
+    `top` strongest occurrences (all, in text order, when top is None), or with `by_word` the `top` strongest
+    distinct words, each with its occurrences' summed score (`ConceptEvidence.by_word`).
     """
     sides = {"query": query, "document": document}
     found = {side: explainer.explain(text, concepts, method=method, kind=side) if text is not None else None
              for side, text in sides.items()}
-    return [{"concept": term, **{side: (found[side][n].to_dict(top) if found[side] else None) for side in sides}}
+    return [{"concept": term, **{side: (found[side][n].to_dict(top, by_word) if found[side] else None)
+                                 for side in sides}}
             for n, term in enumerate(concepts)]
 
 
 def format_word_evidence(evidence: Sequence[dict], method: str = "pooling") -> str:
-    """`clsr explain --words` as text: per concept, its top words in the query and in the document."""
+    """`clsr explain --words` as text: per concept, its top words in the query and in the document; a word found
+    more than once (``count``, from ``by_word`` evidence) shows how often: ``courses +0.030 (x3)``."""
     lines = [f"words that drive each concept ({method}; score in activation units):"]
     for item in evidence:
         lines.append(f"  {item['concept']}" + (f"  {item['description']}" if item.get("description") else ""))
@@ -261,6 +298,7 @@ def format_word_evidence(evidence: Sequence[dict], method: str = "pooling") -> s
             found = item.get(side)
             if found is None:
                 continue
-            words = ", ".join(f"{w['word']} {w['score']:+.3f}" for w in found["words"] if w["score"] > 0)
+            words = ", ".join(f"{w['word']} {w['score']:+.3f}" + (f" (x{w['count']})" if w.get("count", 1) > 1 else "")
+                              for w in found["words"] if w["score"] > 0)
             lines.append(f"    {side:<8} act {found['activation']:.3f}: {words or '(no word raises it)'}")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 // The clsr concept explorer page. Plain JS, no dependencies: every request goes to this server's /api.
 "use strict";
 
-const state = { query: "", k: 10, steering: {}, lastHits: null, queryConcepts: [], activeChip: null, info: null };
+const state = { query: "", k: 10, steering: {}, lastHits: null, queryConcepts: [], activeChip: null, info: null,
+                infoLoaded: null };
 const $ = (selector, root = document) => root.querySelector(selector);
 const SEGMENTS = 8;  // concepts drawn as their own bar segments; the rest form one grey "other" segment
 
@@ -122,6 +123,7 @@ async function search() {
   $("#status").textContent = "searching...";
   try {
     const result = await api("/api/search", { q: state.query, k: state.k, steer: steerParams() });
+    await state.infoLoaded;  // the sliders' range comes from /api/info
     state.lastHits = result.hits;
     state.queryConcepts = result.query_concepts;
     renderQuery(result);
@@ -143,12 +145,13 @@ function renderQuery(result) {
   for (const concept of Object.keys(state.steering)) {
     if (!shown.has(concept)) shown.set(concept, { concept, weight: 0, description: "" });
   }
+  const [low, high] = state.info.steer_range;  // what the API accepts (STEER_RANGE in explorer.py)
   $("#sliders").innerHTML = [...shown.values()].map(c => {
     const factor = state.steering[c.concept] ?? 1;
     return `<div class="slider" data-concept="${c.concept}">
       <span class="swatch" style="background:${colour(c.concept)};width:10px;height:10px;display:inline-block"></span>
       <a href="#concept/${c.concept}">${c.concept}</a>
-      <input type="range" min="0" max="3" step="0.25" value="${factor}" aria-label="steer ${c.concept}">
+      <input type="range" min="${low}" max="${high}" step="0.25" value="${factor}" aria-label="steer ${c.concept}">
       <span class="factor">×${factor}</span>
       <span class="desc" title="${escapeHtml(c.description)}">${escapeHtml(short(c.description))}</span></div>`;
   }).join("");
@@ -326,7 +329,7 @@ window.addEventListener("popstate", () => {
   route();
   search();
 });
-loadInfo().catch(showError);
+state.infoLoaded = loadInfo().catch(showError);
 loadState();
 route();
 search();
