@@ -257,24 +257,26 @@ def steering_from_args(args) -> dict[int, float]:
     Raises UsageError for a malformed flag, a missing catalogue, or a text no description matches.
     """
     import sys
-    from pathlib import Path
 
     from clsr.index.concepts import concept_latent, parse_steering
-    from clsr.interpret.describe import CATALOGUE_NAME, load_catalogue, pick_concepts
+    from clsr.interpret.describe import load_catalogue, pick_concepts
 
     try:
         steering = parse_steering(args.boost, args.suppress)
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.boost_concept:
-        path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME
-        if not args.catalogue and getattr(args, "index", None):
+        if args.catalogue:
+            catalogue = load_catalogue(args.catalogue)
+        elif getattr(args, "index", None):
             from clsr.interpret.describe import ensure_catalogue
 
-            ensure_catalogue(args.index, note=lambda text: print(f"note: {text}", file=sys.stderr))
-        if not path.exists():
-            raise UsageError(f"--boost-concept needs {path}; run `clsr describe --index {args.index}` first")
-        catalogue = load_catalogue(path)
+            catalogue = ensure_catalogue(args.index, note=lambda text: print(f"note: {text}", file=sys.stderr))
+        else:
+            catalogue = {}
+        if not catalogue:
+            raise UsageError(f"--boost-concept needs concept descriptions; run `clsr describe --index {args.index}` "
+                             "first, or pass --catalogue")
         for item in args.boost_concept:
             text, _, factor = item.rpartition("=") if "=" in item else (item, "", "")
             picked = pick_concepts(catalogue, text)

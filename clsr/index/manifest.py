@@ -251,6 +251,15 @@ class IndexManifest:
             raise
         return self
 
+    def identity(self) -> str:
+        """A key of the build this manifest records (20 hex digits): the same for every copy of one index, another
+        for a rebuilt one, and unchanged by what is recorded later (``hybrid_alpha``). What is derived from an
+        index outside its folder is kept under it (`clsr.index.derived`)."""
+        import hashlib
+
+        built = {name: value for name, value in self.to_dict().items() if name != "hybrid_alpha"}
+        return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()[:20]
+
     def replace(self, **changes: Any) -> IndexManifest:
         """A copy with ``changes`` (e.g. ``hybrid_alpha=HybridAlpha(...)``); :meth:`write` it to record them."""
         return dataclasses.replace(self, **changes)

@@ -171,6 +171,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     import textwrap
 
     from clsr.data import load_corpus
+    from clsr.encode.dense import EncoderConfig, cut_texts
     from clsr.index import DocCodes, read_manifest
     from clsr.index.concepts import concept_term
     from clsr.progress import progress_bar
@@ -193,6 +194,10 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
 
         raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
     texts = {d.id: d.text for d in load_corpus(corpus)}
+    # Passages cut as the encoder cuts them (`cut_texts`), for the describers that read them whole; the evidence
+    # describer takes the uncut ones, which key the embedding cache, and cuts them itself.
+    max_length = EncoderConfig.from_dict(manifest.encoder).max_length
+    cut = dict(zip(texts, cut_texts(list(texts.values()), max_length)[0]))
     labels = None
     if describer == "evidence":
         from clsr.interpret.describers import evidence_describer_for
@@ -201,7 +206,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
         describer = evidence_describer_for(index_dir, texts, KeywordDescriber(()).stem, top_passages,
                                            embeddings=embeddings)
         labels = describer.describe_latents(np.flatnonzero(df).tolist(), progress=progress)
-    describer = describer or KeywordDescriber(texts.values())
+    describer = describer or KeywordDescriber(cut.values())
     rows, _ = np.nonzero(fired)
     order = np.lexsort((-activations[fired], latents[fired]))  # by latent, strongest first
     by_latent_rows, by_latent_values = rows[order], activations[fired][order]
@@ -220,7 +225,7 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
                                                        placeholder="...")}
                           for docid, value in passages],
             description=(labels[latent]["description"] if labels is not None and latent in labels
-                         else describer.describe([texts.get(docid, "") for docid, _ in passages]) if passages else ""),
+                         else describer.describe([cut.get(docid, "") for docid, _ in passages]) if passages else ""),
             label=({k: labels[latent][k] for k in LABEL_FIELDS if k in labels[latent]}
                    if labels is not None and latent in labels else None),
             described_with=described_with if passages else None))
@@ -309,32 +314,60 @@ def describe_index(index_dir: str | os.PathLike, *, corpus: str | None = None, d
 
 
 def ensure_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, progress: bool = True,
-                     note=None) -> Path:
-    """The index's catalogue, described now (once, with the default describer) when the index has none: an
-    index built before clsr described every index, or with ``--no-describe``. `note` (e.g. ``print``) is told
-    so before the work starts. Returns the catalogue's path."""
+                     note=None) -> dict[str, ConceptEntry]:
+    """The index's catalogue ({concept term: entry}), described now (once, with the default describer) when the
+    index has none: an index built before clsr described every index, or with ``--no-describe``. `note` (e.g.
+    ``print``) is told so before the work starts. It is kept where :func:`clsr.index.derived.open_derived` keeps
+    what is derived from an index: in its folder, or in the cache where the folder cannot be written; several
+    processes starting at once describe it once. Returns {} (after a note) when there is none and the corpus to
+    describe it from is not here."""
+    from clsr.data import DataError, resolve
+    from clsr.index.derived import find_derived, open_derived
     from clsr.index.manifest import IndexManifest
 
-    path = Path(index_dir) / CATALOGUE_NAME
-    if path.exists():
-        return path
-    from clsr.data import DataError, resolve
-
     source = corpus or IndexManifest.read(index_dir).source
-    try:
-        found = bool(source) and resolve(source) is not None
-    except DataError:  # the corpus the manifest names is not here: search and explain go on without descriptions
-        found = False
-    if not found:
+    if find_derived(index_dir, CATALOGUE_NAME) is None:
+        try:
+            found = bool(source) and resolve(source) is not None
+        except DataError:  # the corpus the manifest names is not here: search and explain go on without descriptions
+            found = False
+        if not found:
+            if note is not None:
+                note(f"{index_dir} has no concept descriptions, and the corpus to describe them from "
+                     f"({source or 'none recorded'}) is not here: run `clsr describe --index ... --corpus ...`")
+            return {}
         if note is not None:
-            note(f"{index_dir} has no concept descriptions, and the corpus to describe them from "
-                 f"({source or 'none recorded'}) is not here: run `clsr describe --index ... --corpus ...`")
-        return path
-    if note is not None:
-        note(f"{index_dir} has no concept descriptions (built before clsr described every index, or with "
-             f"--no-describe): describing its concepts once, into {path}; `clsr describe` does the same")
-    describe_index(index_dir, corpus=corpus, progress=progress)
-    return path
+            note(f"{index_dir} has no concept descriptions (built before clsr described every index, or with "
+                 "--no-describe): describing its concepts once; `clsr describe` does the same")
+
+    def build(path: Path) -> None:
+        write_catalogue(build_catalogue(index_dir, corpus=corpus, describer=DEFAULT_DESCRIBER, progress=progress),
+                        path)
+
+    try:
+        return open_derived(index_dir, CATALOGUE_NAME, "the concept catalogue", build, load_catalogue, folder=False)
+    except DataError as e:  # a damaged catalogue, and no corpus to describe it again from
+        if note is not None:
+            note(f"{index_dir}'s concept descriptions cannot be read or made again ({e})")
+        return {}
+
+
+def index_catalogue(index_dir: str | os.PathLike) -> dict[str, ConceptEntry]:
+    """The index's catalogue as it is, wherever it is kept (its folder, or the cache where first use described
+    it), or {} when there is none or it cannot be read (said in a warning); describes nothing."""
+    import logging
+
+    from clsr.errors import ClsrError
+    from clsr.index.derived import find_derived
+
+    path = find_derived(index_dir, CATALOGUE_NAME)
+    if path is None:
+        return {}
+    try:
+        return load_catalogue(path)
+    except (ClsrError, OSError, ValueError, TypeError) as e:
+        logging.getLogger(__name__).warning("%s cannot be read (%s): going on without descriptions", path, e)
+        return {}
 
 
 def write_catalogue(entries: Sequence[ConceptEntry], path: str | os.PathLike) -> None:

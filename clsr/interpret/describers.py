@@ -517,8 +517,11 @@ class EvidenceDescriber:
         word and -1 for a contrast word."""
         if self.candidate_min_df > 1:  # a word in one or two passages reads as noise, however well it fits
             self.presence([])
-            mass = Counter({stem: value for stem, value in mass.items()
-                            if len(self._postings.get(stem, ())) >= self.candidate_min_df})
+            common = Counter({stem: value for stem, value in mass.items()
+                              if len(self._postings.get(stem, ())) >= self.candidate_min_df})
+            # ...unless rare words are all the evidence there is (a concept of one passage): then they are the label,
+            # which the AUC check marks unclear where it predicts poorly, rather than no label at all.
+            mass = common or mass
         positive = [stem for stem, _ in mass.most_common(self.candidates_kept)]
         words = [self.surface(stem) for stem in positive]
         if self.simulator is None:
@@ -604,6 +607,9 @@ class EvidenceDescriber:
                                      max_contrast=0 if self.simulator is None else self.max_contrast)
         keywords = [words[j] for j in chosen if signs[j] > 0]
         excluded = [words[j] for j in chosen if signs[j] < 0]
+        if not keywords:  # no word set the chooser kept: the strongest evidence words, which the AUCs then judge
+            keywords = [word for word, sign in zip(words, signs) if sign > 0][:max(1, self.min_keywords)]
+            excluded = []
         counts = self.count_scores(keywords)
         count_aucs = [count_auc(counts, fires), count_auc(counts, strong)] if keywords else [None, None]
         if self.simulator is None or not keywords:
@@ -815,7 +821,7 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     (e.g. ``dtype``). Raises ValueError for another simulator.
     """
     from clsr.data import Document
-    from clsr.encode.dense import encode_corpus
+    from clsr.encode.dense import cut_texts, encode_corpus
     from clsr.index import DocCodes
     from clsr.interpret.evidence import EvidenceExplainer
     from clsr.search.concept_encoder import load_concept_encoder
@@ -839,5 +845,8 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
         row = {docid: n for n, docid in enumerate(encoded.ids)}
         extra = {"simulator": EmbeddingSimulator(explainer.dense.encode),
                  "embeddings": np.asarray(encoded.embeddings)[[row[docid] for docid in codes.ids]]}
-    return EvidenceDescriber(explainer, [texts.get(docid, "") for docid in codes.ids], codes.latents,
-                             codes.activations, stemmer, top_passages=top_passages, **extra)
+    # Cut as the encoder cuts (`cut_texts`): a 21 MB passage would otherwise be scanned and tokenised whole (field
+    # case 11: 12.7 GB). The embedding cache above is keyed by the uncut texts, as indexing wrote it.
+    passages, _ = cut_texts([texts.get(docid, "") for docid in codes.ids], explainer.dense.config.max_length)
+    return EvidenceDescriber(explainer, passages, codes.latents, codes.activations, stemmer,
+                             top_passages=top_passages, **extra)

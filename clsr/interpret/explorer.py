@@ -20,7 +20,10 @@ import numpy as np
 MAX_K = 100  # hits per request: a page shows tens, and each hit carries its concept bars
 MAX_QUERY_CHARS = 2000
 MOVED_DEPTH = 100  # how deep the unsteered ranking is searched to tell how far a steered hit moved
-STEER_RANGE = (0.0, 10.0)  # 0 suppresses a concept; 1 leaves it; above 1 boosts it
+# The factors a steering slider offers and the API accepts (/api/info gives them to the page): 0 suppresses a
+# concept, 1 leaves it, above 1 boosts it. 3 is where the page's sliders always ended (in steps of 0.25); the API
+# once took up to 10, which a slider could not show.
+STEER_RANGE = (0.0, 3.0)
 EVIDENCE_PASSAGES = 5  # top passages a concept page shows with their evidence
 HISTOGRAM_BINS = 20
 
@@ -64,7 +67,7 @@ class Explorer:
     def __init__(self, index_dir: str | os.PathLike, *, bm25: str | os.PathLike | None = None,
                  dense: str | os.PathLike | None = None, catalogue: str | os.PathLike | None = None,
                  corpus: str | None = None, alpha: float | None = None, **options):
-        from clsr.interpret.describe import CATALOGUE_NAME, load_catalogue, regions
+        from clsr.interpret.describe import index_catalogue, load_catalogue, regions
         from clsr.interpret.evidence import EvidenceExplainer, passage_texts
         from clsr.search import Bm25Searcher, ClsrSearcher, DenseSearcher
 
@@ -74,8 +77,7 @@ class Explorer:
         self.encoder = self.searcher.concept_encoder
         self.texts = passage_texts(index_dir, corpus)
         self.titles = _titles(corpus or self.manifest.source)
-        catalogue_path = Path(catalogue) if catalogue else self.index_dir / CATALOGUE_NAME
-        self.catalogue = load_catalogue(catalogue_path) if catalogue_path.exists() else {}
+        self.catalogue = load_catalogue(catalogue) if catalogue else index_catalogue(index_dir)
         self.evidence = EvidenceExplainer.for_encoder(self.encoder)
         if alpha is None:
             from clsr.fusion import recorded_alpha

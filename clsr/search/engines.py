@@ -10,21 +10,21 @@ long, so Lucene's exhaustive impact scoring touches a large share of the index (
 * **Seismic** (`pyseismic-lsr`; Bruch et al., SIGIR 2024): clustered, summarised posting lists, searched
   approximately (``query_cut``, ``heap_factor``); clsr rescores its candidates exactly too.
 
-Both indexes are built from ``doc_codes/`` (the same integer impacts Lucene holds) into the index
-folder's ``engines/<name>/``, atomically, on first use. Every hit's score is the integer dot product of
-the query's and the document's impacts, the score Lucene gives, so explanations still sum to it; an
-approximate engine can only miss documents, which benchmarks/engines.py measures as recall against
+Both indexes are built from ``doc_codes/`` (the same integer impacts Lucene holds) on first use, into the
+index folder's ``engines/<name>/`` where it can be written, else into a cache keyed by the index
+(`clsr.index.derived`: atomic, one builder at a time, umask modes, damaged files rebuilt). Every hit's score is the
+integer dot product of the query's and the document's impacts, the score Lucene gives, so explanations still sum
+to it; an approximate engine can only miss documents, which benchmarks/engines.py measures as recall against
 Lucene's exact run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import shutil
-import tempfile
-import time
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,37 +99,61 @@ class DocImpacts:
         return (weights[self.latents[rows]] * self.impacts[rows]).sum(axis=1)
 
 
-def _build_atomically(target: Path, build) -> None:
-    """Run ``build(folder)`` into a hidden sibling and rename it to ``target`` when it succeeds."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+@contextlib.contextmanager
+def native_output_silenced(stderr: bool = False) -> Iterator[None]:
+    """Drop what native code prints on file descriptor 1 (and 2 if ``stderr``) during the block: Seismic's Rust
+    ``println!`` (``Configuration {...}``, ``Saving ...``) would otherwise land in a run written to stdout, and a
+    Rust panic prints its message and a backtrace on stderr before pyo3 raises it as an exception, which
+    `clsr.index.derived` reports in one line."""
+    streams = [1, 2] if stderr else [1]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in streams]
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        build(building)
-        os.replace(building, target)
+        for fd in streams:
+            os.dup2(devnull, fd)
+        yield
     finally:
-        shutil.rmtree(building, ignore_errors=True)
+        for fd, copy in zip(streams, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
 
 
 class BmpEngine:
     """Block-max pruning (`bmp` from PyPI) over the index's impacts.
 
-    Known loss in bmp 0.2.8: its search loop scores each block before moving to the next and ends without
-    scoring the last block in upper-bound order (pisa-engine/BMP, src/search.rs), so that block's documents are
-    never candidates; on the 300-passage test slice, 12 of 300 passages. Recall is measured, not assumed."""
+    bmp 0.2.8's search loop scores each block before moving to the next and ends without scoring the last block
+    in upper-bound order (pisa-engine/BMP, src/search.rs: the loop scores ``current_block`` only when a next one
+    exists), and panics when no block can score (``ub_iter.next().unwrap()``). On a 30-passage index (one block)
+    that gave 0 hits (field case 25). So the index ends with a padding block (:data:`PAD_TERM`, impact 1) that
+    every query also asks for (weight 1 after BMP's ceil): asked for more than 1,000 candidates
+    (:data:`MIN_CANDIDATES`), BMP's initial threshold is 0 (it keeps posting lists' 10th, 100th and 1000th scores
+    only), every block that shares a term is a candidate with an upper bound of at least 1, and the padding block,
+    last with bound 1, is the one left unscored. Candidates are then rescored exactly."""
+
+    PAD_TERM = "clsr_pad"  # no concept term (c<id>) can equal it
+    MIN_CANDIDATES = 1001  # above bmp's largest kth_score rank (1000), so its threshold starts at 0
 
     def __init__(self, index_dir: str | os.PathLike, impacts: DocImpacts, config: EngineConfig):
         try:
             import bmp
         except ImportError:
             raise UsageError("--engine bmp needs the engines extra: pip install 'clsr[engines]'") from None
-        folder = Path(index_dir) / ENGINES_DIR / f"bmp-b{config.block_size}-v2"  # v2: rescaled impacts
-        if not (folder / "index.bmp").exists():
-            start = time.perf_counter()
-            _build_atomically(folder, lambda building: self._build(bmp, building / "index.bmp", impacts, config))
-            log.info("built the BMP index of %s in %.1f s (once; kept in %s)", index_dir,
-                     time.perf_counter() - start, folder)
-        self.searcher = bmp.Searcher(str(folder / "index.bmp"))
+        from clsr.index.derived import open_derived
+
+        # v3: a padding block after the documents (v2: rescaled impacts).
+        name = f"{ENGINES_DIR}/bmp-b{config.block_size}-v3"
+        self.searcher = open_derived(index_dir, name, "the BMP engine",
+                                     lambda folder: self._build(bmp, folder / "index.bmp", impacts, config),
+                                     lambda folder: self._load(bmp, folder / "index.bmp"))
         self.config = config
+
+    @staticmethod
+    def _load(bmp, path: Path):
+        with native_output_silenced(stderr=True):  # a damaged file panics, printing a backtrace
+            return bmp.Searcher(str(path))
 
     @staticmethod
     def bmp_impacts(impacts: np.ndarray) -> np.ndarray:
@@ -149,11 +173,21 @@ class BmpEngine:
                                                cls.bmp_impacts(impacts.impacts).tolist()):
             indexer.add_document(docid, {concept_term(latent): impact
                                          for latent, impact in zip(latents, row_impacts) if impact > 0})
+        for number in range(config.block_size):  # ends the last block of documents, then fills one of its own
+            indexer.add_document(f"\x00{cls.PAD_TERM}-{number}", {cls.PAD_TERM: 1})
         indexer.finish()
 
     def candidates(self, query: Mapping[str, int], depth: int) -> list[str]:
-        docids, _ = self.searcher.search(dict(query), k=depth, alpha=self.config.alpha, beta=self.config.beta)
-        return list(docids)
+        """BMP's best docids by its own quantised ranking, at least ``depth`` (:data:`MIN_CANDIDATES`) where the
+        index has them, the padding left out: all are rescored exactly, which costs far less than BMP's misorder
+        (on 30 passages, the 10 it ranked first missed Lucene's 10th)."""
+        if not query:
+            return []
+        weights = {term: float(weight) for term, weight in query.items()}
+        weights[self.PAD_TERM] = min(weights.values()) * 1e-6  # BMP's ceil makes it 1
+        docids, _ = self.searcher.search(weights, k=max(depth, self.MIN_CANDIDATES), alpha=self.config.alpha,
+                                         beta=self.config.beta)
+        return [docid for docid in docids if not docid.startswith("\x00")]
 
 
 class SeismicEngine:
@@ -164,14 +198,15 @@ class SeismicEngine:
             import seismic
         except ImportError:
             raise UsageError("--engine seismic needs the engines extra: pip install 'clsr[engines]'") from None
-        folder = Path(index_dir) / ENGINES_DIR / (f"seismic-p{config.n_postings}-c{config.centroid_fraction}"
-                                                  f"-e{config.summary_energy}")
-        if not (folder / "index.seismic").exists():
-            start = time.perf_counter()
-            _build_atomically(folder, lambda building: self._build(seismic, building, impacts, config))
-            log.info("built the Seismic index of %s in %.1f s (once; kept in %s)", index_dir,
-                     time.perf_counter() - start, folder)
-        self.index = seismic.SeismicIndex.load(str(folder / "index.seismic"))
+        from clsr.index.derived import open_derived
+
+        def load(folder: Path):
+            with native_output_silenced(stderr=True):
+                return seismic.SeismicIndex.load(str(folder / "index.seismic"))
+
+        name = f"{ENGINES_DIR}/seismic-p{config.n_postings}-c{config.centroid_fraction}-e{config.summary_energy}"
+        self.index = open_derived(index_dir, name, "the Seismic engine",
+                                  lambda folder: self._build(seismic, folder, impacts, config), load)
         self.string_type = seismic.get_seismic_string()
         self.config = config
 
@@ -187,10 +222,11 @@ class SeismicEngine:
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         dataset.add_documents_by_id(list(impacts.ids), latents[rows].astype(np.int64),
                                     values[rows].astype(np.float32), offsets)
-        index = seismic.SeismicIndex.build_from_dataset(
-            dataset, n_postings=config.n_postings, centroid_fraction=config.centroid_fraction,
-            summary_energy=config.summary_energy, num_threads=1)
-        index.save(str(building / "index"))  # writes index.index.seismic
+        with native_output_silenced():
+            index = seismic.SeismicIndex.build_from_dataset(
+                dataset, n_postings=config.n_postings, centroid_fraction=config.centroid_fraction,
+                summary_energy=config.summary_energy, num_threads=1)
+            index.save(str(building / "index"))  # writes index.index.seismic
         (building / "index.index.seismic").rename(building / "index.seismic")
 
     def candidates(self, query: Mapping[str, int], depth: int) -> list[str]:
@@ -223,6 +259,8 @@ def engine_top_k(engine, impacts: DocImpacts, query: Mapping[str, int], k: int,
     in the project's one tie order (`clsr.evaluate.trec_eval_order`)."""
     from clsr.evaluate import trec_eval_order
 
+    if not query:
+        return []
     candidates = engine.candidates(query, max(k, engine.config.depth))
     return trec_eval_order(exact_scores(impacts, query, candidates, n_latents))[:k]
 
