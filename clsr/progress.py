@@ -8,9 +8,11 @@ when it is not a terminal (every 10 s, so a log file gets a readable trail), and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -26,6 +28,27 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
     # tqdm reads its TQDM_* variables once, when imported; these are read at each bar.
     kwargs["disable"] = not enabled or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+@contextlib.contextmanager
+def elapsed_bar(desc: str, enabled: bool = True) -> Iterator[None]:
+    """A bar that counts the seconds of a stage whose own progress cannot be read (Anserini's indexing, inside the
+    JVM), so that a long stage is never silent; it ends with the stage's time."""
+    bar = progress_bar(desc=desc, unit="s", enabled=enabled, bar_format="{desc}: {elapsed}")
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(1.0):
+            bar.update(1)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        bar.close()
 
 
 def _is_terminal(stream) -> bool:

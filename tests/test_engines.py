@@ -67,16 +67,32 @@ def test_search_command_takes_an_engine_and_builds_it_once(slice_concept_index, 
         for engine in ("lucene", "seismic", "seismic"):
             clsr(["search", "--index", str(index), "--topics", str(topics), "--dtype", "fp32", "--hits", "10",
                   "--output", str(tmp_path / f"{engine}.trec"), "--engine", engine])
-    assert caplog.text.count("built the Seismic index") == 1 and (index / "engines").is_dir()
+    assert caplog.text.count("built the Seismic engine") == 1 and (index / "engines").is_dir()
     assert read_run(tmp_path / "seismic.trec") == read_run(tmp_path / "lucene.trec")
 
 
-def test_an_engine_needs_a_concept_index_and_no_hybrid(slice_concept_index, tmp_path, cli_error):
+def test_an_engine_needs_a_concept_index_and_serves_the_hybrid(slice_concept_index, scifact_slice, tmp_path,
+                                                               cli_error, capsys):
+    """--engine is refused on a BM25 index; with --hybrid it gives the sparse candidates the dense side rescores,
+    and the search says which engine and alpha it used (issue 30: the hybrid ran on Lucene, saying neither)."""
+    pytest.importorskip("seismic")
+    from clsr.data import Document
+    from clsr.index import build_bm25_index
+
+    build_bm25_index([Document("d1", "vitamin d and bone density")], tmp_path / "bm25")
     topics = tmp_path / "t.tsv"
-    topics.write_text("q1\tvitamin d\n")
-    message = cli_error(["search", "--index", str(slice_concept_index), "--topics", str(topics), "--output",
-                         str(tmp_path / "r"), "--engine", "seismic", "--hybrid"])
-    assert "--engine seismic searches a concept index without --hybrid" in message
+    topics.write_text("".join(f"{q}\t{t}\n" for q, t in list(scifact_slice.topics.items())[:15]))
+    message = cli_error(["search", "--index", str(tmp_path / "bm25"), "--topics", str(topics), "--output",
+                         str(tmp_path / "r"), "--engine", "seismic"])
+    assert f"--engine seismic searches a concept index; {tmp_path / 'bm25'} is a bm25 index" in message
+    for engine in ("lucene", "seismic"):
+        clsr(["search", "--index", str(slice_concept_index), "--topics", str(topics), "--hybrid", "--depth", "20",
+              "--hits", "10", "--output", str(tmp_path / f"{engine}.trec"), "--engine", engine])
+        err = capsys.readouterr().err
+        assert f"clsr: engine {engine}\n" in err
+        assert f"clsr: hybrid: alpha 0.5 (the default: none recorded), interpolation of minmax scores; rerank of " \
+               f"the sparse top 20 (engine {engine}); the original query for the dense side" in err
+    assert read_run(tmp_path / "seismic.trec") == read_run(tmp_path / "lucene.trec")
 
 
 def test_bmp_impacts_cannot_overflow_its_16_bit_scores():

@@ -3,6 +3,7 @@ encoded, the hybrid's alpha is tuned at build time, explain ranks as search does
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -122,7 +123,8 @@ def test_remove_query_without_a_query_id_is_refused(slice_concept_index, cli_err
 
 
 def test_a_search_says_which_split_it_read_and_nothing_else(tmp_path):
-    """Without -v: the split in one line, and none of Lucene's, SLF4J's or Java's start-up notes."""
+    """Without -v: the split and the search's time, a line each, and none of Lucene's, SLF4J's or Java's start-up
+    notes; with the run on stdout, stdout holds the run and nothing else."""
     from clsr.data import iter_corpus
     from clsr.index import build_bm25_index
 
@@ -132,8 +134,16 @@ def test_a_search_says_which_split_it_read_and_nothing_else(tmp_path):
                             capture_output=True, text=True, timeout=300, env=os.environ)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip() and "searching" not in line]
-    assert len(lines) == 1 and lines[0].startswith("clsr: read 300 queries of split 'test' from "), result.stderr
+    assert len(lines) == 2 and lines[0].startswith("clsr: read 300 queries of split 'test' from "), result.stderr
+    assert re.fullmatch(r"clsr: searched 300 queries in \d+\.\d s: \d+\.\d ms/query \(1 thread, query encoding "
+                        r"included\)", lines[1]), lines[1]
     assert result.stdout.strip() == "wrote 3000 hits for 300 queries to " + str(tmp_path / "r.trec")
+    to_stdout = subprocess.run([sys.executable, "-m", "clsr.search", "--index", str(tmp_path / "bm25"), "--topics",
+                                "scifact", "--output", "/dev/stdout", "--hits", "10"],
+                               capture_output=True, text=True, timeout=300, env=os.environ)
+    assert to_stdout.returncode == 0, to_stdout.stderr
+    assert to_stdout.stdout == (tmp_path / "r.trec").read_text()
+    assert "wrote 3000 hits for 300 queries to /dev/stdout" in to_stdout.stderr
 
 
 def test_verbose_logging_leaves_out_faiss_loader_notes():

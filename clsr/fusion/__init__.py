@@ -129,8 +129,12 @@ class HybridSearcher:
             raise ValueError("give either an index folder or a concept searcher (sparse=...)")
         fuse([{}, {}], method, DEFAULT_ALPHA if alpha is None else alpha, normalization)  # validates them up front
         self.sparse = sparse if sparse is not None else ClsrSearcher(index_dir, **options)
+        self.alpha_source = "given"
         if alpha is None:  # the alpha tuned when the index was built (or later by `clsr tune-alpha --record`)
             alpha = recorded_alpha(getattr(self.sparse, "manifest", {}), where=index_dir or "the collection")
+            record = getattr(getattr(self.sparse, "manifest", None), "hybrid_alpha", None)
+            self.alpha_source = (f"tuned on {record.tuned_on}, recorded in the manifest" if record is not None
+                                 else "the default: none recorded")
         self.mode, self.query_side, self.depth = mode, query_side, depth
         self.method, self.alpha, self.normalization = method, alpha, normalization
         self._faiss = None
@@ -143,6 +147,18 @@ class HybridSearcher:
             self._faiss = faiss.IndexFlatIP(sae.config.d_in)
             for start in range(0, len(codes.ids), 65536):  # decoded in slices: a slice's floats at a time
                 self._faiss.add(np.ascontiguousarray(codes.decoded(slice(start, start + 65536), sae), np.float32))
+
+    def describe(self) -> str:
+        """What this hybrid does, in one line: "alpha 0.2 (tuned on 300 pseudo-queries, ...), interpolation of minmax
+        scores; rerank of the sparse top 1000 (engine seismic); the original query for the dense side"."""
+        engine = getattr(getattr(self.sparse, "engine", None), "config", None)
+        fusion = (f"alpha {self.alpha} ({self.alpha_source}), interpolation of {self.normalization} scores"
+                  if self.method == "interpolation" else f"reciprocal rank fusion (k={RRF_K})")
+        sparse = (f"engine {engine.name}" if engine is not None
+                  else "engine lucene" if hasattr(self.sparse, "impact_searcher") else type(self.sparse).__name__)
+        mode = (f"rerank of the sparse top {self.depth}" if self.mode == "rerank"
+                else f"the sparse and the dense top {self.depth} fused")
+        return f"{fusion}; {mode} ({sparse}); the {self.query_side} query for the dense side"
 
     def query_vectors(self, embeddings: np.ndarray) -> np.ndarray:
         """The dense side's query vectors; steering moves them along the decoder's concept directions."""
@@ -157,9 +173,13 @@ class HybridSearcher:
 
     def component_runs(self, queries: Mapping[str, str], threads: int = 1, batch_size: int = 1,
                        progress: bool | None = None) -> tuple[Run, Run]:
-        """The sparse run and the dense-reconstruction run, each `depth` deep, before fusion."""
+        """The sparse run and the dense-reconstruction run, each `depth` deep, before fusion. Progress bars (for
+        encoding, searching and the dense side) show for more than 100 queries unless `progress` says."""
+        from clsr.progress import progress_bar
+
         qids = list(queries)
-        with self.sparse.query_encoder.encoded([queries[q] for q in qids], progress=bool(progress)) as embeddings:
+        progress = len(qids) > 100 if progress is None else progress
+        with self.sparse.query_encoder.encoded([queries[q] for q in qids], progress=progress) as embeddings:
             sparse = self.sparse.batch_search(queries, k=self.depth, threads=threads, batch_size=batch_size,
                                               progress=progress)
         vectors = self.query_vectors(embeddings)
@@ -175,7 +195,8 @@ class HybridSearcher:
                 dense[qid] = (trec_eval_order((ids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0)
                               if queries[qid].strip() else [])
         else:
-            for qid, vector in zip(qids, vectors):
+            for qid, vector in progress_bar(zip(qids, vectors), total=len(qids), desc="dense scores of the hits",
+                                            unit="query", enabled=progress):
                 docids = [docid for docid, _ in sparse[qid]]
                 scores = self.sparse.reconstruction_scores(docids, vector) if docids else []
                 dense[qid] = trec_eval_order(zip(docids, map(float, scores)))

@@ -80,17 +80,22 @@ def _sae_folder(args, stack: contextlib.ExitStack) -> tuple[Path, bool]:
 
 
 def _build_index(args, stack: contextlib.ExitStack) -> None:
+    import time
+
     from clsr.data import iter_corpus, load_corpus, resolve
     from clsr.encode.dense import EncoderConfig, encode_corpus
+    from clsr.index.atomic import INDEX, check_replaceable
     from clsr.options import encoder_from_args
 
+    started = time.perf_counter()
     source = str(resolve(args.corpus))
+    # Refused before minutes of encoding or adaptation, not only when the build reaches the folder.
+    check_replaceable(args.index, INDEX, {"the corpus": source, "the SAE": args.sae}, option="--index")
     if args.ray and (args.kind == "bm25" or args.adapt):
         raise UsageError(f"--ray encodes passages: {'--adapt' if args.adapt else 'a BM25 index'} does not use it")
     shards_dir = Path(args.index).resolve().parent / (Path(args.index).name + ".shards")
     encoding_note = None  # passages/s, backend and dtype, said at the end of the build
-    embeddings = None  # the passages' embeddings in the index's order, when encoded here (the describer reuses them)
-    documents = None  # the corpus, once read (the alpha tuning after a concept build draws its pseudo-queries from it)
+    earlier: dict[str, float] = {}  # seconds of the stages before the index build (encoding, adaptation)
     if args.kind == "bm25":
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
                                     overwrite=args.overwrite)
@@ -118,14 +123,17 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
         sae.check_encoder(config.to_dict())  # before encoding a whole corpus for nothing
         doc_k = sae.check_k(args.doc_k)
         # The actors encode and compute the codes; the build reads the shards, memory-mapped.
+        stage = time.perf_counter()
         shards = shards_from_args(args, source, config, shards_dir, sae_path=sae_path, doc_k=doc_k)
+        earlier["encode_s"] = time.perf_counter() - stage
         manifest = build_concept_index(shards.ids, shards.embeddings, args.index, sae=sae, sae_path=sae_path,
                                        encoder=config.to_dict(), encoding=shards.meta["encoding"],
                                        doc_k=doc_k, query_k=args.query_k,
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
                                        codes=(shards.activations, shards.latents),
-                                       embed_sae=converted)
+                                       embed_sae=converted, earlier_timings=earlier,
+                                       finish=_finisher(args, source, None))
     else:
         from clsr.options import adapt_config_from_args
         from clsr.sae.adapt import adapt_to_corpus
@@ -138,7 +146,9 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
         encoder = encoder_from_args(args, trained_on)
         sae.check_encoder(encoder.config.to_dict())  # before encoding a whole corpus for nothing
         documents = load_corpus(source)
+        stage = time.perf_counter()
         encoded = encode_corpus(encoder, documents)
+        earlier["encode_s"] = time.perf_counter() - stage
         encoding_note = encoding_summary(encoder, encoded)
         if args.adapt:
             target = Path(args.index).resolve()
@@ -148,8 +158,10 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
             adapted = stack.enter_context(tempfile.TemporaryDirectory(
                 prefix=f".{target.name}{ADAPTING}{os.getpid()}-", dir=target.parent))
             base_path = sae_path
+            stage = time.perf_counter()
             sae, report, encode_seconds = adapt_to_corpus(sae_path, source, encoder, adapted,
                                                           adapt_config_from_args(args))
+            earlier["adapt_s"] = time.perf_counter() - stage
             print_adaptation(report, encode_seconds)
             from clsr.interpret.describe import inherit_descriptions
             from clsr.sae.command import print_inherited
@@ -161,31 +173,71 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
                                        doc_k=args.doc_k, query_k=args.query_k,
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
-                                       embed_sae=args.adapt or converted)
-        embeddings = encoded.embeddings
-    if args.kind == "concepts" and args.tune_alpha:
-        from clsr.fusion import tune_and_record_alpha
+                                       embed_sae=args.adapt or converted, earlier_timings=earlier,
+                                       finish=_finisher(args, source, documents, encoded.embeddings))
+    seconds = time.perf_counter() - started
+    stages = _stages_said(manifest.timings) if manifest.timings else ""
+    print(f"built {args.kind} index of {manifest.documents} documents at {args.index} in {_duration(seconds)}"
+          + (f" ({stages})" if stages else "") + (f"; encoding: {encoding_note}" if encoding_note else ""))
 
-        # Queries as the index's searchers will encode them: its encoder and backend, this run's device and dtype.
-        record = tune_and_record_alpha(args.index, documents if documents is not None else load_corpus(source),
-                                       device=args.device, dtype=args.dtype,
-                                       batch_size=args.encode_batch_size)
-        print(f"hybrid alpha {record.alpha} (tuned on {record.tuned_on}, {record.metric} "
-              f"{record.curve[format(record.alpha, '.1f')]:.4f}; recorded in the manifest)")
-    if args.kind == "concepts" and args.describe:
-        import time
 
-        from clsr.interpret.describe import CATALOGUE_NAME, describe_index
+def _finisher(args, source: str, documents, embeddings=None):
+    """What a concept build does to the complete index before it is renamed into place (`build_concept_index`'s
+    ``finish``): tune the hybrid's alpha on pseudo-queries, and describe the concepts, each unless switched off.
+    Returns the function, which returns each stage's seconds."""
+    import time
 
-        start = time.perf_counter()
-        entries = describe_index(args.index, corpus=source, embeddings=embeddings)
-        described = sum(1 for e in entries if e.description and not e.inherited)
-        inherited = sum(1 for e in entries if e.inherited)
-        print(f"described {described} concepts in {time.perf_counter() - start:.0f} s"
-              + (f" ({inherited} more inherited from the base SAE)" if inherited else "")
-              + f": {Path(args.index) / CATALOGUE_NAME}")
-    print(f"built {args.kind} index of {manifest.documents} documents at {args.index}"
-          + (f"; encoding: {encoding_note}" if encoding_note else ""))
+    def finish(building: Path) -> dict[str, float]:
+        from clsr.data import load_corpus
+
+        seconds = {}
+        if args.tune_alpha:
+            from clsr.fusion import tune_and_record_alpha
+
+            start = time.perf_counter()
+            # Queries as the index's searchers will encode them: its encoder, backend and dtype, this run's device.
+            record = tune_and_record_alpha(building, documents if documents is not None else load_corpus(source),
+                                           device=args.device, dtype=args.dtype,
+                                           batch_size=args.encode_batch_size)
+            seconds["tune_alpha_s"] = time.perf_counter() - start
+            print(f"hybrid alpha {record.alpha} (tuned on {record.tuned_on}, {record.metric} "
+                  f"{record.curve[format(record.alpha, '.1f')]:.4f}; recorded in the manifest) in "
+                  f"{_duration(seconds['tune_alpha_s'])}")
+        if args.describe:
+            from clsr.interpret.describe import CATALOGUE_NAME, describe_index
+
+            start = time.perf_counter()
+            entries = describe_index(building, corpus=source, embeddings=embeddings)
+            seconds["describe_s"] = time.perf_counter() - start
+            described = sum(1 for e in entries if e.description and not e.inherited)
+            inherited = sum(1 for e in entries if e.inherited)
+            used = sum(1 for e in entries if e.df > 0)
+            print(f"described {described} of the {used} concepts the corpus uses in {_duration(seconds['describe_s'])}"
+                  + (f" ({inherited} more inherited from the base SAE)" if inherited else "")
+                  + f": {CATALOGUE_NAME} in the index")
+        return seconds
+
+    return finish
+
+
+STAGE_NAMES = {"encode_s": "encoding", "adapt_s": "adapting the SAE", "concepts_s": "concepts",
+               "write_s": "writing vectors", "lucene_s": "Lucene", "doc_codes_s": "doc_codes",
+               "tune_alpha_s": "alpha tuning", "describe_s": "describing"}
+
+
+def _stages_said(timings: dict[str, float]) -> str:
+    """"encoding 95 s, Lucene 20 s, describing 5 min 5 s": the manifest's stage seconds, in build order."""
+    return ", ".join(f"{STAGE_NAMES[name]} {_duration(timings[name])}" for name in STAGE_NAMES if name in timings)
+
+
+def _duration(seconds: float) -> str:
+    """"0.4 s", "95 s" or "5 min 12 s"."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
 
 
 def encoding_summary(encoder, encoded) -> str:

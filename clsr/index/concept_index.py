@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from clsr.index.atomic import atomic_directory, directory_bytes
 from clsr.index.concepts import QUERY_MODES, Quantizer, check_exact_scores
 from clsr.index.doc_codes import ACTIVATION_DTYPE, DOC_CODES_DIR
 from clsr.index.lucene import index_impact_vectors
-from clsr.index.manifest import write_manifest
+from clsr.index.manifest import IndexManifest, write_manifest
 from clsr.progress import progress_bar
 
 log = logging.getLogger("clsr.index")
@@ -28,7 +28,8 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                         query_k: int | None = None, query_mode: str = "topk", bits: int = 8, source: str = "",
                         threads: int = 1, overwrite: bool = False, progress: bool = True,
                         embed_sae: bool = False, codes: tuple[np.ndarray, np.ndarray] | None = None,
-                        encoding: dict | None = None) -> dict:
+                        encoding: dict | None = None, earlier_timings: Mapping[str, float] | None = None,
+                        finish: Callable[[Path], Mapping[str, float]] | None = None) -> IndexManifest:
     """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
 
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
@@ -40,6 +41,10 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
     The SAE's fit to the corpus is measured (`check_sae_fit`) and recorded as ``sae_fit``.
     ``codes`` are the documents' top-``doc_k`` (activations, latents) when already computed with
     this SAE, e.g. by the Ray actors (``clsr.encode.ray``); otherwise they are computed here.
+    ``finish(folder)`` runs on the complete index before it is renamed into place (tuning the hybrid's alpha,
+    describing the concepts: what `clsr index` does after the Lucene build), so an interrupted build leaves
+    nothing that looks complete; it returns its stages' seconds. The manifest's ``timings`` hold every stage's
+    seconds, ``earlier_timings`` (e.g. encoding) and ``finish``'s included, and ``total_s``, their sum.
     """
     from clsr.sae.config import CONFIG_NAME
     from clsr.sae.model import WEIGHTS_NAME, sae_checksum
@@ -61,7 +66,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         raise InvalidIndexError(str(e)) from None
     sae_fit = check_sae_fit(sae, embeddings)
     timings = {}
-    with atomic_directory(index_dir, overwrite) as building:
+    with atomic_directory(index_dir, overwrite, sources={"the corpus": source, "the SAE": sae_path}) as building:
         sae_record = {"name": Path(sae_path).name, "path": str(Path(sae_path).resolve())}
         if embed_sae:
             (building / EMBEDDED_SAE_DIR).mkdir()
@@ -109,7 +114,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         adaptation = sae.config.training.adaptation
         adapted_from = (dataclasses.asdict(adaptation.base_sae)
                         if adaptation is not None and adaptation.base_sae is not None else None)
-        return write_manifest(
+        manifest = write_manifest(
             building, "concepts", len(ids), source=source, encoder=encoder, encoding=encoding,
             sae={**sae_record, "sha256": sae_checksum(sae_path), "n_latents": sae.config.n_latents,
                  "k": sae.config.k, "d_in": sae.config.d_in, "adapted_from": adapted_from},
@@ -117,8 +122,13 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
             doc_k=doc_k, doc_quantizer=doc_quantizer.to_dict(),
             query={"k": query_k, "mode": query_mode, "quantizer": query_quantizer.to_dict()},
             postings=postings, empty_documents=int((impacts.max(axis=1) == 0).sum()),
-            lucene_bytes=lucene_bytes, doc_codes_bytes=directory_bytes(store),
-            timings={name: round(seconds, 3) for name, seconds in timings.items()})
+            lucene_bytes=lucene_bytes, doc_codes_bytes=directory_bytes(store))
+        if finish is not None:
+            timings.update(finish(building))
+            manifest = IndexManifest.read(building)  # finish may have recorded more (the tuned alpha)
+        timings = {**(earlier_timings or {}), **timings}
+        timings["total_s"] = sum(timings.values())
+        return manifest.replace(timings={name: round(seconds, 3) for name, seconds in timings.items()}).write(building)
 
 
 EMBEDDED_SAE_DIR = "sae"

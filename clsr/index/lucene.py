@@ -17,7 +17,7 @@ from clsr.data import Document
 from clsr.index.atomic import atomic_directory
 from clsr.index.concepts import concept_term
 from clsr.index.manifest import write_manifest
-from clsr.progress import progress_bar
+from clsr.progress import elapsed_bar, progress_bar
 
 BM25_K1, BM25_B = 0.9, 0.4  # Pyserini's defaults, which its published BEIR "flat" figures use.
 
@@ -33,19 +33,23 @@ def _write_json_collection(documents: Iterable[Document], directory: Path) -> in
 
 def run_anserini_indexer(args: Sequence[str]) -> None:
     """Anserini's IndexCollection in this process's JVM (what `python -m pyserini.index.lucene` runs)."""
-    from clsr.jvm import java_class, java_path
+    from clsr.jvm import indexing_buffer_mb, java_class, java_path
 
     # Anserini logs every setting at INFO; keep that for `clsr -v` only (which lowers the root logger to INFO;
     # clsr's own logger is at INFO always).
     quiet = [] if logging.getLogger().isEnabledFor(logging.INFO) else ["-quiet"]
     args = [java_path(a) if previous in ("-input", "-index") else a for previous, a in zip(["", *args], args)]
-    java_class("io.anserini.index.IndexCollection").main([*args, *quiet])
+    java_class("io.anserini.index.IndexCollection").main([*args, "-memoryBuffer", str(indexing_buffer_mb()), *quiet])
 
 
 def build_bm25_index(documents: Iterable[Document], index_dir: str | os.PathLike, *, source: str = "",
                      threads: int = 1, overwrite: bool = False) -> dict:
-    """A Lucene BM25 index with no positions, doc vectors or raw text (smallest and fastest)."""
-    with atomic_directory(index_dir, overwrite) as building, tempfile.TemporaryDirectory() as collection:
+    """A Lucene BM25 index with no positions, doc vectors or raw text (smallest and fastest).
+
+    `index_dir` is refused as `clsr.index.atomic.check_replaceable` says (``source``, the corpus, is a source).
+    """
+    with atomic_directory(index_dir, overwrite, sources={"the corpus": source}) as building, \
+            tempfile.TemporaryDirectory() as collection:
         count = _write_json_collection(documents, Path(collection))
         start = time.perf_counter()
         run_anserini_indexer(["-collection", "JsonCollection", "-input", collection, "-index", str(building),
@@ -86,10 +90,10 @@ def index_impact_vectors(latents: np.ndarray, impacts: np.ndarray, ids: Sequence
         shards = max(threads, -(-len(ids) // DOCUMENTS_PER_SHARD))  # one file per thread at least
         postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress)
         write_s = time.perf_counter() - start
-        if progress:
-            print(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})")
         start = time.perf_counter()
-        run_anserini_indexer(["-collection", "JsonVectorCollection", "-input", collection, "-index", str(lucene_dir),
-                              "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
-                              "-threads", str(threads), "-optimize"])  # -optimize: one segment, faster search
+        with elapsed_bar(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})",
+                         enabled=progress):
+            run_anserini_indexer(["-collection", "JsonVectorCollection", "-input", collection, "-index",
+                                  str(lucene_dir), "-generator", "DefaultLuceneDocumentGenerator", "-impact",
+                                  "-pretokenized", "-threads", str(threads), "-optimize"])  # -optimize: one segment
         return postings, {"write_s": write_s, "lucene_s": time.perf_counter() - start}

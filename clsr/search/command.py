@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import time
 from pathlib import Path
 
 from clsr.options import (
@@ -60,8 +63,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> None:
     from clsr.data import load_topics
     from clsr.index import read_manifest
+    from clsr.index.atomic import FILE, check_replaceable
     from clsr.search import open_searcher
 
+    # The run replaces a file; never a folder, the topics or the index (checked before the search, not after).
+    check_replaceable(args.output, FILE, {"the topics": args.topics, "the index": args.index})
     if args.backend == "milvus":
         return _run_milvus(args)
     if not args.index:
@@ -69,24 +75,28 @@ def _run(args: argparse.Namespace) -> None:
     topics = load_topics(args.topics, args.split)
     manifest = read_manifest(args.index)
     kind = manifest.kind
-    if args.engine not in ("auto", "lucene") and (kind != "concepts" or args.hybrid):
-        raise UsageError(f"--engine {args.engine} searches a concept index without --hybrid; {args.index} is a "
-                         f"{kind} index" + (" (and --hybrid reranks Lucene's candidates)" if args.hybrid else ""))
+    if args.engine not in ("auto", "lucene") and kind != "concepts":
+        raise UsageError(f"--engine {args.engine} searches a concept index; {args.index} is a {kind} index")
     if kind != "concepts" and (args.hybrid or args.explain):
         raise UsageError(f"--{'hybrid' if args.hybrid else 'explain'} needs a concept index; {args.index} is a "
                          f"{kind} index")
     steering = steering_from_args(args) if kind == "concepts" else {}
+    if kind == "concepts":
+        engine = engine_config_from_args(args)
+        _say(f"engine {engine.name if engine else 'lucene'}"
+             + (" (auto: " + ("pyseismic-lsr is installed)" if engine else "pyseismic-lsr is not installed)")
+                if args.engine == "auto" else ""))
     if kind == "concepts" and args.hybrid:
         from clsr.fusion import HybridSearcher
 
         searcher = HybridSearcher(args.index, mode=args.hybrid_mode, query_side=args.hybrid_query,
                                   method=args.fusion, alpha=args.alpha, normalization=args.normalization,
-                                  depth=args.depth, steering=steering, **concept_encoder_options(args, manifest))
-        run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
+                                  depth=args.depth, steering=steering, engine=engine,
+                                  **concept_encoder_options(args, manifest))
+        _say(f"hybrid: {searcher.describe()}")
     elif kind == "concepts":
-        searcher = open_searcher(args.index, steering=steering, engine=engine_config_from_args(args),
+        searcher = open_searcher(args.index, steering=steering, engine=engine,
                                  **concept_encoder_options(args, manifest))
-        run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
     else:
         from clsr.encode.dense import EncoderConfig
 
@@ -94,8 +104,26 @@ def _run(args: argparse.Namespace) -> None:
         if kind == "dense" and encoder_overridden(args):  # checked against the index's encoder
             options["encoder"] = encoder_from_args(args, EncoderConfig.from_dict(manifest.encoder))
         searcher = open_searcher(args.index, **options)
+    start = time.perf_counter()
+    if kind == "concepts":
+        run = searcher.batch_search(topics, k=args.hits, threads=args.threads, batch_size=args.batch_size)
+    else:
         run = searcher.batch_search(topics, k=args.hits, threads=args.threads)
+    _say_search_time(len(run), time.perf_counter() - start, args.threads)
     _write(searcher, topics, run, args)
+
+
+def _say(text: str) -> None:
+    """A note on stderr (stdout may be the run)."""
+    print(f"clsr: {text}", file=sys.stderr)
+
+
+def _say_search_time(queries: int, seconds: float, threads: int) -> None:
+    """"searched 300 queries in 6.2 s: 20.7 ms/query": wall clock per query, query encoding included, as the README's
+    demo table's "search ms/q" is; start-up (Pyserini, the encoder, an engine's first build) excluded."""
+    if queries:
+        _say(f"searched {queries} queries in {seconds:.1f} s: {1000 * seconds / queries:.1f} ms/query "
+             f"({threads} thread{'s' * (threads != 1)}, query encoding included)")
 
 
 def _run_milvus(args: argparse.Namespace) -> None:
@@ -133,15 +161,22 @@ def _write(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
         print(f"wrote {sum(map(len, run.values()))} explained hits for {len(run)} queries to {args.output}")
         return
     write_run(run, args.output, tag=args.run_tag, output_format=args.output_format)
-    print(f"wrote {sum(map(len, run.values()))} hits for {len(run)} queries to {args.output}")
+    # On stdout, unless the run itself goes there.
+    print(f"wrote {sum(map(len, run.values()))} hits for {len(run)} queries to {args.output}",
+          file=sys.stderr if _is_stdout(args.output) else sys.stdout)
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether the run file is this process's stdout (``/dev/stdout``, or a path to the same file)."""
+    return os.path.realpath(path) == os.path.realpath("/proc/self/fd/1")
 
 
 def _write_explained_run(searcher, topics: dict, run: dict, args: argparse.Namespace) -> None:
     """JSONL, a line per hit: qid, docid, rank, score and the top three shared concepts with descriptions."""
-    from clsr.interpret.describe import CATALOGUE_NAME, load_catalogue
+    from clsr.interpret.describe import index_catalogue, load_catalogue
 
-    path = Path(args.catalogue) if args.catalogue else Path(args.index) / CATALOGUE_NAME if args.index else None
-    catalogue = load_catalogue(path) if path is not None and path.exists() else {}
+    catalogue = (load_catalogue(args.catalogue) if args.catalogue
+                 else index_catalogue(args.index) if args.index else {})
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as f, searcher.query_encoder.encoded(list(topics.values())):
         for qid, hits in run.items():
@@ -176,8 +211,13 @@ def _add_encode_queries_arguments(parser) -> None:
 def _run_encode_queries(args) -> None:
     from clsr.data import load_topics
     from clsr.index import read_manifest
+    from clsr.index.atomic import FILE, check_replaceable
     from clsr.search.pyserini import ClsrQueryEncoder, write_query_cache
 
+    for option in ("--output", "--topics-output"):
+        path = getattr(args, option[2:].replace("-", "_"))
+        if path is not None:
+            check_replaceable(path, FILE, {"the topics": args.topics, "the index": args.index}, option=option)
     topics = load_topics(args.topics, args.split)
     encoder = ClsrQueryEncoder(args.index, **concept_encoder_options(args, read_manifest(args.index)))
     write_query_cache(encoder, topics, args.output, topics_output=args.topics_output)
@@ -220,6 +260,10 @@ def _run_export(args: argparse.Namespace) -> None:
 
     if not args.index:
         raise UsageError("clsr export milvus needs --index")
+    if "://" not in args.uri:  # Milvus Lite's database file: --overwrite replaces a collection in it, never the file
+        from clsr.index.atomic import FILE, check_replaceable
+
+        check_replaceable(args.uri, FILE, {"the index being exported": args.index}, option="--uri")
     record = export_index(args.index, args.uri, args.collection, overwrite=args.overwrite,
                           batch_size=args.batch_size)
     print(f"exported {record['documents']} passages of {args.index} to Milvus collection {args.collection!r} at "
