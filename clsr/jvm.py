@@ -76,6 +76,9 @@ _JVM_OPTIONS = ["-Dfile.encoding=UTF-8",
                 "-Dslf4j.internal.verbosity=WARN"]
 # Java 24+ warns on every start that Lucene uses sun.misc.Unsafe; the flag (JEP 471, Java 23+) allows it quietly.
 _UNSAFE_OPTION, _UNSAFE_SINCE = "--sun-misc-unsafe-memory-access=allow", 23
+# Java 22+ warns when code on the class path calls a restricted method of the foreign-memory API, as Lucene 10's
+# PosixNativeAccess does (madvise on its memory-mapped files); the flag (JEP 454) grants it quietly.
+_NATIVE_ACCESS_OPTION, _NATIVE_ACCESS_SINCE = "--enable-native-access=ALL-UNNAMED", 22
 MAX_CLAUSES = 1 << 20
 """Lucene's clause limit per query once clsr starts the JVM (Lucene's default is 1,024): a million distinct
 terms, far beyond any query text, still far below what would exhaust memory."""
@@ -128,7 +131,8 @@ def java_feature_version(home: Path | None = None) -> int | None:
 def jvm_options() -> list[str]:
     """The options clsr starts the JVM with, for the JDK it runs on."""
     version = java_feature_version()
-    return _JVM_OPTIONS + ([_UNSAFE_OPTION] if version is None or version >= _UNSAFE_SINCE else [])
+    return (_JVM_OPTIONS + ([_UNSAFE_OPTION] if version is None or version >= _UNSAFE_SINCE else [])
+            + ([_NATIVE_ACCESS_OPTION] if version is None or version >= _NATIVE_ACCESS_SINCE else []))
 
 
 def total_memory() -> int | None:
@@ -332,12 +336,23 @@ def java_path(path: str | os.PathLike) -> str:
 _jul_quietened = False
 
 
+# Lucene 10 (Pyserini 2.x) warns at every start that the JDK's incubating Vector API is not enabled, a note on
+# speed, not a fault; enabling it (--add-modules jdk.incubator.vector) makes the JVM warn of an incubator module
+# instead. Its one logger is raised to SEVERE; kept here, as java.util.logging holds loggers weakly.
+_VECTORIZATION_LOGGER = "org.apache.lucene.internal.vectorization.VectorizationProvider"
+_quietened_loggers: list = []
+
+
 def _quieten_java_util_logging(jnius) -> None:
     """java.util.logging prints INFO notes on stderr (Lucene 9 on Java 21: "Using MemorySegmentIndexInput with
-    Java 21"): its root logger is raised to WARNING, so Lucene's warnings and errors still show."""
+    Java 21"): its root logger is raised to WARNING, so Lucene's warnings and errors still show; Lucene's
+    vectorization note (see _VECTORIZATION_LOGGER) is left out."""
     global _jul_quietened
-    logger = jnius.autoclass("java.util.logging.Logger").getLogger("")
-    logger.setLevel(jnius.autoclass("java.util.logging.Level").WARNING)
+    logger_class, level = jnius.autoclass("java.util.logging.Logger"), jnius.autoclass("java.util.logging.Level")
+    logger_class.getLogger("").setLevel(level.WARNING)
+    vectorization = logger_class.getLogger(_VECTORIZATION_LOGGER)
+    vectorization.setLevel(level.SEVERE)
+    _quietened_loggers.append(vectorization)
     _jul_quietened = True
 
 

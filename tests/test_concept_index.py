@@ -13,6 +13,9 @@ from clsr.index.manifest import QueryDefaults
 from clsr.sae.config import SaeConfig
 from clsr.sae.model import SaeMismatchError, TopKSae, default_sae_path
 
+# Results that depend on encoder numerics: run again under CLSR_DTYPE=bf16 by `make test-bf16`.
+pytestmark = pytest.mark.numerics
+
 SEARCH_OPTIONS = {"dtype": "fp32"}  # the slice's documents were encoded in fp32
 
 

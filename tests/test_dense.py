@@ -7,6 +7,9 @@ from clsr.evaluate import evaluate
 from clsr.index import build_dense_index
 from clsr.search import DenseSearcher, InvalidIndexError
 
+# Results that depend on encoder numerics: run again under CLSR_DTYPE=bf16 by `make test-bf16`.
+pytestmark = pytest.mark.numerics
+
 TEXTS = ["Vitamin D deficiency is linked to bone loss.", "A cat sat on the mat.", ""]
 
 

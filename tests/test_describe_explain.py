@@ -11,6 +11,9 @@ from clsr.interpret.describe import build_catalogue, load_catalogue, regions, wr
 from clsr.sae.config import SaeConfig
 from clsr.sae.model import TopKSae
 
+# Results that depend on encoder numerics: run again under CLSR_DTYPE=bf16 by `make test-bf16`.
+pytestmark = pytest.mark.numerics
+
 # Planted: latent j fires (alone) on the documents of topic j, with activation = the embedding's scale.
 TOPICS = {0: ["apple orchard harvest", "apple cider orchard", "orchard apple trees", "apple harvest season",
               "cider from orchard apple", "apple orchard pests"],

@@ -19,6 +19,9 @@ from clsr.encode.dense import (
 from clsr.index import build_dense_index
 from clsr.search import DenseSearcher
 
+# Results that depend on encoder numerics: run again under CLSR_DTYPE=bf16 by `make test-bf16`.
+pytestmark = pytest.mark.numerics
+
 # Lowest cosine to torch fp32 each backend may give on SciFact passages and queries; 0.999 is the
 # issue's gate. The bounds hold on every x86 CPU because none depends on an ISA's rounding:
 # - bf16 (torch, OpenVINO): 8 significant bits per weight and activation, whether the CPU computes

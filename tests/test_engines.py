@@ -10,6 +10,9 @@ from clsr.evaluate import read_run
 from clsr.search import ClsrSearcher
 from clsr.search.engines import EngineConfig
 
+# Results that depend on encoder numerics: run again under CLSR_DTYPE=bf16 by `make test-bf16`.
+pytestmark = pytest.mark.numerics
+
 
 def _recall(run, exact, depth):
     wanted = sum(min(depth, len(hits)) for hits in exact.values())

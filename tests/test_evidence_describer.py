@@ -209,6 +209,16 @@ def test_the_one_pass_evidence_gives_the_two_pass_mass_and_the_same_labels(descr
     assert dict(fast_describer._surfaces) == dict(slow_describer._surfaces)
     slow_describer.chooser = fast_describer.chooser = "exact"
     for latent in chosen:
+        # A label is a discrete choice over the candidates, ranked by mass: where the two masses (equal up to
+        # summation order, which differs by CPU and BLAS) rank the candidates alike, the labels must be equal;
+        # where they do not, each reordered pair must be a near tie within that rounding.
+        slow_stems = slow_describer.candidates(latent, slow[latent])[0]
+        fast_stems = fast_describer.candidates(latent, fast[latent])[0]
+        if slow_stems != fast_stems:
+            for a, b in zip(slow_stems, fast_stems):
+                if a != b:
+                    assert slow[latent][a] == pytest.approx(slow[latent][b], rel=2e-4), (a, b)
+            continue
         slow_label, fast_label = slow_describer.label(latent, slow[latent]), fast_describer.label(latent, fast[latent])
         assert fast_label["description"] == slow_label["description"]
         assert fast_label["auc_fires"] == pytest.approx(slow_label["auc_fires"], abs=1e-3)

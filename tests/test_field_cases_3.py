@@ -408,3 +408,38 @@ def test_check_replaceable_reads_every_kind_of_output(tmp_path, monkeypatch):
         check_replaceable("data", INDEX, {"the corpus": corpus})
     assert check_replaceable("data/run.trec", FILE, {"the corpus": corpus}) == tmp_path / "data" / "run.trec"
     assert check_replaceable("new/folder", INDEX, {"the corpus": None, "a dataset": "beir/scifact"})
+
+
+# -- 11 again (issue 30): describing, on by default, cuts a passage as the encoder does -----------------------
+
+def test_a_huge_passage_costs_describing_what_a_normal_one_does(tmp_path):
+    """Field case 11 with `clsr index`'s defaults (describing on): one 21 MB passage beside normal ones. Describing
+    read the whole text and peaked at 12.7 GB against 1.0 GB without it; it must cost about what the corpus without
+    the huge passage costs, and describe every concept the corpus uses."""
+    import resource
+    import subprocess
+    import sys
+
+    from clsr.data import load_corpus
+
+    normal = [{"_id": d.id, "title": "", "text": d.text} for d in load_corpus("scifact")[:3]]
+    rng = np.random.default_rng(0)
+    words = np.array("river valley harvest engine copper lantern orbit meadow signal harbor quartz".split())
+    huge = {"_id": "big", "title": "Scraped page", "text": " ".join(rng.choice(words, 3_200_000))}
+    peaks = {}
+    for name, documents in (("small", normal), ("huge", [huge, *normal])):
+        corpus = _write(tmp_path / f"{name}.jsonl", "".join(json.dumps(d) + "\n" for d in documents))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        result = subprocess.run([sys.executable, "-m", "clsr.index", "--corpus", str(corpus), "--index",
+                                 str(tmp_path / f"{name}-index"), "--no-tune-alpha", "--encoder-backend", "torch",
+                                 "--dtype", "fp32"], capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-2000:]
+        # ru_maxrss of children is the largest any child reached: the second build is measured alone only if it
+        # peaks higher than the first, which is what the bound below is about.
+        peaks[name] = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+        catalogue = [json.loads(line) for line in (tmp_path / f"{name}-index" / "concepts.jsonl").open()]
+        used = [entry for entry in catalogue if entry["df"] > 0]
+        assert used and all(entry["description"] for entry in used)
+        assert f"described {len(used)} of the {len(used)} concepts the corpus uses" in result.stdout
+    assert "1 of 4 texts are longer than 25600 characters and were cut" in result.stderr
+    assert peaks["huge"] < 1.5 * peaks["small"], peaks  # kB; the 21 MB text itself is read once

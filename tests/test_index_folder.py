@@ -267,9 +267,12 @@ def test_a_read_only_index_is_described_on_first_use_into_the_cache(tmp_path, in
     env = _fresh_cache(tmp_path)
     command = [*DROP_OVERRIDE, sys.executable, "-m", "clsr.interpret", "explain", "--index", str(index), "--query",
                "cell biology", "--docid", docid, "--corpus", str(corpus)]
+    describe = [*DROP_OVERRIDE, sys.executable, "-m", "clsr.interpret", "describe", "--index", str(index),
+                "--corpus", str(corpus)]
     try:
         first = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
         second = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+        refused = subprocess.run(describe, capture_output=True, text=True, timeout=900, env=env)
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(index)], check=True)
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
@@ -278,5 +281,9 @@ def test_a_read_only_index_is_described_on_first_use_into_the_cache(tmp_path, in
     assert not (index / "concepts.jsonl").exists()
     assert "describing" not in second.stderr and first.stdout == second.stdout
     assert "(no descriptions" not in first.stdout
+    # `clsr describe` rewrites an index's own catalogue: on this one it says at once where to write instead.
+    assert refused.returncode == 1 and refused.stderr.strip() == (
+        f"clsr describe: error: {index} cannot be written here: pass --output FILE, and give that file to explain, "
+        "serve and search with --catalogue")
     described = [json.loads(line) for line in catalogue.read_text().splitlines()]
     assert sum(bool(entry["description"]) for entry in described) == sum(entry["df"] > 0 for entry in described)

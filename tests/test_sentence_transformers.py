@@ -16,6 +16,9 @@ from clsr.index.manifest import IndexManifest
 from clsr.sae.model import TopKSae, default_sae_path
 from clsr.sae.sentence_transformers import folder_checksum
 
+# Results that depend on encoder numerics: run again under CLSR_DTYPE=bf16 by `make test-bf16`.
+pytestmark = pytest.mark.numerics
+
 pytest.importorskip("sentence_transformers")
 from sentence_transformers import SparseEncoder  # noqa: E402
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer  # noqa: E402

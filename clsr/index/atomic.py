@@ -71,11 +71,9 @@ def _listed_files(path: Path) -> set[str] | None:
     return set(files) if isinstance(files, list) else None
 
 
-# Lucene's own files: _N.EXT and _N_Codec_M.EXT (N in base 36; the extensions of Lucene 9's codecs),
-# segments_N (and segments.gen, pending_segments_N), write.lock.
-_LUCENE_EXTENSIONS = ("si|cfs|cfe|fnm|fdt|fdx|fdm|tim|tip|tmd|doc|pos|pay|nvd|nvm|dvd|dvm|liv|vec|vem|vex|veq|vemq|"
-                      "kdd|kdi|kdm|tvd|tvx|tvm|psm|dii|dim|del")
-_LUCENE = (rf"_[0-9a-z]+(?:_[0-9A-Za-z]+)*\.(?:{_LUCENE_EXTENSIONS})|segments(?:_[0-9a-z]+|\.gen)|"
+# Lucene's own files: _N.EXT and _N_Codec_M.EXT (N in base 36), segments_N (and segments.gen, pending_segments_N),
+# write.lock. Any lower-case extension: each Lucene version's codecs add their own (Lucene 10, Pyserini 2.x: .dvs).
+_LUCENE = (r"_[0-9a-z]+(?:_[0-9A-Za-z]+)*\.[a-z]+|segments(?:_[0-9a-z]+|\.gen)|"
            r"pending_segments_[0-9a-z]+|write\.lock")
 
 INDEX = OutputKind(

@@ -64,6 +64,9 @@ def _run_describe(args) -> None:
         from clsr.index.atomic import FILE, check_replaceable
 
         check_replaceable(args.output, FILE, {"the corpus": args.corpus, "the index": args.index})
+    elif not _can_write_into(Path(args.index)):  # a read-only or another user's index: said before the minutes
+        raise UsageError(f"{args.index} cannot be written here: pass --output FILE, and give that file to explain, "
+                         "serve and search with --catalogue")
     entries = build_catalogue(args.index, corpus=args.corpus, top_passages=args.top_passages, describer=describer)
     output = Path(args.output) if args.output else Path(args.index) / CATALOGUE_NAME
     write_catalogue(entries, output)
@@ -72,6 +75,18 @@ def _run_describe(args) -> None:
           f"in {output}")
     for entry in sorted((e for e in entries if e.df), key=lambda e: e.rank)[:args.show]:
         print(f"  {entry.concept:<7} df {entry.df:>5}  {entry.region:<5}  {entry.description}")
+
+
+def _can_write_into(folder: Path) -> bool:
+    """Whether this process can create a file in `folder` (tried, not guessed from the modes: root, ACLs and
+    read-only mounts each decide otherwise)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".clsr-write-test-"):
+            return True
+    except OSError:
+        return False
 
 
 DESCRIBE_COMMAND = Command("describe", "For each concept: document frequency, rank, region (head/torso/tail), mean and "

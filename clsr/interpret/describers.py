@@ -458,9 +458,9 @@ class EvidenceDescriber:
         """How a stem is shown: its commonest form among the evidence words (if `evidence`), else in the corpus."""
         for surfaces in ((self._surfaces,) if evidence else ()) + (self._corpus_surfaces,):
             if surfaces.get(stem):
-                return surfaces[stem].most_common(1)[0][0]
+                return commonest(surfaces[stem])
         self.passage_stems()
-        return self._corpus_surfaces[stem].most_common(1)[0][0] if self._corpus_surfaces.get(stem) else stem
+        return commonest(self._corpus_surfaces[stem]) if self._corpus_surfaces.get(stem) else stem
 
     def firing(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, activations) of the passages where the concept fires, strongest first (ties in passage order)."""
@@ -790,6 +790,13 @@ def _one_blas_thread():
 
         return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
+
+
+def commonest(counts: Counter) -> str:
+    """The most frequent key, ties to the alphabetically first: not `Counter.most_common`, whose ties go to the key
+    counted first, which follows the order OpenVINO's concurrent batches finish in (ratio/ratios: the same counts,
+    another label)."""
+    return min(counts.items(), key=lambda item: (-item[1], item[0]))[0]
 
 
 def token_word_sums(spans: Sequence[tuple[int, int]], offsets: np.ndarray, contributions: np.ndarray) -> np.ndarray:
