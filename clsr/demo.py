@@ -197,7 +197,10 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
           f"files ({_human_bytes(concepts.manifest.lucene_bytes)}), doc_codes/ "
           f"({_human_bytes(concepts.manifest.doc_codes_bytes)}: each passage's top-K codes, from which the hybrid "
           f"and explanations derive what they need) and the concept catalogue "
-          f"({_human_bytes((concept_dir / CATALOGUE_NAME).stat().st_size)}: descriptions and example snippets).\n"
+          f"({_human_bytes((concept_dir / CATALOGUE_NAME).stat().st_size)}: descriptions and example snippets)"
+          + (f", and the {engine} engine built on its first search "
+             f"({_human_bytes(directory_bytes(concept_dir / 'engines'))}, engines/)" if engine != "lucene" else "")
+          + ".\n"
           f"The SAE is {sae_relation(sae_path, str(dataset)).upper()} here: "
           + ("adapted to this corpus's text without judgments." if adapt else
              "the bundled one, trained on general English only, never saw this collection "
