@@ -145,7 +145,7 @@ def measure_set(kind: str, size: int, latents: np.ndarray, impacts: np.ndarray, 
     rows = [row]
     print(kind, size, row, flush=True)
     lucene.close()
-    doc_impacts = DocImpacts.from_arrays(ids, latents, impacts)
+    doc_impacts = DocImpacts.from_arrays(ids, latents, impacts, N_LATENTS)
     for label, config in ENGINES:
         start = time.perf_counter()
         try:
@@ -154,7 +154,7 @@ def measure_set(kind: str, size: int, latents: np.ndarray, impacts: np.ndarray, 
             rows.append({"engine": label, "error": f"{type(e).__name__}: {e}"[:200]})
             continue
         build_s = time.perf_counter() - start
-        row, _ = timing_row(label, lambda v, k, e=engine: engine_top_k(e, doc_impacts, v, k, N_LATENTS), vectors,
+        row, _ = timing_row(label, lambda v, k, e=engine: engine_top_k(e, doc_impacts, v, k), vectors,
                             exact, build_s, directory_bytes(folder / "engines"))
         rows.append(row)
         print(kind, size, row, flush=True)

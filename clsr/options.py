@@ -197,6 +197,10 @@ def add_concept_query_options(parser: argparse.ArgumentParser) -> None:
                             "largest kept (default: the index's)")
     group.add_argument("--force", action="store_true",
                        help="search even if the encoder or SAE differs from the one in the index's manifest")
+    group.add_argument("--words-weight", type=float, metavar="W",
+                       help="an index with words: their weight beside the concepts in the one query, each part "
+                            "normalised by its score for a perfect match (default: the index's, recorded at build; "
+                            "0: concepts only)")
 
 
 def concept_encoder_options(args: argparse.Namespace, manifest: IndexManifest) -> dict:
@@ -207,6 +211,7 @@ def concept_encoder_options(args: argparse.Namespace, manifest: IndexManifest) -
     encoder = (encoder_config_from_args(args, EncoderConfig.from_dict(manifest.encoder))
                if encoder_overridden(args) else None)
     return {"encoder": encoder, "sae_path": args.sae, "query_k": args.query_k, "query_mode": args.query_mode,
+            "words_weight": args.words_weight,
             "force": args.force, "device": args.device, "dtype": args.dtype,
             "batch_size": args.encode_batch_size,
             "backend": args.encoder_backend if args.encoder_backend != "auto" else None}

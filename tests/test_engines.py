@@ -104,7 +104,7 @@ def test_bmp_impacts_cannot_overflow_its_16_bit_scores():
     from clsr.search.engines import BmpEngine
 
     impacts = np.random.default_rng(0).integers(0, 256, size=(50, 128))
-    scaled = BmpEngine.bmp_impacts(impacts)
+    scaled = BmpEngine.bmp_impacts(impacts, 128)
     # BMP's query weights are at most 32 (its MAX_TERM_WEIGHT): the largest possible score must fit in 16 bits.
     assert (32 * scaled.sum(axis=1)).max() <= 65535
     assert ((scaled > 0) == (impacts > 0)).all()  # no posting lost, none added

@@ -14,6 +14,7 @@ from pathlib import Path
 from clsr.index import build_bm25_index, build_concept_index, build_dense_index
 from clsr.index.atomic import ADAPTING
 from clsr.index.concepts import QUERY_MODES
+from clsr.index.mix import DEFAULT_NORMALIZATION, DEFAULT_WORDS_WEIGHT
 from clsr.options import (
     SOURCE_HELP,
     Command,
@@ -39,6 +40,13 @@ def _add_index_arguments(parser) -> None:
     group.add_argument("--query-k", type=int, help="searchers' default concepts per query (default: the SAE's k)")
     group.add_argument("--query-mode", choices=list(QUERY_MODES), default="topk",
                        help="searchers' default query mode (default topk)")
+    group.add_argument("--no-words", dest="words", action="store_false",
+                       help="index the concepts alone (default: each passage's words too, with quantised BM25 "
+                            "weights, in the same Lucene index, so one query scores both; docs/concept-index.md)")
+    group.add_argument("--words-weight", type=float, default=None, metavar="W",
+                       help="the words' weight beside the concepts that searchers use by default, each part "
+                            f"normalised by its score for a perfect match (default {DEFAULT_WORDS_WEIGHT}, chosen on "
+                            "SciFact, NFCorpus and MS MARCO tuning splits; 0 searches concepts only)")
     group.add_argument("--bits", type=int, default=8,
                        help="impact bits (default 8: impacts 1..255); more than 8 can overflow float32 scores")
     group.add_argument("--no-tune-alpha", dest="tune_alpha", action="store_false",
@@ -126,6 +134,7 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
         stage = time.perf_counter()
         shards = shards_from_args(args, source, config, shards_dir, sae_path=sae_path, doc_k=doc_k)
         earlier["encode_s"] = time.perf_counter() - stage
+        words = _words(args, {d.id: d.text for d in iter_corpus(source)}, shards.ids, config.max_length, earlier)
         manifest = build_concept_index(shards.ids, shards.embeddings, args.index, sae=sae, sae_path=sae_path,
                                        encoder=config.to_dict(), encoding=shards.meta["encoding"],
                                        doc_k=doc_k, query_k=args.query_k,
@@ -133,7 +142,7 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
                                        threads=args.threads, overwrite=args.overwrite,
                                        codes=(shards.activations, shards.latents),
                                        embed_sae=converted, earlier_timings=earlier,
-                                       finish=_finisher(args, source, None))
+                                       finish=_finisher(args, source, None), **words)
     else:
         from clsr.options import adapt_config_from_args
         from clsr.sae.adapt import adapt_to_corpus
@@ -168,17 +177,39 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
 
             print_inherited(inherit_descriptions(base_path, sae, adapted, args.base_catalogue))
             sae_path = Path(adapted)
+        words = _words(args, {d.id: d.text for d in documents}, encoded.ids, encoder.config.max_length, earlier)
         manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
                                        encoder=encoder.config.to_dict(), encoding=encoder.encoding,
                                        doc_k=args.doc_k, query_k=args.query_k,
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
                                        embed_sae=args.adapt or converted, earlier_timings=earlier,
-                                       finish=_finisher(args, source, documents, encoded.embeddings))
+                                       finish=_finisher(args, source, documents, encoded.embeddings), **words)
     seconds = time.perf_counter() - started
     stages = _stages_said(manifest.timings) if manifest.timings else ""
     print(f"built {args.kind} index of {manifest.documents} documents at {args.index} in {_duration(seconds)}"
           + (f" ({stages})" if stages else "") + (f"; encoding: {encoding_note}" if encoding_note else ""))
+
+
+def _words(args, texts: dict[str, str], ids, max_length: int, timings: dict[str, float]) -> dict:
+    """`build_concept_index`'s word options: each passage's words weighed by BM25 (in ``ids``' order), with the
+    default mix; none with --no-words. Adds the stage's seconds to ``timings``."""
+    import time
+
+    if not args.words:
+        if args.words_weight:
+            raise UsageError("--words-weight needs words in the index: leave out --no-words")
+        return {}
+    from clsr.index.lucene import BM25_B, BM25_K1
+    from clsr.index.words import corpus_words
+
+    if args.words_weight is not None and args.words_weight < 0:
+        raise UsageError(f"--words-weight {args.words_weight}: give 0 (concepts only) or more")
+    start = time.perf_counter()
+    words = corpus_words([texts[docid] for docid in ids], BM25_K1, BM25_B, max_length)
+    timings["words_s"] = time.perf_counter() - start
+    weight = DEFAULT_WORDS_WEIGHT if args.words_weight is None else args.words_weight
+    return {"words": words, "words_weight": weight, "normalization": DEFAULT_NORMALIZATION}
 
 
 def _finisher(args, source: str, documents, embeddings=None):
@@ -220,7 +251,7 @@ def _finisher(args, source: str, documents, embeddings=None):
     return finish
 
 
-STAGE_NAMES = {"encode_s": "encoding", "adapt_s": "adapting the SAE", "concepts_s": "concepts",
+STAGE_NAMES = {"encode_s": "encoding", "adapt_s": "adapting the SAE", "words_s": "words", "concepts_s": "concepts",
                "write_s": "writing vectors", "lucene_s": "Lucene", "doc_codes_s": "doc_codes",
                "tune_alpha_s": "alpha tuning", "describe_s": "describing"}
 

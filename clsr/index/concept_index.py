@@ -18,7 +18,8 @@ from clsr.index.atomic import atomic_directory, directory_bytes
 from clsr.index.concepts import QUERY_MODES, Quantizer, check_exact_scores
 from clsr.index.doc_codes import ACTIVATION_DTYPE, DOC_CODES_DIR
 from clsr.index.lucene import index_impact_vectors
-from clsr.index.manifest import IndexManifest, write_manifest
+from clsr.index.manifest import IndexManifest, WordsRecord, write_manifest
+from clsr.index.words import DOC_WORDS_DIR, DocWords, write_doc_words
 from clsr.progress import progress_bar
 
 log = logging.getLogger("clsr.index")
@@ -29,8 +30,13 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                         threads: int = 1, overwrite: bool = False, progress: bool = True,
                         embed_sae: bool = False, codes: tuple[np.ndarray, np.ndarray] | None = None,
                         encoding: dict | None = None, earlier_timings: Mapping[str, float] | None = None,
-                        finish: Callable[[Path], Mapping[str, float]] | None = None) -> IndexManifest:
-    """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``.
+                        finish: Callable[[Path], Mapping[str, float]] | None = None,
+                        words: tuple[DocWords, WordsRecord] | None = None, words_weight: float | None = None,
+                        normalization: str | None = None) -> IndexManifest:
+    """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``; with ``words``
+    (`clsr.index.words.corpus_words` of the same passages, in the same order) also each passage's words with
+    quantised BM25 impacts, in the same Lucene index and in ``doc_words/``, and the default mix of the two parts
+    for searchers (``words_weight``, ``normalization``: `clsr.index.mix`).
 
     ``embeddings`` are the documents' dense vectors from ``encoder``; the SAE must have been
     trained on that encoder. ``query_k``/``query_mode`` are the defaults searchers will use.
@@ -96,9 +102,17 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         impacts = doc_quantizer.quantize(activations)
         timings["concepts_s"] = time.perf_counter() - start
 
-        postings, seconds = index_impact_vectors(latents, impacts, ids, building, threads=threads, progress=progress)
+        if words is not None and len(words[0].indptr) != len(ids) + 1:
+            raise InvalidIndexError(f"words of {len(words[0].indptr) - 1} passages for an index of {len(ids)}")
+        postings, seconds = index_impact_vectors(latents, impacts, ids, building, threads=threads, progress=progress,
+                                                 words=words[0] if words is not None else None)
         timings.update(seconds)
         lucene_bytes = directory_bytes(building)
+        words_record = None
+        if words is not None:
+            write_doc_words(building / DOC_WORDS_DIR, words[0])
+            words_record = dataclasses.asdict(dataclasses.replace(
+                words[1], bytes=directory_bytes(building / DOC_WORDS_DIR)))
 
         start = time.perf_counter()
         store = building / DOC_CODES_DIR
@@ -120,7 +134,9 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                  "k": sae.config.k, "d_in": sae.config.d_in, "adapted_from": adapted_from},
             sae_fit=sae_fit,
             doc_k=doc_k, doc_quantizer=doc_quantizer.to_dict(),
-            query={"k": query_k, "mode": query_mode, "quantizer": query_quantizer.to_dict()},
+            query={"k": query_k, "mode": query_mode, "quantizer": query_quantizer.to_dict(),
+                   **({"words_weight": words_weight, "normalization": normalization} if words is not None else {})},
+            **({"words": words_record} if words_record is not None else {}),
             postings=postings, empty_documents=int((impacts.max(axis=1) == 0).sum()),
             lucene_bytes=lucene_bytes, doc_codes_bytes=directory_bytes(store))
         if finish is not None:

@@ -184,7 +184,8 @@ class ConceptEncoder:
 
     def __init__(self, dense: DenseEncoder, sae: TopKSae, *, doc_k: int | None = None, query_k: int | None = None,
                  query_mode: str = "topk", doc_quantizer: Quantizer | None = None,
-                 query_quantizer: Quantizer = Quantizer(scale=None)):
+                 query_quantizer: Quantizer = Quantizer(scale=None), words=None, words_weight: float = 0.0,
+                 normalization: str = "self", concept_max_impact: np.ndarray | None = None):
         sae.check_encoder(dense.config.to_dict())
         sae.check_dim(dense.dim, f"{dense.config.model}'s embeddings")
         if query_mode not in QUERY_MODES:
@@ -195,6 +196,10 @@ class ConceptEncoder:
         self.query_mode = query_mode
         self.doc_quantizer, self.query_quantizer = doc_quantizer, query_quantizer
         self.steering: dict[int, float] = {}  # {latent: factor}, applied to query codes; see steer_codes
+        # An index with words (`clsr.index.mix`): its WordSide, the words' weight W, the normalisation rule, and each
+        # concept's largest impact in the index (for the "bound" rule).
+        self.words, self.words_weight, self.normalization = words, words_weight, normalization
+        self.concept_max_impact = concept_max_impact
         if query_mode == "topk":
             sae.check_k(self.query_k)
         elif not 0 < self.query_k <= sae.config.n_latents:
@@ -231,9 +236,29 @@ class ConceptEncoder:
     def steered_query_codes(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return steer_codes(*self.query_codes(embeddings), self.steering)
 
-    def query_vectors(self, embeddings: np.ndarray) -> list[dict[str, int]]:
-        """Query embeddings (from ``dense.encode_queries``) to {term: impact} dicts, steering applied."""
-        return impact_vectors(*self.steered_query_codes(embeddings), self.query_quantizer)
+    def query_vectors(self, embeddings: np.ndarray, texts: Sequence[str] | None = None) -> list[dict[str, int]]:
+        """Query embeddings (from ``dense.encode_queries``) to {term: impact} dicts, steering applied; for an index
+        with words, given the query ``texts``, each is mixed with the query's words into one query
+        (`clsr.index.mix.mixed_query`, the index's W and normalisation)."""
+        values, latents = self.steered_query_codes(embeddings)
+        vectors = impact_vectors(values, latents, self.query_quantizer)
+        if self.words is None or texts is None or self.words_weight == 0:
+            return vectors
+        return [self.mix(vector, row_values, row_latents, text)
+                for vector, row_values, row_latents, text in zip(vectors, values, latents, texts)]
+
+    def mix(self, vector: dict[str, int], values: np.ndarray, latents: np.ndarray, text: str) -> dict[str, int]:
+        """One query's concept ``vector`` (from its steered code ``values``/``latents``) mixed with its words."""
+        from clsr.index.mix import concept_bound, concept_self_score, mixed_query
+
+        counts, length = self.words.counts(text)
+        if self.normalization == "bound":
+            concept_norm, word_norm = concept_bound(vector, self.concept_max_impact), self.words.bound(counts)
+        else:
+            activations = {concept_term(int(l)): float(v) for l, v in zip(latents, values) if v > 0}
+            concept_norm = concept_self_score(vector, activations, self.doc_quantizer)
+            word_norm = self.words.self_score(counts, length)
+        return mixed_query(vector, concept_norm, self.words.vector(counts), word_norm, self.words_weight)
 
     def steer_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """The embeddings moved by the steering, through the decoder: q + sum_c (a'_c - a_c) W_dec[c]."""
@@ -243,7 +268,7 @@ class ConceptEncoder:
         return embeddings + self.sae.decode_numpy(*after) - self.sae.decode_numpy(*before)
 
     def encode_queries(self, texts: Sequence[str]) -> list[dict[str, int]]:
-        return self.query_vectors(self.dense.encode_queries(texts))
+        return self.query_vectors(self.dense.encode_queries(texts), texts)
 
 
 def dot(query: dict[str, int], document: dict[str, int]) -> int:

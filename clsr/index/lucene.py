@@ -17,6 +17,7 @@ from clsr.data import Document
 from clsr.index.atomic import atomic_directory
 from clsr.index.concepts import concept_term
 from clsr.index.manifest import write_manifest
+from clsr.index.words import DocWords
 from clsr.progress import elapsed_bar, progress_bar
 
 BM25_K1, BM25_B = 0.9, 0.4  # Pyserini's defaults, which its published BEIR "flat" figures use.
@@ -63,16 +64,20 @@ DOCUMENTS_PER_SHARD = 500_000
 
 
 def _write_vector_shards(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], directory: Path,
-                         shards: int, progress: bool) -> int:
-    """JsonVectorCollection files ({"id", "contents", "vector"}); returns the number of postings."""
+                         shards: int, progress: bool, words: DocWords | None = None) -> int:
+    """JsonVectorCollection files ({"id", "contents", "vector"}), each passage's concepts and, if given, its
+    words; returns the number of postings."""
     postings = 0
     bounds = np.linspace(0, len(ids), shards + 1).astype(int)
-    with progress_bar(total=len(ids), desc="writing concept vectors", unit="doc", enabled=progress) as bar:
+    what = "writing concept and word vectors" if words is not None else "writing concept vectors"
+    with progress_bar(total=len(ids), desc=what, unit="doc", enabled=progress) as bar:
         for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
             with open(directory / f"vectors-{shard:05d}.jsonl", "w", encoding="utf-8") as f:
                 for row in range(start, stop):
                     vector = {concept_term(int(latent)): int(impact)
                               for latent, impact in zip(latents[row], impacts[row]) if impact > 0}
+                    if words is not None:
+                        vector.update(words.vector(row))
                     postings += len(vector)
                     f.write(json.dumps({"id": ids[row], "contents": "", "vector": vector}) + "\n")
                 bar.update(stop - start)
@@ -80,15 +85,18 @@ def _write_vector_shards(latents: np.ndarray, impacts: np.ndarray, ids: Sequence
 
 
 def index_impact_vectors(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], lucene_dir: Path, *,
-                         threads: int = 1, progress: bool = True) -> tuple[int, dict[str, float]]:
-    """Lucene impact index of (latent, integer impact) rows, via a JsonVectorCollection and Anserini.
+                         threads: int = 1, progress: bool = True, words: DocWords | None = None
+                         ) -> tuple[int, dict[str, float]]:
+    """Lucene impact index of (latent, integer impact) rows, and each passage's word impacts if ``words`` are
+    given (`clsr.index.words`: terms ``w:<stem>``, which no concept term equals), via a JsonVectorCollection and
+    Anserini.
 
     Returns the number of postings and the seconds spent writing the collection and indexing it.
     """
     with tempfile.TemporaryDirectory() as collection:
         start = time.perf_counter()
         shards = max(threads, -(-len(ids) // DOCUMENTS_PER_SHARD))  # one file per thread at least
-        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress)
+        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress, words)
         write_s = time.perf_counter() - start
         start = time.perf_counter()
         with elapsed_bar(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})",

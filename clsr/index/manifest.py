@@ -98,11 +98,38 @@ class SaeFit:
 @dataclass(frozen=True)
 class QueryDefaults:
     """A concept index's query-side defaults: ``k`` concepts per query, in ``mode`` (``topk`` ...), with
-    ``quantizer`` (:meth:`clsr.index.concepts.Quantizer.to_dict`; its scale is ``None``: fitted per query)."""
+    ``quantizer`` (:meth:`clsr.index.concepts.Quantizer.to_dict`; its scale is ``None``: fitted per query).
+    An index with words (``words`` in the manifest) also records the mix: ``words_weight`` W and the
+    ``normalization`` rule that puts both parts on one scale (`clsr.index.mix`); absent from the file when
+    ``None``, so manifests of concept-only indexes keep the shape they always had."""
 
     k: int
     mode: str
     quantizer: dict
+    words_weight: float | None = None
+    normalization: str | None = None
+
+    def to_dict(self) -> dict:
+        return {name: value for name, value in dataclasses.asdict(self).items()
+                if value is not None or name in ("k", "mode", "quantizer")}
+
+
+@dataclass(frozen=True)
+class WordsRecord:
+    """The words a concept index holds beside its concepts (`clsr.index.words`): each passage's analysed words
+    with BM25 weights (``k1``, ``b``, over ``documents`` passages of mean analysed length ``avgdl``), quantised
+    by ``quantizer`` (:meth:`clsr.index.concepts.Quantizer.to_dict`); ``vocabulary`` distinct words,
+    ``postings`` (word, passage) pairs, by ``analyzer``; ``bytes`` of ``doc_words/`` on disk."""
+
+    documents: int
+    avgdl: float
+    k1: float
+    b: float
+    quantizer: dict
+    vocabulary: int
+    postings: int
+    analyzer: str
+    bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +186,7 @@ class IndexManifest:
     doc_codes_bytes: int | None = None
     timings: dict[str, float] | None = None
     hybrid_alpha: HybridAlpha | None = None
+    words: WordsRecord | None = None  # concepts: the words beside them (None: a concept-only index)
 
     # Fields each kind's searchers need; checked on reading so a damaged manifest fails here, by name.
     REQUIRED: ClassVar[dict[str, tuple[str, ...]]] = {
@@ -175,7 +203,7 @@ class IndexManifest:
                      "empty_documents", "lucene_bytes", "doc_codes_bytes", "timings"),
     }
     RECORDS: ClassVar[dict[str, type]] = {"sae": SaeRecord, "sae_fit": SaeFit, "query": QueryDefaults,
-                                          "hybrid_alpha": HybridAlpha}
+                                          "hybrid_alpha": HybridAlpha, "words": WordsRecord}
 
     @classmethod
     def create(cls, kind: str, documents: int, **fields: Any) -> IndexManifest:
@@ -215,6 +243,7 @@ class IndexManifest:
         clsr 0.1 wrote them, plus ``hybrid_alpha`` once tuned and ``format_version``."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         names = ["kind", "clsr_version", "documents", "created", "source", *self.WRITTEN[self.kind],
+                 *(["words"] if self.words is not None else []),
                  *(["hybrid_alpha"] if self.hybrid_alpha is not None else []), "format_version"]
         return {name: (values[name].to_dict() if hasattr(values[name], "to_dict") else dataclasses.asdict(values[name]))
                 if dataclasses.is_dataclass(values[name]) else values[name] for name in names}

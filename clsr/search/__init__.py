@@ -215,6 +215,11 @@ class ClsrSearcher:
         self.concept_encoder.steering = dict(steering or {})  # {latent: factor}: --boost / --suppress
         self.query_encoder = ClsrQueryEncoder(concept_encoder=self.concept_encoder)
         self.doc_codes = DocCodes(index_dir)
+        self.doc_words = None  # an index with words: every passage's word impacts (clsr.index.words)
+        if self.manifest.words is not None:
+            from clsr.index.words import DOC_WORDS_DIR, read_doc_words
+
+            self.doc_words = read_doc_words(Path(index_dir) / DOC_WORDS_DIR)
         self.impact_searcher = pyserini_lucene().LuceneImpactSearcher(java_path(self.index_dir), self.query_encoder,
                                                                       min_idf=MIN_IDF)
         self._decoder = None  # (W_dec, b_dec) as float32 arrays, on first use
@@ -222,7 +227,8 @@ class ClsrSearcher:
         if engine is not None and engine.name != "lucene":
             from clsr.search.engines import DocImpacts, open_engine
 
-            self.doc_impacts = DocImpacts(self.doc_codes, self.concept_encoder.doc_quantizer)
+            self.doc_impacts = DocImpacts(self.doc_codes, self.concept_encoder.doc_quantizer,
+                                          self.concept_encoder.sae.config.n_latents, self.doc_words)
             self.engine = open_engine(index_dir, self.doc_impacts, engine)
 
     def engine_search(self, vector: Mapping[str, int], k: int) -> list[Hit]:
@@ -230,8 +236,7 @@ class ClsrSearcher:
         config's ``depth`` if larger) rescored by their exact integer dot product, Lucene's score."""
         from clsr.search.engines import engine_top_k
 
-        return [Hit(docid, score) for docid, score in engine_top_k(
-            self.engine, self.doc_impacts, vector, k, self.concept_encoder.sae.config.n_latents)]
+        return [Hit(docid, score) for docid, score in engine_top_k(self.engine, self.doc_impacts, vector, k)]
 
     def searchable(self, vector: Mapping[str, int]) -> dict[str, int]:
         """The part of a query vector Pyserini sends to Lucene: concepts in the index with idf > min_idf."""
@@ -239,11 +244,15 @@ class ClsrSearcher:
         return {term: weight for term, weight in vector.items() if term in idf and idf[term] > min_idf}
 
     def doc_vector(self, docid: str) -> dict[str, int]:
-        """The document's {term: impact}, as the Lucene index holds it (KeyError for an unknown docid)."""
+        """The document's {term: impact}, as the Lucene index holds it: its concepts and, in an index with words, its
+        words (KeyError for an unknown docid)."""
         from clsr.index.concepts import impact_vectors
 
         activations, latents = self.doc_codes.code(docid)
-        return impact_vectors(activations[None], latents[None], self.concept_encoder.doc_quantizer)[0]
+        vector = impact_vectors(activations[None], latents[None], self.concept_encoder.doc_quantizer)[0]
+        if self.doc_words is not None:
+            vector.update(self.doc_words.vector(self.doc_codes.row(docid)))
+        return vector
 
     def shared_concepts(self, vector: Mapping[str, int], docid: str) -> tuple[SharedConcept, ...]:
         return shared_concepts(self.searchable(vector), self.doc_vector(docid))

@@ -33,6 +33,7 @@ import numpy as np
 from clsr.errors import UsageError
 from clsr.index.concepts import Quantizer, concept_latent, concept_term
 from clsr.index.doc_codes import DocCodes
+from clsr.index.words import DocWords, is_word_term, word_of, word_term
 
 log = logging.getLogger(__name__)
 
@@ -68,35 +69,81 @@ class EngineConfig:
 
 
 class DocImpacts:
-    """Every document's top-K code as integer impacts, for exact rescoring: (n, K) latents and impacts,
-    memory-resident (n * K * 3 bytes)."""
+    """Every document's terms as integer impacts, for exact rescoring and for building an engine, in compressed-row
+    form: document ``i``'s term ids are ``term_ids[indptr[i]:indptr[i + 1]]``, ascending, with ``impacts``
+    alongside. Concept ``c123`` has id 123; in an index with words, word ``w`` of its vocabulary has id
+    ``n_latents + w``. Memory-resident: about 12 bytes a posting."""
 
-    def __init__(self, codes: DocCodes, quantizer: Quantizer):
-        self._set(codes.ids, codes.latents, quantizer.quantize(np.asarray(codes.activations, np.float32)))
+    def __init__(self, codes: DocCodes, quantizer: Quantizer, n_latents: int, words: DocWords | None = None):
+        impacts = quantizer.quantize(np.asarray(codes.activations, np.float32))
+        self._set(codes.ids, np.asarray(codes.latents, np.int64), impacts, n_latents, words)
 
     @classmethod
-    def from_arrays(cls, ids: Sequence[str], latents: np.ndarray, impacts: np.ndarray) -> DocImpacts:
+    def from_arrays(cls, ids: Sequence[str], latents: np.ndarray, impacts: np.ndarray,
+                    n_latents: int | None = None) -> DocImpacts:
         """Impacts already quantised: (n, K) latent ids and integer impacts (0 = no posting), n = len(ids).
         For sets with no index folder, such as benchmarks/engines_scale.py's."""
         if len(ids) != len(latents) or np.shape(latents) != np.shape(impacts):
             raise ValueError(f"{len(ids)} ids, latents of shape {np.shape(latents)}, impacts of shape "
                              f"{np.shape(impacts)}: expected (len(ids), K) for both")
         impacts_of = cls.__new__(cls)
-        impacts_of._set(ids, latents, impacts)
+        latents = np.asarray(latents, np.int64)
+        impacts_of._set(ids, latents, impacts, n_latents or int(latents.max(initial=0)) + 1, None)
         return impacts_of
 
-    def _set(self, ids: Sequence[str], latents: np.ndarray, impacts: np.ndarray) -> None:
+    def _set(self, ids: Sequence[str], latents: np.ndarray, impacts: np.ndarray, n_latents: int,
+             words: DocWords | None) -> None:
+        import scipy.sparse
+
         self.ids = list(ids)
-        self.latents = np.asarray(latents, np.int64)
-        self.impacts = np.asarray(impacts, np.int64)
+        self.n_latents = n_latents
+        self.vocabulary = list(words.vocabulary) if words is not None else []
+        self._word_ids = {word: n_latents + i for i, word in enumerate(self.vocabulary)}
+        n, k = np.shape(latents)
+        matrix = scipy.sparse.csr_matrix((np.asarray(impacts, np.int64).ravel(),
+                                          (np.repeat(np.arange(n), k), latents.ravel())),
+                                         shape=(n, n_latents + len(self.vocabulary)))
+        if words is not None:
+            word_matrix = scipy.sparse.csr_matrix(
+                (np.asarray(words.impacts, np.int64), np.asarray(words.words, np.int64) + n_latents,
+                 np.asarray(words.indptr, np.int64)), shape=matrix.shape)
+            matrix = matrix + word_matrix
+        matrix.eliminate_zeros()
+        matrix.sort_indices()
+        self.matrix = matrix
         self.row = {docid: row for row, docid in enumerate(self.ids)}
 
-    def scores(self, rows: np.ndarray, query: Mapping[str, int], n_latents: int) -> np.ndarray:
+    @property
+    def indptr(self) -> np.ndarray:
+        return self.matrix.indptr
+
+    @property
+    def term_ids(self) -> np.ndarray:
+        return self.matrix.indices
+
+    @property
+    def impacts(self) -> np.ndarray:
+        return self.matrix.data
+
+    def term_id(self, term: str) -> int | None:
+        """A term's id (None for a word the index does not hold)."""
+        if is_word_term(term):
+            return self._word_ids.get(word_of(term))
+        return concept_latent(term)
+
+    def term(self, term_id: int) -> str:
+        if term_id < self.n_latents:
+            return concept_term(term_id)
+        return word_term(self.vocabulary[term_id - self.n_latents])
+
+    def scores(self, rows: np.ndarray, query: Mapping[str, int]) -> np.ndarray:
         """The integer dot products of ``query`` ({term: impact}) with these documents' impacts: Lucene's scores."""
-        weights = np.zeros(n_latents, np.int64)
+        weights = np.zeros(self.matrix.shape[1], np.int64)
         for term, weight in query.items():
-            weights[concept_latent(term)] = weight
-        return (weights[self.latents[rows]] * self.impacts[rows]).sum(axis=1)
+            term_id = self.term_id(term)
+            if term_id is not None:
+                weights[term_id] = weight
+        return np.asarray(self.matrix[rows] @ weights).ravel()
 
 
 @contextlib.contextmanager
@@ -156,23 +203,25 @@ class BmpEngine:
             return bmp.Searcher(str(path))
 
     @staticmethod
-    def bmp_impacts(impacts: np.ndarray) -> np.ndarray:
+    def bmp_impacts(impacts: np.ndarray, terms_per_document: int) -> np.ndarray:
         """Document impacts BMP can sum without overflow. BMP scores in 16-bit integers with its query weights
         cut to 1..32 (bmp's ``MAX_TERM_WEIGHT``, checked in pisa-engine/BMP's source): a document sharing
-        all its K concepts must stay under 65,536, so impacts are rescaled to 1..65535 // (32 K). 8-bit impacts
-        overflowed (scores wrapped round), which lost top documents. Candidates are rescored
-        exactly, so the coarser scale costs only recall, measured in benchmarks/engines.py."""
-        top = max(1, 65535 // (32 * max(1, impacts.shape[1])))
+        all its terms (at most ``terms_per_document``) must stay under 65,536, so impacts are rescaled to
+        1..65535 // (32 terms). 8-bit impacts overflowed (scores wrapped round), which lost top documents.
+        Candidates are rescored exactly, so the coarser scale costs only recall, measured in benchmarks/engines.py."""
+        top = max(1, 65535 // (32 * max(1, terms_per_document)))
         peak = max(1, int(impacts.max(initial=0)))
         return np.where(impacts > 0, np.maximum(1, np.rint(impacts * (top / peak))), 0).astype(np.int64)
 
     @classmethod
     def _build(cls, bmp, path: Path, impacts: DocImpacts, config: EngineConfig) -> None:
         indexer = bmp.Indexer(str(path), bsize=config.block_size, compress_range=False)
-        for docid, latents, row_impacts in zip(impacts.ids, impacts.latents.tolist(),
-                                               cls.bmp_impacts(impacts.impacts).tolist()):
-            indexer.add_document(docid, {concept_term(latent): impact
-                                         for latent, impact in zip(latents, row_impacts) if impact > 0})
+        scaled = cls.bmp_impacts(impacts.impacts, int(np.diff(impacts.indptr).max(initial=1)))
+        terms = [impacts.term(t) for t in range(impacts.matrix.shape[1])]
+        for row, docid in enumerate(impacts.ids):
+            start, end = impacts.indptr[row], impacts.indptr[row + 1]
+            indexer.add_document(docid, {terms[t]: int(i) for t, i in zip(impacts.term_ids[start:end].tolist(),
+                                                                          scaled[start:end].tolist())})
         for number in range(config.block_size):  # ends the last block of documents, then fills one of its own
             indexer.add_document(f"\x00{cls.PAD_TERM}-{number}", {cls.PAD_TERM: 1})
         indexer.finish()
@@ -208,20 +257,14 @@ class SeismicEngine:
         self.index = open_derived(index_dir, name, "the Seismic engine",
                                   lambda folder: self._build(seismic, folder, impacts, config), load)
         self.string_type = seismic.get_seismic_string()
-        self.config = config
+        self.config, self.impacts = config, impacts
 
     @staticmethod
     def _build(seismic, building: Path, impacts: DocImpacts, config: EngineConfig) -> None:
         dataset = seismic.SeismicDataset()
-        keep = impacts.impacts > 0
-        order = np.argsort(np.where(keep, impacts.latents, np.iinfo(np.int64).max), axis=1, kind="stable")
-        latents = np.take_along_axis(impacts.latents, order, axis=1)
-        values = np.take_along_axis(impacts.impacts, order, axis=1)
-        counts = keep.sum(axis=1)
-        rows = np.arange(latents.shape[1])[None, :] < counts[:, None]
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        dataset.add_documents_by_id(list(impacts.ids), latents[rows].astype(np.int64),
-                                    values[rows].astype(np.float32), offsets)
+        # Rows hold their term ids ascending and no zero impact (DocImpacts), as Seismic takes them.
+        dataset.add_documents_by_id(list(impacts.ids), np.asarray(impacts.term_ids, np.int64),
+                                    np.asarray(impacts.impacts, np.float32), np.asarray(impacts.indptr, np.int64))
         with native_output_silenced():
             index = seismic.SeismicIndex.build_from_dataset(
                 dataset, n_postings=config.n_postings, centroid_fraction=config.centroid_fraction,
@@ -230,8 +273,12 @@ class SeismicEngine:
         (building / "index.index.seismic").rename(building / "index.seismic")
 
     def candidates(self, query: Mapping[str, int], depth: int) -> list[str]:
-        components = np.asarray([str(concept_latent(t)) for t in query], dtype=self.string_type)
-        values = np.asarray(list(query.values()), np.float32)
+        ids = {self.impacts.term_id(t): w for t, w in query.items()}
+        ids.pop(None, None)  # a word the index does not hold
+        if not ids:
+            return []
+        components = np.asarray([str(t) for t in ids], dtype=self.string_type)
+        values = np.asarray(list(ids.values()), np.float32)
         hits = self.index.search("q", components, values, k=depth, query_cut=self.config.query_cut,
                                  heap_factor=self.config.heap_factor)
         return [docid for _, _, docid in hits]
@@ -253,8 +300,7 @@ def open_engine(index_dir: str | os.PathLike, impacts: DocImpacts, config: Engin
     return {"bmp": BmpEngine, "seismic": SeismicEngine}[config.name](index_dir, impacts, config)
 
 
-def engine_top_k(engine, impacts: DocImpacts, query: Mapping[str, int], k: int,
-                 n_latents: int) -> list[tuple[str, float]]:
+def engine_top_k(engine, impacts: DocImpacts, query: Mapping[str, int], k: int) -> list[tuple[str, float]]:
     """The top ``k`` (docid, exact score) of ``engine``'s candidates (``k``, or its config's ``depth`` if larger),
     in the project's one tie order (`clsr.evaluate.trec_eval_order`)."""
     from clsr.evaluate import trec_eval_order
@@ -262,14 +308,13 @@ def engine_top_k(engine, impacts: DocImpacts, query: Mapping[str, int], k: int,
     if not query:
         return []
     candidates = engine.candidates(query, max(k, engine.config.depth))
-    return trec_eval_order(exact_scores(impacts, query, candidates, n_latents))[:k]
+    return trec_eval_order(exact_scores(impacts, query, candidates))[:k]
 
 
-def exact_scores(impacts: DocImpacts, query: Mapping[str, int], candidates: Sequence[str],
-                 n_latents: int) -> list[tuple[str, float]]:
+def exact_scores(impacts: DocImpacts, query: Mapping[str, int], candidates: Sequence[str]) -> list[tuple[str, float]]:
     """``candidates`` with their exact integer score (the one Lucene gives), those above zero, in no set order."""
     if not candidates:
         return []
     rows = np.fromiter((impacts.row[d] for d in candidates), np.int64, len(candidates))
-    scores = impacts.scores(rows, query, n_latents)
+    scores = impacts.scores(rows, query)
     return [(docid, float(score)) for docid, score in zip(candidates, scores.tolist()) if score > 0]

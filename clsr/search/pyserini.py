@@ -71,7 +71,7 @@ class ClsrQueryEncoder(QueryEncoder):
         todo = list(dict.fromkeys(key for key in keys if key not in self._encoded))
         if todo:
             embeddings = self.concept_encoder.dense.encode_queries(todo, progress=progress, desc="encoding queries")
-            self._encoded.update(zip(todo, self.concept_encoder.query_vectors(embeddings)))
+            self._encoded.update(zip(todo, self.concept_encoder.query_vectors(embeddings, todo)))
             self._embeddings.update(zip(todo, embeddings))
         return np.stack([self._embeddings[key] for key in keys]) if keys else np.zeros((0, 0), np.float32)
 
