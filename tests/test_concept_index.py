@@ -304,7 +304,8 @@ def test_explain_contributions_sum_to_the_lucene_score(concept_index, searcher, 
     printed = json.loads(capsys.readouterr().out)
     assert set(printed) >= {"score", "shared", "query_concepts", "doc_concepts"}
     assert printed["score"] == hits[0].score
-    assert set(printed["shared"][0]) == {"concept", "query_weight", "doc_weight", "contribution", "description"}
+    assert set(printed["shared"][0]) == {"concept", "kind", "query_weight", "doc_weight", "contribution",
+                                         "description"}
 
 
 def test_search_explain_writes_each_hit_with_its_top_shared_concepts(concept_index, searcher, topics_file, tmp_path):

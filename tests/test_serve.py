@@ -68,12 +68,19 @@ def test_info_gives_the_steering_range_the_api_accepts_and_the_sliders_use(clien
 
 
 def test_search_bars_sum_exactly_to_the_lucene_scores(client, explorer):
+    from clsr.interpret.explain import reading_order
+
     result = client.get("/api/search", params={"q": QUERY, "k": 5}).json()
     expected = explorer.searcher.search(QUERY, 5)
     assert [(h["docid"], h["score"]) for h in result["hits"]] == [(h.docid, h.score) for h in expected]
     for hit, plain in zip(result["hits"], expected):
         assert sum(c["contribution"] for c in hit["concepts"]) == hit["score"]
-        assert [c["concept"] for c in hit["concepts"]] == [c.concept for c in plain.concepts]
+        # In reading order: specific concepts, then broad ones (a concept-only index has no words), each by size.
+        assert [c["concept"] for c in hit["concepts"]] == [c.concept for c in reading_order(plain.concepts,
+                                                                                            explorer.kinds)]
+        kinds = [c["kind"] for c in hit["concepts"]]
+        assert kinds == sorted(kinds, key=["word", "specific", "broad"].index) and "word" not in kinds
+        assert sum(hit["parts"].values()) == hit["score"] and hit["parts"]["word"] == 0
         assert all(c["contribution"] == c["query_weight"] * c["doc_weight"] for c in hit["concepts"])
         assert "previous_rank" not in hit and hit["title"] and hit["snippet"]
     assert result["query_concepts"][0]["weight"] == 255 and result["query_concepts"][0]["description"]

@@ -134,3 +134,35 @@ def test_a_concept_only_index_still_searches_and_refuses_a_words_weight(indexes,
     message = cli_error(["search", "--index", str(indexes["concepts"]), "--topics", str(slice_files / "topics.tsv"),
                          "--output", str(slice_files / "x.trec"), "--words-weight", "0.5"])
     assert "holds concepts only (built with --no-words or by an older clsr)" in message
+
+
+def test_explanations_read_words_then_specific_then_broad_concepts(indexes, scifact_slice):
+    """Issue 31's order of evidence: words first, then specific concepts, then the broad ones on one line; each
+    kind's part of the score is given, and the parts sum exactly to the score."""
+    from clsr.interpret.explain import KINDS, explain, format_explanation
+    from clsr.interpret.explorer import Explorer
+    from clsr.search import ClsrSearcher
+
+    searcher = ClsrSearcher(indexes["words"])
+    broad_seen = 0
+    for text in list(scifact_slice.topics.values())[:10]:
+        hit = searcher.search(text, 1)[0]
+        explanation = explain(searcher, text, hit.docid)
+        kinds = [c["kind"] for c in explanation["shared"]]
+        assert kinds == sorted(kinds, key=KINDS.index) and kinds[0] == "word"
+        assert sum(explanation["parts"].values()) == explanation["score"] == hit.score
+        printed = format_explanation(explanation).splitlines()
+        assert printed[3].split()[0] == "term"
+        assert printed[4].split()[0] == explanation["shared"][0]["concept"][2:]  # the first row is a word, as itself
+        assert any(line.startswith("carried by: words ") for line in printed)
+        broad = [c for c in explanation["shared"] if c["kind"] == "broad"]
+        if broad:
+            broad_seen += 1
+            (line,) = [line for line in printed if line.startswith("broad ")]
+            assert f"{len(broad)} broad concept" in line and str(sum(c["contribution"] for c in broad)) in line
+    assert broad_seen  # the bundled SAE has broad concepts on SciFact: the folded line is exercised
+    explorer = Explorer(indexes["words"])
+    result = explorer.search(list(scifact_slice.topics.values())[0], k=3)
+    assert result["query_words"] and all(not c["concept"].startswith("w:") for c in result["query_concepts"])
+    for hit in result["hits"]:
+        assert hit["concepts"][0]["kind"] == "word" and sum(hit["parts"].values()) == hit["score"]

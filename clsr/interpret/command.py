@@ -183,11 +183,14 @@ def _word_evidence(args, searcher, explanation: dict | None, catalogue) -> list[
         concepts = [c.strip() for c in args.concept]
         for term in concepts:
             concept_latent(term)  # ValueError names a malformed term
-    elif explanation is not None:
-        concepts = [c["concept"] for c in explanation["shared"][:args.word_concepts]]
+    elif explanation is not None:  # the shared concepts, the specific ones first (words need no evidence)
+        concepts = [c["concept"] for c in explanation["shared"] if c["kind"] != "word"][:args.word_concepts]
     elif args.query is not None:
+        from clsr.index.words import is_word_term
+
         vector = searcher.searchable(searcher.query_encoder.encode(args.query))
-        concepts = [t for t, _ in sorted(vector.items(), key=lambda item: (-item[1], item[0]))[:args.word_concepts]]
+        concepts = [t for t, _ in sorted(vector.items(), key=lambda item: (-item[1], item[0]))
+                    if not is_word_term(t)][:args.word_concepts]
     else:
         from clsr.index.concepts import concept_term
 

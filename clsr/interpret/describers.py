@@ -98,6 +98,11 @@ def rank_aucs(scores: np.ndarray, targets: Sequence[np.ndarray]) -> list[float |
     return out
 
 
+
+# A concept firing on at least this share of the passages is "broad": its label says so, and an explanation folds
+# such concepts into one line after the words and the specific concepts (`clsr.interpret.explain`).
+BROAD_SHARE = 0.2
+
 class EmbeddingSimulator:
     """Predicts where a concept fires from its description's text alone, with a dense text encoder.
 
@@ -353,7 +358,7 @@ class EvidenceDescriber:
                  top_passages: int = 10, sample_passages: int = 20, candidates: int = 40,
                  contrast_candidates: int = 30, min_keywords: int = 4, max_keywords: int = 12,
                  max_contrast: int = 6, contrast_min_df: int = 5, candidate_min_df: int = 3,
-                 broad_share: float = 0.2, min_auc: float = 0.65, seed: int = 0, chooser: str = "both",
+                 broad_share: float = BROAD_SHARE, min_auc: float = 0.65, seed: int = 0, chooser: str = "both",
                  sample_rows: int = 256, batch_size: int = 16, count_weight: float = 0.5):
         if simulator is not None and (embeddings is None or len(embeddings) != len(texts)):
             raise ValueError("the embedding simulator needs one dense embedding per passage")

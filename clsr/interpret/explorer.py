@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clsr.index.words import WORD_PREFIX
+
 MAX_K = 100  # hits per request: a page shows tens, and each hit carries its concept bars
 MAX_QUERY_CHARS = 2000
 MOVED_DEPTH = 100  # how deep the unsteered ranking is searched to tell how far a steered hit moved
@@ -106,6 +108,9 @@ class Explorer:
         self._starts = np.searchsorted(flat_latents[order], np.arange(self.n_latents + 1))
         self.df = np.diff(self._starts)
         self.rank, self.region = regions(self.df)
+        from clsr.interpret.explain import TermKinds
+
+        self.kinds = TermKinds(self.df, self.manifest.documents)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -171,11 +176,15 @@ class Explorer:
         return self.encoder.dense.encode_queries([query])
 
     def query_vector(self, query: str, steering: Mapping[int, float] | None = None) -> dict[str, int]:
-        """The query's {term: impact} as Lucene gets it, steered like ``--boost``/``--suppress``."""
+        """The query's {term: impact} as Lucene gets it, steered like ``--boost``/``--suppress``; in an index with
+        words, its words mixed in as `clsr search` mixes them (`clsr.index.mix`)."""
         from clsr.index.concepts import impact_vectors, steer_codes
 
-        codes = self.encoder.query_codes(self._embedding(query))
-        return impact_vectors(*steer_codes(*codes, dict(steering or {})), self.encoder.query_quantizer)[0]
+        values, latents = steer_codes(*self.encoder.query_codes(self._embedding(query)), dict(steering or {}))
+        vector = impact_vectors(values, latents, self.encoder.query_quantizer)[0]
+        if self.encoder.words is not None and self.encoder.words_weight:
+            vector = self.encoder.mix(vector, values[0], latents[0], query)
+        return vector
 
     def _passage(self, docid: str, snippet_chars: int = 300) -> dict:
         text = self.texts.get(docid, "")
@@ -206,22 +215,31 @@ class Explorer:
         if steering:
             plain = self.searcher.search_vector(self.query_vector(query), max(MOVED_DEPTH, k))
             previous = {hit.docid: rank for rank, hit in enumerate(plain, 1)}
+        from clsr.interpret.explain import reading_order, score_parts
+
         searchable = self.searcher.searchable(vector)
         out = []
         for rank, hit in enumerate(hits, 1):
-            shared = self.searcher.shared_concepts(vector, hit.docid)
+            shared = reading_order(self.searcher.shared_concepts(vector, hit.docid), self.kinds)
+            # Words, then specific concepts, then broad ones (`clsr.interpret.explain`); words are shown as chips
+            # of their own, concepts with their descriptions.
             row = {"rank": rank, **self._passage(hit.docid), "score": hit.score,
-                   "concepts": [{"concept": c.concept, "query_weight": c.query_weight, "doc_weight": c.doc_weight,
+                   "concepts": [{"concept": c.concept, "kind": self.kinds.kind(c.concept),
+                                 "query_weight": c.query_weight, "doc_weight": c.doc_weight,
                                  "contribution": c.contribution, "description": self.describe(c.concept)}
-                                for c in shared]}
+                                for c in shared],
+                   "parts": score_parts(shared, self.kinds)}
             if previous is not None:
                 row["previous_rank"] = previous.get(hit.docid)
             out.append(row)
-        query_concepts = sorted(searchable.items(), key=lambda item: (-item[1], item[0]))
+        query_terms = sorted(searchable.items(), key=lambda item: (-item[1], item[0]))
         return {"query": query, "k": k,
                 "steering": {f"c{latent}": factor for latent, factor in sorted((steering or {}).items())},
                 "query_concepts": [{"concept": t, "weight": w, "description": self.describe(t),
-                                    "region": str(self.region[int(t[1:])])} for t, w in query_concepts],
+                                    "kind": self.kinds.kind(t), "region": str(self.region[int(t[1:])])}
+                                   for t, w in query_terms if not t.startswith(WORD_PREFIX)],
+                "query_words": [{"word": t[len(WORD_PREFIX):], "weight": w} for t, w in query_terms
+                                if t.startswith(WORD_PREFIX)],
                 "hits": out, "took_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     def word_evidence(self, concept: str, query: str | None = None, docid: str | None = None,

@@ -180,17 +180,30 @@ function renderHits(result) {
     const shown = hit.concepts.slice(0, SEGMENTS);
     const rest = hit.concepts.slice(SEGMENTS).reduce((sum, c) => sum + c.contribution, 0);
     const segments = shown.map(c =>
-      `<div class="seg" data-concept="${c.concept}" data-contribution="${c.contribution}"
-            style="width:${100 * c.contribution / hit.score}%;background:${colour(c.concept)}"
+      `<div class="seg${c.kind === "word" ? " word" : ""}" data-concept="${c.concept}" data-contribution="${c.contribution}"
+            style="width:${100 * c.contribution / hit.score}%;background:${c.kind === "word" ? "#64748b" : colour(c.concept)}"
             title="${c.concept} ${c.query_weight}×${c.doc_weight} = ${c.contribution}: ${escapeHtml(c.description)}"></div>`)
       .join("") + (rest ? `<div class="seg other" data-contribution="${rest}" style="width:${100 * rest / hit.score}%"
             title="${hit.concepts.length - SEGMENTS} more concepts: ${rest}"></div>` : "");
-    const chips = hit.concepts.slice(0, 5).map(c =>
+    // In the order a person reads evidence: the words the hit shares, then its specific concepts, then its broad
+    // ones folded into one chip with their share of the score.
+    const share = value => `${(100 * value / hit.score).toFixed(1)}%`;
+    const words = hit.concepts.filter(c => c.kind === "word");
+    const specific = hit.concepts.filter(c => c.kind === "specific");
+    const broad = hit.concepts.filter(c => c.kind === "broad");
+    const wordChips = words.slice(0, 8).map(c =>
+      `<span class="chip word" title="the word ${escapeHtml(c.concept.slice(2))}: ${c.query_weight}×${c.doc_weight} = ${c.contribution}">
+         ${escapeHtml(c.concept.slice(2))} <span class="muted">${share(c.contribution)}</span></span>`).join("");
+    const conceptChips = specific.slice(0, 5).map(c =>
       `<span class="chip" data-concept="${c.concept}"
              title="${c.query_weight}×${c.doc_weight} = ${c.contribution}: ${escapeHtml(c.description || "")}">
          <span class="swatch" style="background:${colour(c.concept)}"></span>${c.concept}
          <span>${escapeHtml(short(c.description))}</span>
          <a class="concept-link" href="#concept/${c.concept}" title="concept page">↗</a></span>`).join("");
+    const broadCarried = broad.reduce((sum, c) => sum + c.contribution, 0);
+    const broadChip = broad.length ? `<span class="chip broad" title="${broad.length} broad concepts (each fires on a fifth of the passages or more): ${escapeHtml(broad.slice(0, 5).map(c => `${c.concept} ${c.description}`).join("; "))}">
+         ${broad.length} broad concept${broad.length > 1 ? "s" : ""} <span class="muted">${share(broadCarried)}</span></span>` : "";
+    const chips = wordChips + conceptChips + broadChip;
     return `<li class="hit" data-docid="${escapeHtml(hit.docid)}">
       <div class="hit-head"><span class="rank">${hit.rank}</span>${movedBadge(hit)}
         <span class="title">${escapeHtml(hit.title)}</span><span class="muted">${escapeHtml(hit.docid)}</span>
@@ -199,7 +212,7 @@ function renderHits(result) {
       <div class="bar">${segments}</div>
       <div class="chips">${chips}</div></li>`;
   }).join("");
-  for (const chip of document.querySelectorAll("#hits .chip")) {
+  for (const chip of document.querySelectorAll("#hits .chip[data-concept]")) {
     chip.addEventListener("click", event => {
       if (event.target.closest("a")) return;  // the ↗ link opens the concept page instead
       showEvidence(chip);
