@@ -192,3 +192,32 @@ def test_an_unknown_sparse_index_algorithm_is_refused(slice_concept_index, tmp_p
 
     with pytest.raises(ValueError, match="inverted_index_algo must be one of"):
         export_index(slice_concept_index, str(tmp_path / "x.db"), "x", inverted_index_algo="SCAN")
+
+
+def test_an_index_with_words_exports_and_searches_as_lucene(tmp_path_factory, scifact_slice):
+    """Words go into the collection beside the concepts (numbered after them): Milvus's run, document vectors and
+    explanations are Lucene's."""
+    import json
+
+    pytest.importorskip("pymilvus")
+    from clsr.cli import main as clsr
+    from clsr.search import ClsrSearcher
+    from clsr.search.milvus import MilvusSearcher, export_index
+
+    folder = tmp_path_factory.mktemp("milvus-words")
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n"
+                                                 for d in scifact_slice.documents))
+    clsr(["index", "--corpus", str(folder / "corpus.jsonl"), "--index", str(folder / "index"), "--no-describe",
+          "--no-tune-alpha", "--dtype", "fp32"])
+    export_index(folder / "index", str(folder / "clsr.db"), "words", progress=False)
+    milvus, lucene = MilvusSearcher(str(folder / "clsr.db"), "words"), ClsrSearcher(folder / "index")
+    topics = dict(list(scifact_slice.topics.items())[:30])
+    expected, found = lucene_run(lucene, topics, k=10), milvus.batch_search(topics, k=10)
+    assert {q: [(h[0], float(h[1])) for h in hits] for q, hits in found.items()} == \
+           {q: [(h[0], float(h[1])) for h in hits] for q, hits in expected.items()}
+    docid = scifact_slice.doc_ids[0]
+    assert milvus.doc_vector(docid) == lucene.doc_vector(docid) and any(t.startswith("w:") for t in
+                                                                        milvus.doc_vector(docid))
+    query = next(iter(topics.values()))
+    for hit, reference in zip(milvus.search(query, 5), lucene.search(query, 5)):
+        assert hit.concepts == reference.concepts and sum(c.contribution for c in hit.concepts) == hit.score

@@ -301,6 +301,7 @@ class ExportNotes:
     reference_fvu: float | None = None  # FVU on the SAE's own training passages
     query_mode: str = "topk"
     figures: dict[str, float] | None = None  # e.g. {"hybrid alpha": 0.3}
+    words_weight: float | None = None  # the index's words' weight beside its concepts: the export leaves them out
 
 
 def export_sparse_encoder(output: str | os.PathLike, *, sae_path: str | os.PathLike, encoder: EncoderConfig,
@@ -403,6 +404,11 @@ def model_card(sae: TopKSae, encoder: EncoderConfig, doc_k: int, query_k: int, n
     if notes.query_mode != "topk":
         lines.append(f"- The index this came from searches in `{notes.query_mode}` query mode, which this module "
                      "does not compute: its queries are top-K codes.")
+    if notes.words_weight is not None:
+        lines.append("- **Words are left out.** The index this came from also holds each passage's words with "
+                     f"quantised BM25 weights, mixed with the concepts at W={notes.words_weight:g} (clsr's "
+                     "docs/concept-index.md); this model gives the concept part only, as `clsr search "
+                     "--words-weight 0` does. Fuse it with a BM25 run (e.g. RRF) to get the words' part back.")
     lines += [
         "- clsr quantises both sides to integer impacts for Lucene; these are the float activations before that.",
         "- **The decoder is not clsr's.** sentence-transformers' module ties its decoder (`W.T`); clsr's SAE has an "

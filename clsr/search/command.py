@@ -278,10 +278,15 @@ def _run_export_sentence_transformers(args: argparse.Namespace) -> None:
     if args.index and (args.doc_k or args.query_k):
         raise UsageError("--doc-k and --query-k are for --sae; an index exports its own")
     if args.index:
+        from clsr.index import read_manifest
         from clsr.search.sentence_transformers import export_index
 
         output = export_index(args.index, args.output, overwrite=args.overwrite)
         what = f"the SAE and encoder of {args.index}"
+        if read_manifest(args.index).words is not None:
+            print(f"note: {args.index} also holds words (BM25 impacts), which a SparseEncoder of concepts leaves out: "
+                  "the export gives the concept part of its search (--words-weight 0); its model card says so",
+                  file=sys.stderr)
     else:
         from clsr.encode.dense import EncoderConfig
         from clsr.sae.config import SaeConfig

@@ -94,13 +94,22 @@ def dropped_terms(latents: np.ndarray, impacts: np.ndarray) -> list[int]:
     return np.flatnonzero(present >= n).tolist() if n else []
 
 
-def _doc_vectors(codes: DocCodes, quantizer, start: int, stop: int) -> list[dict[int, float]]:
-    """Rows start..stop as {latent: impact}: the very impacts the Lucene index holds (same quantiser)."""
+def _doc_vectors(codes: DocCodes, quantizer, start: int, stop: int, words=None, n_latents: int = 0
+                 ) -> list[dict[int, float]]:
+    """Rows start..stop as {term id: impact}: the very impacts the Lucene index holds (same quantiser). Concept
+    ``c123`` is id 123; with ``words`` (an index's `clsr.index.words.DocWords`), word ``w`` of its vocabulary is
+    ``n_latents + w``, as `clsr.search.engines.DocImpacts` numbers them."""
     from clsr.index.concepts import concept_latent, impact_vectors
 
     vectors = impact_vectors(np.asarray(codes.activations[start:stop]), np.asarray(codes.latents[start:stop]),
                              quantizer)
-    return [{concept_latent(term): float(impact) for term, impact in vector.items()} for vector in vectors]
+    rows = [{concept_latent(term): float(impact) for term, impact in vector.items()} for vector in vectors]
+    if words is not None:
+        for row, vector in zip(range(start, stop), rows):
+            begin, end = words.indptr[row], words.indptr[row + 1]
+            vector.update({n_latents + int(w): float(i) for w, i in zip(words.words[begin:end].tolist(),
+                                                                        words.impacts[begin:end].tolist())})
+    return rows
 
 
 def _iter_batches(n: int, batch: int) -> Iterator[tuple[int, int]]:
@@ -130,6 +139,11 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
         raise InvalidIndexError(f"{index_dir} is a {manifest.kind} index; only concept indexes export to Milvus")
     codes = DocCodes(index_dir)
     sae = load_index_sae(index_dir, manifest)  # the decoded embeddings are derived from the codes
+    words = None
+    if manifest.words is not None:  # the words go in beside the concepts, numbered after them
+        from clsr.index.words import DOC_WORDS_DIR, read_doc_words
+
+        words = read_doc_words(Path(index_dir) / DOC_WORDS_DIR)
     n = manifest.documents
     quantizer = Quantizer.from_dict(manifest.doc_quantizer)
     start_time = time.perf_counter()
@@ -142,7 +156,8 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
     }
 
     def rows(start: int, stop: int) -> tuple[list[dict[int, float]], np.ndarray]:
-        return _doc_vectors(codes, quantizer, start, stop), codes.decoded(slice(start, stop), sae)
+        return (_doc_vectors(codes, quantizer, start, stop, words, sae.config.n_latents),
+                codes.decoded(slice(start, stop), sae))
 
     sparse_index = {**SPARSE_INDEX, "params": {"inverted_index_algo": inverted_index_algo}}
     write_collection(uri, collection, record, codes.ids, rows, sae.config.d_in, overwrite=overwrite,
@@ -284,12 +299,30 @@ class MilvusSearcher:
         """The query vector without the terms Pyserini would drop (in every document: idf 0)."""
         return {term: weight for term, weight in vector.items() if term not in self._dropped}
 
-    def _search_many(self, vectors: Sequence[Mapping[str, int]], k: int) -> list[list[tuple[str, float]]]:
+    def _term_id(self, term: str) -> int | None:
+        """A query term's id in the collection (`_doc_vectors`), None for a word the index does not hold."""
         from clsr.index.concepts import concept_latent
+        from clsr.index.words import is_word_term, word_of
 
+        if is_word_term(term):
+            words = self.concept_encoder.words
+            word = words.vocabulary.get(word_of(term)) if words is not None else None
+            return None if word is None else self.manifest.sae.n_latents + word
+        return concept_latent(term)
+
+    def _term(self, term_id: int) -> str:
+        from clsr.index.words import word_term
+
+        n_latents = self.manifest.sae.n_latents
+        if term_id < n_latents:
+            return f"c{term_id}"
+        return word_term(self.concept_encoder.words.words[term_id - n_latents])
+
+    def _search_many(self, vectors: Sequence[Mapping[str, int]], k: int) -> list[list[tuple[str, float]]]:
         results: list[list[tuple[str, float]]] = []
         limit = min(k + TIE_MARGIN, MAX_LIMIT)
-        queries = [{concept_latent(t): float(w) for t, w in self.searchable(v).items()} for v in vectors]
+        queries = [{i: float(w) for t, w in self.searchable(v).items() if (i := self._term_id(t)) is not None}
+                   for v in vectors]
         todo = [i for i, q in enumerate(queries) if q]
         found = self.client.search(self.collection, data=[queries[i] for i in todo], anns_field=CONCEPTS,
                                    limit=limit, search_params={"metric_type": "IP", "params": self.search_params},
@@ -311,7 +344,7 @@ class MilvusSearcher:
         rows = self.client.get(self.collection, ids=[docid], output_fields=[CONCEPTS])
         if not rows:
             raise KeyError(f"document {docid!r} is not in collection {self.name!r}")
-        return {f"c{int(latent)}": int(round(weight)) for latent, weight in rows[0][CONCEPTS].items()}
+        return {self._term(int(term)): int(round(weight)) for term, weight in rows[0][CONCEPTS].items()}
 
     def shared_concepts(self, vector: Mapping[str, int], docid: str):
         from clsr.search import shared_concepts

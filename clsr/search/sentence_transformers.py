@@ -49,6 +49,7 @@ def export_index(index_dir: str | os.PathLike, output: str | os.PathLike, overwr
         reference_fvu=training.reference_fvu if training.reference_fvu is not None
         else (training.final_epoch or {}).get("fvu"),
         query_mode=manifest.query.mode,
+        words_weight=manifest.query.words_weight if manifest.words is not None else None,
         figures={"documents indexed": manifest.documents, "doc K": manifest.doc_k,
                  **({"hybrid alpha (tuned on " + manifest.hybrid_alpha.tuned_on + ")": manifest.hybrid_alpha.alpha}
                     if manifest.hybrid_alpha else {})})
