@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fuse": ("clsr.fusion.command", "COMMAND", "fuse run files (interpolation or RRF), e.g. CL-SR with BM25"),
     "tune-alpha": ("clsr.fusion.command", "TUNE_ALPHA_COMMAND",
                    "pick the hybrid's alpha on a train or dev split (never test), or on pseudo-queries"),
+    "tune-words-weight": ("clsr.fusion.command", "TUNE_WORDS_COMMAND",
+                          "pick an index's words weight beside its concepts on a train or dev split"),
     "explain": ("clsr.interpret.command", "EXPLAIN_COMMAND",
                 "why a document matched a query, concept by concept, down to words"),
     "describe": ("clsr.interpret.command", "DESCRIBE_COMMAND",

@@ -66,8 +66,9 @@ def build_baselines(dataset: str, work_dir: Path, encoder_name: str = "minilm", 
 
 def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Path, doc_k: int,
                             query_k: int | None = None, query_mode: str = "topk", bits: int = 8,
-                            threads: int = 1, reuse: bool = False) -> dict:
-    """A concept index of the baselines' corpus (embeddings from the cache); returns its manifest.
+                            threads: int = 1, reuse: bool = False, words: bool = False) -> dict:
+    """A concept index of the baselines' corpus (embeddings from the cache); returns its manifest. With ``words``,
+    each passage's words too (BM25 impacts) and `clsr index`'s default mix, as `clsr index` builds by default.
 
     Built afresh (benchmarks time the build) unless `reuse` and one is already there.
     """
@@ -76,12 +77,21 @@ def build_concept_index_for(baselines: Baselines, index_dir: Path, sae_path: Pat
     if reuse and (index_dir / MANIFEST_NAME).exists():
         return read_manifest(index_dir)
     encoded = encode_corpus(baselines.encoder, baselines.documents)
+    options = {}
+    if words:
+        from clsr.index.lucene import BM25_B, BM25_K1
+        from clsr.index.mix import DEFAULT_NORMALIZATION, DEFAULT_WORDS_WEIGHT
+        from clsr.index.words import corpus_words
+
+        text = {d.id: d.text for d in baselines.documents}
+        options = {"words": corpus_words([text[i] for i in encoded.ids], BM25_K1, BM25_B,
+                                         baselines.encoder.config.max_length, progress=False),
+                   "words_weight": DEFAULT_WORDS_WEIGHT, "normalization": DEFAULT_NORMALIZATION}
     return build_concept_index(encoded.ids, encoded.embeddings, index_dir, sae=TopKSae.load_from_disk(sae_path),
                                sae_path=sae_path, encoder=baselines.encoder.config.to_dict(),
                                encoding=baselines.encoder.encoding, doc_k=doc_k,
                                query_k=query_k, query_mode=query_mode, bits=bits, source=baselines.source,
-                               threads=threads, overwrite=True,
-                               progress=False)
+                               threads=threads, overwrite=True, progress=False, **options)
 
 
 def latencies_ms(search_one: Callable[[object], object], inputs: Sequence[object]) -> list[float]:
@@ -155,49 +165,64 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
             print("adapting the SAE to the corpus (clsr adapt-sae; no judgments)")
             adapt_to_corpus(default_sae_path(), str(source), baselines.encoder, sae_path)
     doc_k = TopKSae.load_from_disk(sae_path).config.k  # clsr index's default doc K: the SAE's own
-    concept_dir = work_dir / f"concepts-k{doc_k}{'-adapted' * adapt}"
-    build_concept_index_for(baselines, concept_dir, sae_path, doc_k=doc_k, threads=threads, reuse=True)
+    concept_dir = work_dir / f"words-concepts-k{doc_k}{'-adapted' * adapt}"
+    build_concept_index_for(baselines, concept_dir, sae_path, doc_k=doc_k, threads=threads, reuse=True, words=True)
     if not (concept_dir / CATALOGUE_NAME).exists():
         write_catalogue(build_catalogue(concept_dir), concept_dir / CATALOGUE_NAME)
     catalogue = load_catalogue(concept_dir / CATALOGUE_NAME)
     engine = default_engine()  # what `clsr search` uses unless told: its speed is what a user gets
-    concepts = ClsrSearcher(concept_dir, encoder=baselines.encoder.config, dtype=baselines.encoder.dtype,
-                            engine=EngineConfig(engine) if engine != "lucene" else None)
-    clsr_name = f"CL-SR (K={doc_k})"
+    options = {"encoder": baselines.encoder.config, "dtype": baselines.encoder.dtype,
+               "engine": EngineConfig(engine) if engine != "lucene" else None}
+    mixed = ClsrSearcher(concept_dir, **options)
+    concepts = ClsrSearcher(concept_dir, words_weight=0.0, **options)  # the same index, its concept part alone
+    clsr_name, concepts_name = "CL-SR (words + concepts)", f"Concepts only (K={doc_k})"
 
     runs = {
+        clsr_name: mixed.batch_search(topics, k=1000, threads=threads),
+        concepts_name: concepts.batch_search(topics, k=1000, threads=threads),
         "BM25": bm25.batch_search(topics, k=1000, threads=threads),
         "Dense (MiniLM)": dict(zip(topics, dense.search_vectors(query_vectors, 1000))),
-        clsr_name: concepts.batch_search(topics, k=1000, threads=threads),
     }
-    concepts.query_encoder.prime(query_texts)  # search time alone, as for the others
+    for searcher in (mixed, concepts):
+        searcher.query_encoder.prime(query_texts)  # search time alone, as for the others
     timings = {
+        clsr_name: latencies_ms(lambda q: mixed.hits(q, 1000), query_texts),
+        concepts_name: latencies_ms(lambda q: concepts.hits(q, 1000), query_texts),
         "BM25": latencies_ms(lambda q: bm25.search(q, 1000), query_texts),
         "Dense (MiniLM)": latencies_ms(lambda v: dense.search_vectors(v[None, :], 1000), list(query_vectors)),
-        clsr_name: latencies_ms(lambda q: concepts.hits(q, 1000), query_texts),
     }
-    concepts.query_encoder.forget()
-    index_dirs = {"BM25": baselines.bm25_dir, "Dense (MiniLM)": baselines.dense_dir, clsr_name: concept_dir}
+    for searcher in (mixed, concepts):
+        searcher.query_encoder.forget()
+    index_dirs = {clsr_name: concept_dir, concepts_name: concept_dir, "BM25": baselines.bm25_dir,
+                  "Dense (MiniLM)": baselines.dense_dir}
 
-    print(f"\n{'method':<16} {'nDCG@10':>8} {'R@100':>7} {'index folder':>13} {'search ms/q':>12}")
+    print(f"\n{'method':<26} {'nDCG@10':>8} {'R@100':>7} {'index folder':>13} {'search ms/q':>12}")
     for name, run in runs.items():
         write_run(run, work_dir / "runs" / f"{name.split()[0].lower()}.trec", tag=name.split()[0].lower())
         report = method_report(run, qrels, timings[name], index_dirs[name])
-        print(f"{name:<16} {report['ndcg@10']:>8.4f} {report['recall@100']:>7.4f} "
-              f"{_human_bytes(report['index_bytes']):>13} {report['search_ms_mean']:>12.2f}")
+        size = _human_bytes(report["index_bytes"] - _derived_bytes(index_dirs[name]))
+        print(f"{name:<26} {report['ndcg@10']:>8.4f} {report['recall@100']:>7.4f} {size:>13} "
+              f"{report['search_ms_mean']:>12.2f}")
+    published = SPLADE_PP_ED.get(Path(str(source)).name)
+    if published is not None:
+        print(f"{'SPLADE++ ED (published)':<26} {published:>8.4f} {'–':>7} {'–':>13} {'–':>12}")
     encoder = baselines.encoder
+    manifest = mixed.manifest
     print(f"search ms/q: one thread, top 1000, query encoding excluded; CL-SR on the {engine} engine "
-          "(clsr search's default here).\n"
+          "(clsr search's default here). Index folder: the index's own files (the catalogue and the engine "
+          "below not counted).\n"
           f"Encoding: {encoder.backend} {encoder.dtype} on {encoder.threads} thread{'s' * (encoder.threads != 1)}, "
           f"CPU {cpu_kind()} ({', '.join(reported_flags()) or 'no listed flags'}): the dense model encoded "
           f"{baselines.encode_docs_per_s:.1f} passages/s"
           f"{' when the corpus was first encoded and cached' if baselines.encoded_from_cache else ' here'} "
           "(docs/encoding-speed tables: what each kind of CPU gives).\n"
-          f"CL-SR: each passage's top {doc_k} SAE concepts in a Lucene impact index; its folder holds the Lucene "
-          f"files ({_human_bytes(concepts.manifest.lucene_bytes)}), doc_codes/ "
-          f"({_human_bytes(concepts.manifest.doc_codes_bytes)}: each passage's top-K codes, from which the hybrid "
-          f"and explanations derive what they need) and the concept catalogue "
-          f"({_human_bytes((concept_dir / CATALOGUE_NAME).stat().st_size)}: descriptions and example snippets)"
+          f"CL-SR: each passage's top {doc_k} SAE concepts and its words (quantised BM25 weights) in one Lucene "
+          f"impact index, one query scoring both (words weight {manifest.query.words_weight}); its folder holds the "
+          f"Lucene files ({_human_bytes(manifest.lucene_bytes)}), doc_codes/ "
+          f"({_human_bytes(manifest.doc_codes_bytes)}: each passage's top-K codes, from which the hybrid "
+          f"and explanations derive what they need), doc_words/ ({_human_bytes(manifest.words.bytes)}) and the "
+          f"concept catalogue ({_human_bytes((concept_dir / CATALOGUE_NAME).stat().st_size)}: descriptions and "
+          "example snippets)"
           + (f", and the {engine} engine built on its first search "
              f"({_human_bytes(directory_bytes(concept_dir / 'engines'))}, engines/)" if engine != "lucene" else "")
           + ".\n"
@@ -206,6 +231,9 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
              "the bundled one, trained on general English only, never saw this collection "
              "(`clsr demo --adapt` adapts it first)."))
 
+    from clsr.interpret.explain import TermKinds, reading_order
+
+    kinds = TermKinds.for_searcher(mixed)
     qid, query = next(iter(topics.items()))
     documents = {d.id: d.text for d in baselines.documents}
     print(f"\nQuery {qid}: {query}")
@@ -216,13 +244,43 @@ def run_demo(dataset: str, work_dir: Path, split: str = "test", threads: int = 1
             snippet = textwrap.shorten(documents.get(docid, ""), 90, placeholder="...")
             print(f"   {mark}{rank}. {docid:<10} {score:8.3f}  {snippet}")
             if name == clsr_name:
-                shared = concepts.shared_concepts(concepts.query_encoder.encode(query), docid)
-                print("        top shared concepts: " + "; ".join(
-                    f"{c.concept} {c.query_weight}x{c.doc_weight} ({catalogue[c.concept].description})"
-                    for c in shared[:3]))
+                shared = reading_order(mixed.shared_concepts(mixed.query_encoder.encode(query), docid), kinds)
+                print("        " + _evidence_line(shared, kinds, catalogue, score))
     print("  (* = judged relevant)")
     print("\nExplore these concepts in a browser (needs the serve extra: pip install 'clsr[serve]'):\n"
           f"  clsr serve --index {concept_dir} --bm25 {baselines.bm25_dir} --dense {baselines.dense_dir} --port 8080")
+
+
+SPLADE_PP_ED = {"scifact": 0.7036, "nfcorpus": 0.3473}  # published nDCG@10 (BEIR test), ../shared/README.md
+
+
+def _derived_bytes(index_dir: Path) -> int:
+    """What a folder holds beside the index proper: the catalogue and engines/ (built on first use)."""
+    catalogue = index_dir / CATALOGUE_NAME
+    engines = index_dir / "engines"
+    return (catalogue.stat().st_size if catalogue.exists() else 0) + (directory_bytes(engines) if engines.exists()
+                                                                      else 0)
+
+
+def _evidence_line(shared, kinds, catalogue, score: float) -> str:
+    """"words: bone 21%, density 9%; concepts: c3678 (dna, cell) 12%; 14 broad concepts 31%": a hit's evidence in
+    reading order, each share of its score."""
+    def share(value: int) -> str:
+        return f"{value / score:.0%}"
+
+    words = [c for c in shared if kinds.kind(c.concept) == "word"]
+    specific = [c for c in shared if kinds.kind(c.concept) == "specific"]
+    broad = [c for c in shared if kinds.kind(c.concept) == "broad"]
+    parts = []
+    if words:
+        parts.append("words: " + ", ".join(f"{c.concept[2:]} {share(c.contribution)}" for c in words[:4]))
+    if specific:
+        parts.append("concepts: " + "; ".join(
+            f"{c.concept} ({catalogue[c.concept].description if c.concept in catalogue else ''}) "
+            f"{share(c.contribution)}" for c in specific[:2]))
+    if broad:
+        parts.append(f"{len(broad)} broad concepts {share(sum(c.contribution for c in broad))}")
+    return "; ".join(parts)
 
 
 # -- the command line: `clsr demo` / `python -m clsr.demo` ---------------------------------------------------

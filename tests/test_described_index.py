@@ -40,7 +40,11 @@ def test_a_freshly_built_index_has_a_catalogue_and_the_explorer_says_described(d
     explorer = Explorer(described_index, dtype="fp32")
     assert explorer.info()["described"] is True
     hit = explorer.search("vitamin D and bone density", k=3)["hits"][0]
-    assert all(c["description"] for c in hit["concepts"])
+    # The shared words come first (no description: the word is its own), then the concepts, each described.
+    kinds = [c["kind"] for c in hit["concepts"]]
+    assert "word" in kinds and kinds == sorted(kinds, key=("word", "specific", "broad").index)
+    assert all(c["description"] for c in hit["concepts"] if c["kind"] != "word")
+    assert sum(c["contribution"] for c in hit["concepts"]) == hit["score"] == sum(hit["parts"].values())
 
 
 def test_an_index_without_a_catalogue_is_described_on_first_use(described_index, tmp_path):

@@ -69,6 +69,7 @@ def test_unknown_method_or_concept_is_refused(explainer):
 
 
 def test_explain_words_names_the_words_driving_each_shared_concept(slice_concept_index, scifact_slice, capsys):
+    from clsr.interpret.explain import TermKinds, reading_order
     from clsr.search import ClsrSearcher
 
     searcher = ClsrSearcher(slice_concept_index, dtype="fp32")
@@ -77,7 +78,10 @@ def test_explain_words_names_the_words_driving_each_shared_concept(slice_concept
           "--dtype", "fp32", "--top-words", "3"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["score"] == hit.score
-    assert [e["concept"] for e in printed["evidence"]] == [c.concept for c in hit.concepts[:5]]
+    # The shared concepts in reading order (specific ones first, `clsr.interpret.explain`); words need no evidence.
+    kinds = TermKinds.for_searcher(searcher)
+    expected = [c.concept for c in reading_order(hit.concepts, kinds) if kinds.kind(c.concept) != "word"][:5]
+    assert [e["concept"] for e in printed["evidence"]] == expected
     document = next(d.text for d in scifact_slice.documents if d.id == hit.docid)
     for item in printed["evidence"]:
         assert len(item["query"]["words"]) == 3 and len(item["document"]["words"]) == 3

@@ -94,12 +94,14 @@ def test_demo_runs_all_three_methods_on_a_small_collection(scifact_slice, tmp_pa
         f"{q}\t{d}\t{g}\n" for q, judged in scifact_slice.qrels.items() for d, g in judged.items()))
     run_demo(str(collection), tmp_path / "work")
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.startswith(("BM25 ", "Dense ", "CL-SR "))}
-    assert set(rows) == {"BM25", "Dense", "CL-SR"}
-    # On 300 passages that include every judged one, all three methods find most relevant passages.
-    assert all(float(row[-5]) > 0.7 for row in rows.values()), rows  # nDCG@10
-    assert "top shared concepts: c" in out
+    table = [line for line in out.splitlines() if line.startswith(("BM25 ", "Dense ", "CL-SR ", "Concepts only"))]
+    # The default index first (words and concepts), then its concept part alone, then the baselines.
+    assert [line.split()[0] for line in table] == ["CL-SR", "Concepts", "BM25", "Dense"], table
+    # On 300 passages that include every judged one, every method finds most relevant passages.
+    ndcg = {line.split()[0]: float(line.split()[-5]) for line in table}  # nDCG, R@100, size (2 words), ms
+    assert all(value > 0.7 for value in ndcg.values()), table
+    assert ndcg["CL-SR"] > max(ndcg["Concepts"], ndcg["BM25"])  # words and concepts beat each part here too
+    assert re.search(r"^        words: \w+ \d+%.*; concepts: c\d+ \(.*\) \d+%", out, re.M), out
     # What it encoded with, on what CPU, and how fast: any machine can be compared with the docs' tables.
     from clsr.cpu import cpu_kind
     from clsr.encode.dense import resolve_encoding
@@ -108,7 +110,7 @@ def test_demo_runs_all_three_methods_on_a_small_collection(scifact_slice, tmp_pa
     assert re.search(rf"Encoding: {backend} {dtype} on \d+ threads?, CPU {cpu_kind()} \(.*\): the dense model encoded "
                      r"\d+\.\d passages/s", out), out
     (runs,) = (tmp_path / "work").glob("*/runs")
-    assert sorted(p.name for p in runs.iterdir()) == ["bm25.trec", "cl-sr.trec", "dense.trec"]
+    assert sorted(p.name for p in runs.iterdir()) == ["bm25.trec", "cl-sr.trec", "concepts.trec", "dense.trec"]
 
 
 def test_bm25_batch_search_goes_in_chunks_of_plain_hits_with_a_progress_bar(tmp_path, monkeypatch, capsys):

@@ -109,8 +109,9 @@ def test_a_csr_models_concept_index_scores_its_own_dot_products(tmp_path, shared
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": d.id, "text": d.text}) + "\n" for d in documents))
     index = tmp_path / "index"
+    # Concepts only: the scores below are the model's own dot products (words would add BM25 weights to them).
     clsr(["index", "--sae", str(csr), "--corpus", str(corpus), "--index", str(index), "--no-tune-alpha",
-          "--encoder-backend", "torch", "--dtype", "fp32"])
+          "--encoder-backend", "torch", "--dtype", "fp32", "--no-words"])
 
     manifest = IndexManifest.read(index)
     assert manifest.sae.source == {"format": "sentence-transformers", "path": str(csr.resolve()),

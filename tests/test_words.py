@@ -166,3 +166,31 @@ def test_explanations_read_words_then_specific_then_broad_concepts(indexes, scif
     assert result["query_words"] and all(not c["concept"].startswith("w:") for c in result["query_concepts"])
     for hit in result["hits"]:
         assert hit["concepts"][0]["kind"] == "word" and sum(hit["parts"].values()) == hit["score"]
+
+
+def test_a_words_weight_is_tuned_on_a_dev_split_and_recorded(indexes, slice_files, tmp_path, capsys, cli_error):
+    """What a user with judgments does instead of the default W: tune-words-weight on a train or dev split."""
+    import shutil
+
+    from clsr.index import read_manifest
+
+    index = tmp_path / "index"
+    shutil.copytree(indexes["words"], index)
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    shutil.copy(slice_files / "corpus.jsonl", beir / "corpus.jsonl")
+    topics = dict(line.split("\t", 1) for line in (slice_files / "topics.tsv").read_text().splitlines())
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in topics.items()))
+    from clsr.data import load_qrels
+
+    qrels = load_qrels("scifact", "test")
+    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q in topics for d, g in qrels[q].items()))
+    assert "refusing to tune on the 'test' split" in cli_error(
+        ["tune-words-weight", "--index", str(index), "--topics", str(beir), "--split", "test"])
+    clsr(["tune-words-weight", "--index", str(index), "--topics", str(beir), "--split", "dev", "--record", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["default"] == 0.4 and set(printed["curve"]) >= {"0.0", "0.4", "1.0"}
+    assert printed["curve"][str(printed["best"])] == max(printed["curve"].values())
+    assert printed["curve"]["0.0"] < max(printed["curve"].values())  # words help on the slice
+    assert read_manifest(index).query.words_weight == printed["best"]

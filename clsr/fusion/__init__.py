@@ -219,6 +219,34 @@ def tune_alpha(searcher: HybridSearcher, topics: Mapping[str, str], qrels, metri
     return interpolation_curve(sparse, dense, qrels, searcher.normalization, metric, alphas, relevance_threshold)
 
 
+WORDS_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)
+
+
+def tune_words_weight(index_dir: str | os.PathLike, topics: Mapping[str, str], qrels, metric: str = "ndcg@10",
+                      weights: Sequence[float] = WORDS_WEIGHTS, relevance_threshold: int = 1,
+                      **options) -> dict[float, float]:
+    """``metric`` of an index's search (words and concepts in one query, `clsr.index.mix`) at each words weight W,
+    on ``topics`` judged by ``qrels``: what a user with a dev split tunes instead of the default W, which was chosen
+    across collections (docs/concept-index.md). ``options`` go to ClsrSearcher (encoder settings, an engine).
+    Raises UsageError for an index without words."""
+    from clsr.evaluate import evaluate
+    from clsr.search import ClsrSearcher
+
+    curve = {}
+    for weight in weights:
+        run = ClsrSearcher(index_dir, words_weight=weight, **options).batch_search(topics, k=1000, progress=False)
+        curve[weight] = round(evaluate(run, qrels, [metric], relevance_threshold)[metric], 4)
+    return curve
+
+
+def record_words_weight(index_dir: str | os.PathLike, weight: float) -> IndexManifest:
+    """Write ``weight`` as the index's default words weight (the manifest's ``query.words_weight``), atomically."""
+    import dataclasses
+
+    manifest = IndexManifest.read(index_dir)
+    return manifest.replace(query=dataclasses.replace(manifest.query, words_weight=weight)).write(index_dir)
+
+
 def recorded_alpha(manifest: IndexManifest | None, where: object = "the index") -> float:
     """The hybrid alpha a concept index's manifest records (``hybrid_alpha``, tuned on pseudo-queries at build
     time), or DEFAULT_ALPHA with a warning for an index built before that, naming the command that tunes it."""

@@ -139,6 +139,59 @@ def _run_tune(args) -> None:
         print(f"  alpha {alpha:.1f}  {value:.4f}  {'#' * round(value * 50)}{'  <- best' if alpha == best else ''}")
 
 
+def _add_tune_words_arguments(parser) -> None:
+    parser.add_argument("--index", required=True, help="a concept index with words (clsr index's default)")
+    parser.add_argument("--topics", required=True, help="a BEIR folder or collection name (topics and qrels)")
+    parser.add_argument("--split", required=True, help="a train or dev split, e.g. train or dev")
+    parser.add_argument("--metric", default="ndcg@10", help="metric to maximise (default ndcg@10)")
+    parser.add_argument("--relevance-threshold", type=int, default=1)
+    parser.add_argument("--record", action="store_true",
+                        help="write the best W into the index's manifest, where searches take it unless told")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    add_encoder_options(parser, default_help="the index's")
+
+
+def _run_tune_words(args) -> None:
+    import json
+
+    from clsr.data import load_qrels, load_topics
+    from clsr.fusion import record_words_weight, tune_words_weight
+    from clsr.index import read_manifest
+    from clsr.sae.data import EVALUATION_SPLITS
+
+    manifest = read_manifest(args.index)
+    if manifest.kind != "concepts" or manifest.words is None:
+        raise UsageError(f"{args.index} holds no words beside concepts: there is no words weight to tune")
+    if args.split in EVALUATION_SPLITS:
+        raise UsageError(f"refusing to tune on the {args.split!r} split: it is for reporting; tune on a train or "
+                         "dev split")
+    topics, qrels = load_topics(args.topics, args.split), load_qrels(args.topics, args.split)
+    curve = tune_words_weight(args.index, topics, qrels, metric=args.metric,
+                              relevance_threshold=args.relevance_threshold,
+                              dtype=args.dtype, backend=args.encoder_backend)
+    default = manifest.query.words_weight
+    best = max(curve, key=lambda w: (curve[w], -abs(w - default)))  # ties go to the one nearest the default
+    if args.record:
+        record_words_weight(args.index, best)
+        print(f"recorded words weight {best} in {args.index}'s manifest (was {default})", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"metric": args.metric, "split": args.split, "curve": curve, "best": best,
+                          "default": default}, indent=2))
+        return
+    print(f"{args.metric} on {args.topics} {args.split} ({len(topics)} queries), W = the words' weight "
+          f"(0: concepts only; the index's default {default}):")
+    for weight, value in curve.items():
+        print(f"  W {weight:<4g} {value:.4f}  {'#' * round(value * 50)}{'  <- best' if weight == best else ''}")
+
+
+TUNE_WORDS_COMMAND = Command(
+    "tune-words-weight",
+    "Evaluates the words' weight W beside the concepts in an index's one query (W = 0, 0.1, ..., 3) on a train or "
+    "dev split, and with --record makes the best the index's default. Without judgments keep the default, which was "
+    "chosen across collections (docs/concept-index.md, \"Words and concepts\").",
+    _add_tune_words_arguments, _run_tune_words)
+
+
 TUNE_ALPHA_COMMAND = Command(
     "tune-alpha",
     "Evaluates alpha = 0, 0.1, ..., 1 for the hybrid search of a concept index. Test-type splits (test, dev.small, "

@@ -248,17 +248,11 @@ class ConceptEncoder:
                 for vector, row_values, row_latents, text in zip(vectors, values, latents, texts)]
 
     def mix(self, vector: dict[str, int], values: np.ndarray, latents: np.ndarray, text: str) -> dict[str, int]:
-        """One query's concept ``vector`` (from its steered code ``values``/``latents``) mixed with its words."""
-        from clsr.index.mix import concept_bound, concept_self_score, mixed_query
-
-        counts, length = self.words.counts(text)
-        if self.normalization == "bound":
-            concept_norm, word_norm = concept_bound(vector, self.concept_max_impact), self.words.bound(counts)
-        else:
-            activations = {concept_term(int(l)): float(v) for l, v in zip(latents, values) if v > 0}
-            concept_norm = concept_self_score(vector, activations, self.doc_quantizer)
-            word_norm = self.words.self_score(counts, length)
-        return mixed_query(vector, concept_norm, self.words.vector(counts), word_norm, self.words_weight)
+        """One query's concept ``vector`` (from its steered code ``values``/``latents``) mixed with its words
+        (`clsr.index.mix.WordSide.mix`)."""
+        activations = {concept_term(int(latent)): float(value) for latent, value in zip(latents, values) if value > 0}
+        return self.words.mix(vector, activations, text, self.words_weight, self.normalization, self.doc_quantizer,
+                              self.concept_max_impact)
 
     def steer_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """The embeddings moved by the steering, through the decoder: q + sum_c (a'_c - a_c) W_dec[c]."""

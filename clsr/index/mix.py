@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clsr.index.concepts import FLOAT32_EXACT_LIMIT, Quantizer
+from clsr.index.concepts import FLOAT32_EXACT_LIMIT, Quantizer, concept_latent
 from clsr.index.manifest import WordsRecord
 from clsr.index.words import DOC_WORDS_DIR, analyze, lucene_length, read_doc_words, word_term
 
@@ -95,6 +95,20 @@ class WordSide:
         """The word part's upper bound: Σ count · the word's largest impact in the index."""
         return float(sum(c * int(self.max_impact[w]) for w, c in counts.items()))
 
+    def mix(self, concepts: Mapping[str, int], activations: Mapping[str, float], text: str, words_weight: float,
+            normalization: str, doc_quantizer: Quantizer, concept_max_impact: np.ndarray | None) -> dict[str, int]:
+        """One query's concept vector ``concepts`` ({c123: weight}, from the code ``activations`` {c123: float})
+        mixed with the words of its ``text`` into one integer query (:func:`mixed_query`), each part normalised by
+        ``normalization``: "self" (the query's own score as a passage) or "bound" (its largest possible score,
+        from ``concept_max_impact`` by latent id)."""
+        counts, length = self.counts(text)
+        if normalization == "bound":
+            concept_norm, word_norm = concept_bound(concepts, concept_max_impact), self.bound(counts)
+        else:
+            concept_norm = concept_self_score(concepts, activations, doc_quantizer)
+            word_norm = self.self_score(counts, length)
+        return mixed_query(concepts, concept_norm, self.vector(counts), word_norm, words_weight)
+
 
 def concept_self_score(vector: Mapping[str, int], activations: Mapping[str, float], doc_quantizer: Quantizer) -> float:
     """The concept part's score of the query taken as a passage: Σ_c q_c · (its activation through the documents'
@@ -109,8 +123,6 @@ def concept_self_score(vector: Mapping[str, int], activations: Mapping[str, floa
 def concept_bound(vector: Mapping[str, int], max_impact: Mapping[str, int] | np.ndarray) -> float:
     """The concept part's upper bound: Σ_c q_c · the concept's largest impact in the index (``max_impact`` by
     latent id)."""
-    from clsr.index.concepts import concept_latent
-
     return float(sum(weight * int(max_impact[concept_latent(term)]) for term, weight in vector.items()))
 
 
