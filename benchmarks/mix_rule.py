@@ -34,6 +34,7 @@ from clsr.index.concepts import ConceptEncoder, Quantizer
 from clsr.index.doc_codes import ACTIVATION_DTYPE
 from clsr.index.lucene import BM25_B, BM25_K1
 from clsr.index.words import analyze, lucene_length, word_impacts
+from clsr.interpret.describers import BROAD_SHARE
 from clsr.sae.model import TopKSae, default_sae_path, sae_relation
 
 COLLECTIONS = {  # dataset -> (tuning split, test split)
@@ -43,7 +44,7 @@ COLLECTIONS = {  # dataset -> (tuning split, test split)
 }
 SPLADE_PP_ED = {"scifact": 0.7036, "nfcorpus": 0.3473}  # published nDCG@10 (BEIR), as ../shared/README.md gives
 WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0]
-RULES = ("top", "bound", "self", "none")
+RULES = ("top", "bound", "self", "self-idf", "none")
 
 
 def _runs(scores: np.ndarray, qids, docids, depth: int = 1000) -> dict:
@@ -81,6 +82,11 @@ def collection(dataset: str, encoder: DenseEncoder, sae: TopKSae, doc_k: int) ->
     rows = np.repeat(np.arange(len(documents)), doc_k)
     concepts = sparse.csr_matrix((impacts.ravel().astype(np.float64), (rows, latents.ravel())),
                                  shape=(len(documents), sae.config.n_latents))
+    # Concepts' document frequencies: a concept's idf (as BM25's, from its df) for the idf-weighted rule, and which
+    # concepts are broad (on BROAD_SHARE of the passages or more) for the shares of the score.
+    concept_df = np.bincount(latents[impacts > 0].ravel(), minlength=sae.config.n_latents)
+    concept_idf = np.log(1 + (len(documents) - concept_df + 0.5) / (concept_df + 0.5))
+    broad = concept_df / len(documents) >= BROAD_SHARE
     word_max = np.asarray(words.max(axis=0).todense()).ravel()
     concept_max = np.asarray(concepts.max(axis=0).todense()).ravel()
     concept_encoder = ConceptEncoder(encoder, sae, doc_k=doc_k, query_k=sae.config.k, doc_quantizer=doc_quantizer)
@@ -102,6 +108,9 @@ def collection(dataset: str, encoder: DenseEncoder, sae: TopKSae, doc_k: int) ->
                                        shape=(len(qids), sae.config.n_latents))
         # The query as a passage: its own activations through the documents' quantiser (a perfect concept match).
         self_concepts = (query_impacts * doc_quantizer.quantize(values)).sum(axis=1).astype(np.float64)
+        q_idf = q_concepts.multiply(concept_idf[None, :]).tocsr()
+        self_idf = (query_impacts * concept_idf[indices] * doc_quantizer.quantize(values)).sum(axis=1)
+        q_broad, q_idf_broad = (q.multiply(broad[None, :].astype(np.float64)).tocsr() for q in (q_concepts, q_idf))
         word_rows, word_cols, word_vals, self_words = [], [], [], []
         for row, text in enumerate(texts):
             query_tokens = analyze(text)
@@ -120,8 +129,11 @@ def collection(dataset: str, encoder: DenseEncoder, sae: TopKSae, doc_k: int) ->
         splits[split] = {
             "qids": qids, "qrels": qrels,
             "words": (q_words @ words.T).toarray(), "concepts": (q_concepts @ concepts.T).toarray(),
+            "concepts_idf": (q_idf @ concepts.T).toarray(),
+            "broad": (q_broad @ concepts.T).toarray(), "broad_idf": (q_idf_broad @ concepts.T).toarray(),
             "bound": (q_words @ word_max, q_concepts @ concept_max),
             "self": (np.array(self_words), self_concepts),
+            "self-idf": (np.array(self_words), np.asarray(self_idf, np.float64)),
         }
     return {"docids": docids, "splits": splits, "analyse_s": analyse_s, "word_stats": dataclasses.asdict(stats)}
 
@@ -130,15 +142,37 @@ def normalisers(split: dict, rule: str) -> tuple[np.ndarray, np.ndarray]:
     words, concepts = split["words"], split["concepts"]
     if rule == "top":
         return words.max(axis=1), concepts.max(axis=1)
-    if rule in ("bound", "self"):
+    if rule in ("bound", "self", "self-idf"):
         return split[rule]
     return np.ones(len(words)), np.ones(len(concepts))
 
 
+def _safe(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, 1.0)[:, None]  # a side with no match adds nothing
+
+
 def mixed(split: dict, rule: str, weight: float) -> np.ndarray:
     word_norm, concept_norm = normalisers(split, rule)
-    safe = lambda x: np.where(x > 0, x, 1.0)[:, None]  # noqa: E731  a side with no match adds nothing
-    return split["concepts"] / safe(concept_norm) + weight * split["words"] / safe(word_norm)
+    concepts = split["concepts_idf" if rule.endswith("idf") else "concepts"]
+    return concepts / _safe(concept_norm) + weight * split["words"] / _safe(word_norm)
+
+
+def shares(split: dict, rule: str, weight: float, top: int = 10) -> dict[str, float]:
+    """What words, specific concepts and broad concepts carry of the top ``top`` passages' mixed scores, averaged."""
+    word_norm, concept_norm = normalisers(split, rule)
+    idf = rule.endswith("idf")
+    words = weight * split["words"] / _safe(word_norm)
+    concepts = split["concepts_idf" if idf else "concepts"] / _safe(concept_norm)
+    broad = split["broad_idf" if idf else "broad"] / _safe(concept_norm)
+    total = words + concepts
+    found = {"word": [], "specific": [], "broad": []}
+    for row in range(len(total)):
+        for col in np.argsort(-total[row])[:top]:
+            if total[row, col] > 0:
+                found["word"].append(words[row, col] / total[row, col])
+                found["broad"].append(broad[row, col] / total[row, col])
+                found["specific"].append((concepts[row, col] - broad[row, col]) / total[row, col])
+    return {kind: round(float(np.mean(values)), 4) for kind, values in found.items()}
 
 
 def ndcg(run: dict, qrels, threshold: int) -> float:
@@ -167,10 +201,13 @@ def main() -> None:
             for rule in RULES:
                 row[rule] = {str(w): ndcg(_runs(mixed(split, rule, w), qids, docids), qrels, threshold)
                              for w in WEIGHTS}
+            row["shares"] = {rule: {str(w): shares(split, rule, w) for w in (0.3, 0.4, 0.5, 0.6, 0.8, 1.0)}
+                             for rule in ("self", "self-idf")}
             report["splits"][name] = row
             print(dataset, name, {k: v for k, v in row.items() if not isinstance(v, dict)}, flush=True)
             for rule in RULES:
                 print("  ", rule, row[rule], flush=True)
+            print("   shares", row["shares"], flush=True)
         results[dataset] = report
     write_report({"machine": machine_info(), "versions": versions(), "collections": results,
                   "splade_pp_ed": SPLADE_PP_ED}, args.out, _table(results))

@@ -119,6 +119,78 @@ def hybrid_rows(index_dir: Path, k: int, baselines, topics, qrels, tuning, relev
     return rows
 
 
+SPLADE_PP_ED = {"scifact": 0.7036, "nfcorpus": 0.3473}  # published nDCG@10 (BEIR test), ../shared/README.md
+
+
+def words_rows(baselines, sae_path: Path, name: str, topics, qrels, relevance_threshold: int, bm25: dict,
+               bm25_searcher) -> dict:
+    """The default index (words and concepts, `clsr index`'s default mix) beside its parts, in one run: words and
+    concepts (the default engine, and Lucene), concepts only (the same index at W = 0), words only (the word part
+    alone), and the two-index RRF of the concept and BM25 runs; plus what each kind of term carries of the top 10's
+    scores, and search p50 at top 1000 beside BM25's, timed alternately on the same queries."""
+    from harness import paired_latencies_ms
+
+    from clsr.index.words import query_words
+    from clsr.interpret.explain import TermKinds, score_parts
+    from clsr.search.engines import EngineConfig, default_engine
+
+    k = TopKSae.load_from_disk(sae_path).config.k
+    index_dir = HERE / "work" / name / f"words-concepts-k{k}"
+    manifest = build_concept_index_for(baselines, index_dir, sae_path, doc_k=k, words=True)
+    engine = default_engine()
+    texts = list(topics.values())
+    rows = {}
+    words_bytes = manifest.words.bytes
+    folder = manifest.lucene_bytes + manifest.doc_codes_bytes + words_bytes
+    for row, options in (("words_concepts", {"engine": EngineConfig(engine) if engine != "lucene" else None}),
+                         ("words_concepts_lucene", {}), ("concepts_only", {"words_weight": 0.0})):
+        searcher = ClsrSearcher(index_dir, encoder=baselines.encoder.config, **options)
+        run = searcher.batch_search(topics, k=DEPTH, progress=False)
+        searcher.query_encoder.prime(texts)
+        bm25_ms, search_ms = paired_latencies_ms(lambda q: bm25_searcher.search(q, DEPTH),
+                                                 lambda q, s=searcher: s.hits(q, DEPTH), texts)
+        searcher.query_encoder.forget()
+        rows[row] = method_report(run, qrels, search_ms, relevance_threshold=relevance_threshold,
+                                  engine=(options.get("engine").name if options.get("engine") else "lucene"),
+                                  words_weight=searcher.concept_encoder.words_weight,
+                                  normalization=searcher.concept_encoder.normalization,
+                                  bm25_search_ms_p50_same_run=round(percentile(bm25_ms, 0.5), 3),
+                                  x_bm25_search_p50=round(percentile(search_ms, 0.5) / percentile(bm25_ms, 0.5), 3),
+                                  index_bytes=manifest.lucene_bytes, doc_codes_bytes=manifest.doc_codes_bytes,
+                                  doc_words_bytes=words_bytes, folder_bytes=folder)
+        if row == "words_concepts_lucene":
+            kinds = TermKinds.for_searcher(searcher)
+            shares = {kind: [] for kind in ("word", "specific", "broad")}
+            for text in texts:
+                for hit in searcher.search(text, 10):
+                    parts = score_parts(hit.concepts, kinds)
+                    for kind, value in parts.items():
+                        shares[kind].append(value / hit.score)
+            rows[row]["score_share_top10"] = {kind: round(sum(v) / max(len(v), 1), 4) for kind, v in shares.items()}
+        if row == "concepts_only":
+            vocabulary = set(searcher.concept_encoder.words.vocabulary)
+            words_run = {}
+            for qid, text in topics.items():
+                vector = {t: c for t, c in query_words(text).items() if t[2:] in vocabulary}
+                words_run[qid] = searcher.search_vector(vector, DEPTH) if vector else []
+            rows["words_only"] = method_report(words_run, qrels, relevance_threshold=relevance_threshold,
+                                               doc_words_bytes=words_bytes)
+            rows["rrf_concepts_bm25"] = method_report(
+                reciprocal_rank_fusion([run, bm25["test"]], k=DEPTH), qrels, relevance_threshold=relevance_threshold,
+                fused=["concepts_only", "bm25"])
+    # What the words add to the folder, against BM25's whole index.
+    concept_only = HERE / "work" / name / f"concepts-k{k}"
+    if (concept_only / "clsr-index.json").exists():
+        from clsr.index import read_manifest
+
+        rows["words_concepts"]["words_added_bytes"] = (manifest.lucene_bytes - read_manifest(concept_only).lucene_bytes
+                                                       + words_bytes)
+    published = SPLADE_PP_ED.get(name)
+    if published is not None:
+        rows["splade_pp_ed"] = {"ndcg@10": published, "published": "BEIR test, as Pyserini reports SPLADE++ ED"}
+    return rows
+
+
 def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path | None, adapt: bool = False) -> dict:
     import faiss
 
@@ -200,11 +272,38 @@ def measure(dataset: str, split: str, relevance_threshold: int, sae_path: Path |
             if k in HYBRID_KS:
                 methods.update(hybrid_rows(index_dir, k, baselines, topics, qrels, tuning, relevance_threshold,
                                            bm25_runs))
+        methods.update(words_rows(baselines, sae_path, name, topics, qrels, relevance_threshold, bm25_runs, bm25))
 
     return {"dataset": str(dataset), "split": split, "queries": len(topics), "relevance_threshold": relevance_threshold,
             "alpha_tuned_on": split_for_tuning, "default_alpha": DEFAULT_ALPHA,
             "measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "methods": methods, "sae": sae_report, "machine": machine_info(), "versions": versions()}
+
+
+def _words_summary(result: dict) -> list[str]:
+    """The default index against its parts and peers, in words (issue 31's goals), from the same JSON."""
+    m = result["methods"]
+    if "words_concepts" not in m:
+        return []
+    best = max(m["words_only"]["ndcg@10"], m["concepts_only"]["ndcg@10"])
+    mix = m["words_concepts"]
+    shares = m["words_concepts_lucene"].get("score_share_top10", {})
+    lines = ["", f"Words and concepts at the default mix (W {mix['words_weight']}, {mix['normalization']} "
+             f"normalisation, engine {mix['engine']}): nDCG@10 {mix['ndcg@10']:.4f}, "
+             f"{mix['ndcg@10'] / best:.3f}x the better of words only ({m['words_only']['ndcg@10']:.4f}) and concepts "
+             f"only ({m['concepts_only']['ndcg@10']:.4f}); the two-index RRF of concepts and BM25 "
+             f"{m['rrf_concepts_bm25']['ndcg@10']:.4f}; BM25 {m['bm25']['ndcg@10']:.4f}"
+             + (f"; SPLADE++ ED (published) {m['splade_pp_ed']['ndcg@10']:.4f}" if "splade_pp_ed" in m else "")
+             + f". Search p50 at top 1000: {mix['search_ms_p50']:.2f} ms, {mix['x_bm25_search_p50']:.2f}x BM25's "
+             f"{mix['bm25_search_ms_p50_same_run']:.2f} ms timed alternately on the same queries (Lucene: "
+             f"{m['words_concepts_lucene']['x_bm25_search_p50']:.2f}x)."]
+    if "words_added_bytes" in mix:
+        lines[-1] += (f" The words add {mix['words_added_bytes'] / 2**20:.2f} MB to the folder (Lucene postings and "
+                      f"`doc_words/`), against BM25's index of {m['bm25']['index_bytes'] / 2**20:.2f} MB.")
+    if shares:
+        lines[-1] += (" Share of the top 10's scores carried by words / specific concepts / broad concepts: "
+                      f"{shares['word']:.1%} / {shares['specific']:.1%} / {shares['broad']:.1%}.")
+    return lines
 
 
 def _shown(path: Path) -> str:
@@ -224,10 +323,12 @@ def markdown(result: dict) -> str:
     for name, m in result["methods"].items():
         ratio = f"{m['ndcg@10'] / dense_ndcg:.3f}" if dense_ndcg else "–"
         lines.append(
-            f"| {name} | {m['ndcg@10']:.4f} | {ratio} | {m['mrr@10']:.4f} | {m['recall@100']:.4f} "
-            f"| {m['recall@1000']:.4f} | {cell(m, 'index_bytes', '.2f', 2**-20)} | {cell(m, 'search_ms_p50', '.2f')} "
+            f"| {name} | {m['ndcg@10']:.4f} | {ratio} | {cell(m, 'mrr@10', '.4f')} | {cell(m, 'recall@100', '.4f')} "
+            f"| {cell(m, 'recall@1000', '.4f')} | {cell(m, 'index_bytes', '.2f', 2**-20)} "
+            f"| {cell(m, 'search_ms_p50', '.2f')} "
             f"| {cell(m, 'search_ms_p95', '.2f')} | {cell(m, 'e2e_ms_p50', '.2f')} "
             f"| {m.get('encode_docs_per_s', '–')} |")
+    lines += _words_summary(result)
     lucene_rows = {n: m for n, m in result["methods"].items() if n.startswith("sparse_lucene_")}
     bm25 = result["methods"].get("bm25")
     if lucene_rows and bm25:

@@ -15,50 +15,51 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 DATASETS = ("scifact", "nfcorpus")
-ROWS = [("bm25", "BM25 (Pyserini, k1 0.9, b 0.4)"), ("dense", "Dense, all-MiniLM-L6-v2 (exact)"),
-        ("sparse_lucene_k32", "Sparse latent K=32 (Lucene)"), ("sparse_lucene_k64", "Sparse latent K=64 (Lucene)"),
-        ("sparse_lucene_k128", "Sparse latent K=128 (Lucene)"), ("reconstructed_k32", "Reconstructed K=32"),
-        ("reconstructed_k64", "Reconstructed K=64"), ("reconstructed_k128", "Reconstructed K=128"),
-        ("hybrid_k64", "Hybrid K=64"), ("hybrid_k128", "Hybrid K=128"),
-        ("hybrid_k128_reconstructed_query", "Hybrid K=128, reconstructed query"),
-        ("original_vs_decoded_k128", "Original query · decoded K=128 codes (exact)"), ("clsr_bm25", "CL-SR + BM25")]
+ROWS = [("words_concepts", "**CL-SR: words + concepts** (the default index and mix)"),
+        ("concepts_only", "Concepts only (`--words-weight 0`)"), ("words_only", "Words only (quantised BM25)"),
+        ("bm25", "BM25 (Pyserini, k1 0.9, b 0.4)"), ("dense", "Dense, all-MiniLM-L6-v2 (exact)"),
+        ("rrf_concepts_bm25", "Concepts + BM25, two indexes, RRF"),
+        ("hybrid_k128", "Hybrid K=128 (concepts + decoded)"),
+        ("splade_pp_ed", "SPLADE++ ED (published figure)")]
 
 
 def section(results: dict[str, dict]) -> str:
     names = [d for d in DATASETS if d in results]
-    header = "| method | " + " | ".join(f"{d} nDCG@10 | ×dense | R@100 | folder MB | search p50 ms | e2e p50 ms"
+    header = "| method | " + " | ".join(f"{d} nDCG@10 | ×dense | R@100 | folder MB | search p50 ms"
                                          for d in names) + " |"
-    lines = [header, "|---|" + "---|" * (6 * len(names))]
+    lines = [header, "|---|" + "---|" * (5 * len(names))]
     for key, label in ROWS:
         cells = []
         for d in names:
             m = results[d]["methods"].get(key)
             dense = results[d]["methods"]["dense"]["ndcg@10"]
             if m is None:
-                cells.append("– | – | – | – | – | –")
+                cells.append("– | – | – | – | –")
                 continue
 
             def number(field: str, fmt: str, scale: float = 1.0, m=m) -> str:
                 return format(m[field] * scale, fmt) if m.get(field) is not None else "–"
 
             folder = _folder_mb(results[d]["methods"], key)
-            cells.append(f"{m['ndcg@10']:.4f} | {m['ndcg@10'] / dense:.3f} | {m['recall@100']:.4f} | "
-                         f"{folder} | {number('search_ms_p50', '.1f')} | "
-                         f"{number('e2e_ms_p50', '.1f')}")
+            cells.append(f"{m['ndcg@10']:.4f} | {m['ndcg@10'] / dense:.3f} | {number('recall@100', '.4f')} | "
+                         f"{folder} | {number('search_ms_p50', '.1f')}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     first = results[names[0]]
     machine, versions = first["machine"], first["versions"]
     relations = "; ".join(f"{d}: {_sae_label(results[d])}" for d in names)
     lines += ["", f"**Which SAE produced the concept rows** (BM25 and dense use none): {relations}."]
-    tuned = ", ".join(f"{d}: {results[d].get('alpha_tuned_on') or 'default'}" for d in names)
-    alphas = "; ".join(f"{d} " + ", ".join(f"{k} {m['alpha']}" for k, m in results[d]["methods"].items()
-                                           if "alpha" in m) for d in names)
+    mix = first["methods"].get("words_concepts", {})
     splits = ', '.join(str(d) + ' ' + str(results[d]['queries']) + ' queries' for d in names)
-    lines += ["", f"Test splits ({splits}); one search "
-              f"thread, top 1000. Hybrid alpha tuned on the train/dev split ({tuned}): {alphas}. "
-              f"Measured {first['measured'][:10]} on {machine['cpu']} ({machine['cores']} cores, "
+    lines += ["", f"Test splits ({splits}); one search thread, top 1000. CL-SR: doc K 128, words weight "
+              f"{mix.get('words_weight')} with each part normalised by its score for a perfect match (the rule "
+              "chosen on tuning splits: [mix-rule](benchmarks/results/mix-rule.md)), searched on "
+              f"{mix.get('engine', 'lucene')} (`clsr search`'s default engine); folder MB is the whole index folder "
+              "(Lucene, `doc_codes/`, `doc_words/`; the catalogue and an engine's files not counted). Hybrid alpha "
+              "tuned on the train/dev split. Measured "
+              f"{first['measured'][:10]} on {machine['cpu']} ({machine['cores']} cores, "
               f"{machine['memory_gib']} GiB); clsr {versions['clsr']}, Pyserini {versions['pyserini']} "
-              f"(Anserini {versions['anserini']}), torch {versions['torch']}. Full tables: "
+              f"(Anserini {versions['anserini']}), torch {versions['torch']}. Full tables, with K=32 and 64, the "
+              "reconstructions and the other hybrids: "
               + ", ".join(f"[{d}](benchmarks/results/{d}.md)" for d in names) + "; plots: "
               + ", ".join(f"[{d}](benchmarks/results/{d}-tradeoff.png)" for d in names) + "."]
     return "\n".join(lines)
@@ -69,12 +70,14 @@ def _folder_mb(methods: dict, key: str) -> str:
     the concept index folder of its K; CL-SR + BM25 needs that of K=128 and BM25's."""
     def folder(name: str) -> float:
         m = methods[name]
-        return (m["index_bytes"] + m.get("doc_codes_bytes", 0)) / 2**20
+        return m.get("folder_bytes", m["index_bytes"] + m.get("doc_codes_bytes", 0)) / 2**20
 
     if key.startswith("hybrid_k"):
         return f"{folder('sparse_lucene_k' + key.split('_')[1][1:]):.2f}"
-    if key == "clsr_bm25":
+    if key in ("clsr_bm25", "rrf_concepts_bm25"):
         return f"{folder('sparse_lucene_k128') + folder('bm25'):.2f}"
+    if key == "concepts_only":  # the `--no-words` index's folder
+        return f"{folder('sparse_lucene_k128'):.2f}"
     return f"{folder(key):.2f}" if methods[key].get("index_bytes") is not None else "–"
 
 
@@ -90,7 +93,9 @@ def _sae_label(result: dict) -> str:
 
 def transfer_section(transfer: dict) -> str:
     """Zero-shot, adapted and fitted rows of benchmarks/transfer.py, ratios to dense."""
-    lines = ["", "**Transfer to a corpus the SAE never saw** (leave-one-collection-out; "
+    lines = ["", "*Older tables, measured before indexes held words (concept-only indexes and the two-index fusion "
+             "with BM25):*", "",
+             "**Transfer to a corpus the SAE never saw** (leave-one-collection-out; "
              "[transfer.md](benchmarks/results/transfer.md)). Ratios to dense nDCG@10 in the same run; hybrid "
              "and CL-SR+BM25 alpha tuned on pseudo-queries from the corpus (no judgments). *zero-shot*: the "
              "starting SAE as it is; *adapted*: after `clsr adapt-sae`; *fitted*: an SAE trained from scratch "
@@ -159,17 +164,23 @@ def summary(results: dict[str, dict], transfer: dict | None) -> str:
     lines = ["", "", "**What the tables say** (generated from the same files):", ""]
     for d, result in results.items():
         m, relation = result["methods"], (result.get("sae") or {}).get("relation", "transductive")
-        dense = m["dense"]["ndcg@10"]
-        if "sparse_lucene_k64" not in m:
+        if "words_concepts" not in m:
             continue
-        k64, k128 = (m[f"sparse_lucene_k{k}"] for k in (64, 128))
-        folder = (k128["index_bytes"] + k128.get("doc_codes_bytes", 0)) / 2**20
+        mix, best = m["words_concepts"], max(m["words_only"]["ndcg@10"], m["concepts_only"]["ndcg@10"])
+        shares = m["words_concepts_lucene"].get("score_share_top10", {})
+        splade = m.get("splade_pp_ed", {}).get("ndcg@10")
+        adapted = _adapted(d)
         lines.append(
-            f"- {d}, {relation}: the Lucene concept index keeps {k64['ndcg@10'] / dense:.3f}x (K=64) and "
-            f"{k128['ndcg@10'] / dense:.3f}x (K=128, the default doc K) of dense nDCG@10. At K=128 its Lucene "
-            f"files take {k128['index_bytes'] / 2**20:.2f} MB, and the whole folder, with `doc_codes/`, "
-            f"{folder:.1f} MB, against BM25's {m['bm25']['index_bytes'] / 2**20:.2f} MB and dense's "
-            f"{m['dense']['index_bytes'] / 2**20:.2f} MB.")
+            f"- {d}, {relation}: words + concepts give {mix['ndcg@10']:.4f}, {mix['ndcg@10'] / best:.3f}x the better "
+            f"of words only and concepts only, against {m['rrf_concepts_bm25']['ndcg@10']:.4f} for the two-index "
+            f"RRF" + (f" and {splade:.4f} for SPLADE++ ED" if splade else "")
+            + (f"; adapted to the corpus first (`--adapt`), {adapted:.4f}" if adapted else "")
+            + f". Search p50 at top 1000 is {mix['x_bm25_search_p50']:.2f}x BM25's on {mix['engine']} "
+            f"({m['words_concepts_lucene']['x_bm25_search_p50']:.2f}x on Lucene), timed alternately on the same "
+            f"queries; the words add {mix.get('words_added_bytes', 0) / 2**20:.2f} MB against BM25's "
+            f"{m['bm25']['index_bytes'] / 2**20:.2f} MB index."
+            + (f" Of the top 10's scores, words carry {shares['word']:.1%}, specific concepts "
+               f"{shares['specific']:.1%} and broad ones {shares['broad']:.1%}." if shares else ""))
     for collection in (transfer or {}).get("collections", []):
         rows = collection["rows"]
         zero, adapted = rows.get("general/zero-shot"), rows.get("general/adapted")
@@ -194,6 +205,16 @@ def summary(results: dict[str, dict], transfer: dict | None) -> str:
               "[the hybrid fuser](docs/hybrid-and-fusion.md) for when "
               "it does not."]
     return "\n".join(lines)
+
+
+def _adapted(dataset: str) -> float | None:
+    """nDCG@10 of words + concepts after `clsr index --adapt` (benchmarks/results/<dataset>-adapted.json), if
+    measured with words."""
+    path = RESULTS / f"{dataset}-adapted.json"
+    if not path.exists():
+        return None
+    row = json.loads(path.read_text())["methods"].get("words_concepts")
+    return row["ndcg@10"] if row else None
 
 
 def render(results: dict[str, dict], transfer: dict | None) -> str:

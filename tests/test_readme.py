@@ -21,17 +21,18 @@ def test_the_results_block_is_generated_from_the_benchmark_files():
         "README.md's results block differs from benchmarks/results/*.json: run python benchmarks/readme_results.py")
 
 
-def test_the_summary_labels_each_figure_and_counts_the_whole_folder():
+def test_the_summary_labels_each_figure_and_gives_the_default_rows_own_ratios():
     generator = _generator()
     results, transfer = generator.load_results()
     text = generator.summary(results, transfer)
-    scifact = results["scifact"]["methods"]
-    k128 = scifact["sparse_lucene_k128"]
-    ratio = k128["ndcg@10"] / scifact["dense"]["ndcg@10"]
-    folder = (k128["index_bytes"] + k128["doc_codes_bytes"]) / 2**20
-    assert f"scifact, {results['scifact']['sae']['relation']}: " in text
-    assert f"{ratio:.3f}x (K=128, the default doc K)" in text
-    assert f"whole folder, with `doc_codes/`, {folder:.1f} MB" in text
+    for dataset, result in results.items():
+        methods = result["methods"]
+        if "words_concepts" not in methods:
+            continue
+        mix = methods["words_concepts"]["ndcg@10"]
+        best = max(methods["words_only"]["ndcg@10"], methods["concepts_only"]["ndcg@10"])
+        assert f"- {dataset}, {result['sae']['relation']}: words + concepts give {mix:.4f}, {mix / best:.3f}x" in text
+        assert f"{methods['rrf_concepts_bm25']['ndcg@10']:.4f} for the two-index RRF" in text
     for label in ("zero-shot", "adapted"):
         assert label in text
 
