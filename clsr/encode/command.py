@@ -1,4 +1,5 @@
-"""`clsr encode` / ``python -m clsr.encode``: a corpus or topics to ``embeddings.npy`` + ``ids.txt``.
+"""`clsr encode` / ``python -m clsr.encode``: a corpus or topics to ``embeddings.npy`` + ``ids.txt`` +
+``encoder.json`` (`clsr.encode.embeddings`: the folder `clsr index --embeddings` reads).
 
 In one process through `clsr.encode.dense` (cached), or with ``--ray`` on Ray through `clsr.encode.ray`;
 the command sits above both so that the imports run one way.
@@ -6,13 +7,10 @@ the command sits above both so that the imports run one way.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-import numpy as np
-
 from clsr.encode.dense import encode_corpus
+from clsr.encode.embeddings import write_embeddings
 from clsr.options import (
     SOURCE_HELP,
     Command,
@@ -50,22 +48,18 @@ def _run_encode(args) -> None:
         config = encoder_config_from_args(args)
         shards = shards_from_args(args, str(resolve(args.corpus)), config, output / "shards")
         # The shards' joined, memory-mapped file becomes embeddings.npy: no copy through memory.
-        os.replace(Path(shards.embeddings.filename), output / "embeddings.npy")
-        (output / "ids.txt").write_text("\n".join(shards.ids), encoding="utf-8")
-        (output / "encoder.json").write_text(json.dumps({**config.to_dict(), **shards.meta["encoding"]}, indent=2))
+        write_embeddings(output, shards.ids, Path(shards.embeddings.filename), config.to_dict(),
+                         shards.meta["encoding"])
         print(f"wrote {len(shards.ids)} x {shards.embeddings.shape[1]} embeddings to {output}")
         return
     encoder = encoder_from_args(args)
-    output.mkdir(parents=True, exist_ok=True)
     if args.topics:
         topics = load_topics(args.topics, args.split)
         ids, vectors = list(topics), encoder.encode_queries(list(topics.values()), progress=True)
     else:
         encoded = encode_corpus(encoder, load_corpus(args.corpus))
         ids, vectors = encoded.ids, encoded.embeddings
-    np.save(output / "embeddings.npy", np.asarray(vectors, dtype=np.float32))
-    (output / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
-    (output / "encoder.json").write_text(json.dumps({**encoder.config.to_dict(), **encoder.encoding}, indent=2))
+    write_embeddings(output, ids, vectors, encoder.config.to_dict(), encoder.encoding)
     print(f"wrote {len(ids)} x {vectors.shape[1]} embeddings to {output}")
 
 

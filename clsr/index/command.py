@@ -10,6 +10,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clsr.index import build_bm25_index, build_concept_index, build_dense_index
 from clsr.index.atomic import ADAPTING
@@ -24,6 +25,9 @@ from clsr.options import (
     shards_from_args,
 )
 
+if TYPE_CHECKING:
+    from clsr.encode.embeddings import GivenEmbeddings
+
 
 def _add_index_arguments(parser) -> None:
     from clsr.options import add_adaptation_options
@@ -32,6 +36,11 @@ def _add_index_arguments(parser) -> None:
     parser.add_argument("--index", required=True, help="output index folder")
     parser.add_argument("--kind", choices=["concepts", "bm25", "dense"], default="concepts",
                         help="what to build (default concepts)")
+    parser.add_argument("--embeddings", metavar="DIR",
+                        help="index the embeddings in DIR instead of encoding the corpus (concept and dense kinds): "
+                             "a folder `clsr encode --corpus ... --output DIR` wrote, e.g. on a GPU machine "
+                             "(embeddings.npy, ids.txt, encoder.json); its ids must be the corpus's, in any order, "
+                             "and its encoder the SAE's; the index records its encoder, backend and dtype")
     parser.add_argument("--threads", type=int, default=1, help="Lucene indexing threads (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
     group = parser.add_argument_group("concept index")
@@ -98,15 +107,22 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
     started = time.perf_counter()
     source = str(resolve(args.corpus))
     # Refused before minutes of encoding or adaptation, not only when the build reaches the folder.
-    check_replaceable(args.index, INDEX, {"the corpus": source, "the SAE": args.sae}, option="--index")
+    check_replaceable(args.index, INDEX, {"the corpus": source, "the SAE": args.sae, "the embeddings": args.embeddings},
+                      option="--index")
     if args.ray and (args.kind == "bm25" or args.adapt):
         raise UsageError(f"--ray encodes passages: {'--adapt' if args.adapt else 'a BM25 index'} does not use it")
+    given = _given_embeddings(args) if args.embeddings else None
     shards_dir = Path(args.index).resolve().parent / (Path(args.index).name + ".shards")
     encoding_note = None  # passages/s, backend and dtype, said at the end of the build
     earlier: dict[str, float] = {}  # seconds of the stages before the index build (encoding, adaptation)
     if args.kind == "bm25":
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
                                     overwrite=args.overwrite)
+    elif args.kind == "dense" and given is not None:
+        given = given.in_order([d.id for d in iter_corpus(source)])
+        encoding_note = f"{len(given.ids)} embeddings given in {args.embeddings}"
+        manifest = build_dense_index(given.ids, given.embeddings, args.index, encoder=given.encoder,
+                                     encoding=given.encoding, source=source, overwrite=args.overwrite)
     elif args.kind == "dense" and args.ray:
         from clsr.options import encoder_config_from_args
 
@@ -143,6 +159,23 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
                                        codes=(shards.activations, shards.latents),
                                        embed_sae=converted, earlier_timings=earlier,
                                        finish=_finisher(args, source, None), **words)
+    elif given is not None:
+        from clsr.sae.model import TopKSae
+
+        sae_path, converted = _sae_folder(args, stack)
+        sae = TopKSae.load_from_disk(sae_path)
+        given.check_sae(sae)
+        documents = load_corpus(source)
+        given = given.in_order([d.id for d in documents])
+        encoding_note = f"{len(given.ids)} embeddings given in {args.embeddings}"
+        words = _words(args, {d.id: d.text for d in documents}, given.ids, given.encoder["max_length"], earlier)
+        manifest = build_concept_index(given.ids, given.embeddings, args.index, sae=sae, sae_path=sae_path,
+                                       encoder=given.encoder, encoding=given.encoding,
+                                       doc_k=args.doc_k, query_k=args.query_k,
+                                       query_mode=args.query_mode, bits=args.bits, source=source,
+                                       threads=args.threads, overwrite=args.overwrite,
+                                       embed_sae=converted, earlier_timings=earlier,
+                                       finish=_finisher(args, source, documents, given.embeddings), **words)
     else:
         from clsr.options import adapt_config_from_args
         from clsr.sae.adapt import adapt_to_corpus
@@ -189,6 +222,30 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
     stages = _stages_said(manifest.timings) if manifest.timings else ""
     print(f"built {args.kind} index of {manifest.documents} documents at {args.index} in {_duration(seconds)}"
           + (f" ({stages})" if stages else "") + (f"; encoding: {encoding_note}" if encoding_note else ""))
+
+
+def _given_embeddings(args) -> GivenEmbeddings:
+    """``--embeddings DIR`` read and checked against itself and the other flags (`read_embeddings`), before any
+    long stage; the SAE's checks and the corpus's ids come later. Raises UsageError in one line."""
+    from clsr.encode.embeddings import ENCODER_FILE, read_embeddings
+    from clsr.options import encoder_overridden
+
+    for conflict, why in ((args.kind == "bm25", "--kind bm25: a BM25 index has no embeddings"),
+                          (args.ray, "--ray: it encodes the corpus, whose embeddings are given"),
+                          (args.adapt, "--adapt: adapting encodes the corpus's own training vectors (adapt first, "
+                                       "with `clsr adapt-sae`, and give --sae)")):
+        if conflict:
+            raise UsageError(f"--embeddings with {why}")
+    given = read_embeddings(args.embeddings)
+    if encoder_overridden(args):
+        raise UsageError(f"--embeddings {args.embeddings}: its {ENCODER_FILE} says which encoder made them; leave out "
+                         "--encoder, --pooling, --query-prefix, --max-length and --no-normalize")
+    for flag, key in (("encoder_backend", "backend"), ("dtype", "dtype")):
+        value = getattr(args, flag)
+        if value not in (None, "auto") and value != given.encoding[key]:
+            raise UsageError(f"--{flag.replace('_', '-')} {value}, but {given.folder / ENCODER_FILE} records {key} "
+                             f"{given.encoding[key]}: the index records the embeddings' own; give that or none")
+    return given
 
 
 def _words(args, texts: dict[str, str], ids, max_length: int, timings: dict[str, float]) -> dict:
