@@ -12,6 +12,7 @@ Three kinds of x86-64 server CPU are met in practice, and clsr's defaults differ
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 # The flags a benchmark records (the ones that change which kernels run).
@@ -38,6 +39,15 @@ def cpu_supports_bf16() -> bool:
 def cpu_supports_vnni() -> bool:
     """True where int8 dot products accumulate in int32 without saturating (AVX512-VNNI, AVX-VNNI or AMX)."""
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, as a container or `taskset` limits it; else
+    os.cpu_count()), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def cpu_kind() -> str:

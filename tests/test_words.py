@@ -194,3 +194,23 @@ def test_a_words_weight_is_tuned_on_a_dev_split_and_recorded(indexes, slice_file
     assert printed["curve"][str(printed["best"])] == max(printed["curve"].values())
     assert printed["curve"]["0.0"] < max(printed["curve"].values())  # words help on the slice
     assert read_manifest(index).query.words_weight == printed["best"]
+
+
+def test_lucene_threads_change_neither_hits_nor_scores(indexes, slice_files):
+    """`--threads` defaults to the machine's cores (issue 32); Lucene then indexes shards side by side and merges
+    them, so its internal doc order differs, but not a run: same hits, same scores, same ties order."""
+    corpus = str(slice_files / "corpus.jsonl")
+    three = slice_files / "words-3-threads"
+    clsr(["index", "--corpus", corpus, "--no-describe", "--no-tune-alpha", "--dtype", "fp32", "--threads", "3",
+          "--index", str(three)])
+    one = slice_files / "words-1-thread"
+    clsr(["index", "--corpus", corpus, "--no-describe", "--no-tune-alpha", "--dtype", "fp32", "--threads", "1",
+          "--index", str(one)])
+    topics = slice_files / "topics.tsv"
+    runs = [_search(index, topics, slice_files / f"{index.name}.trec", "--engine", "lucene") for index in (one, three)]
+    assert runs[0] == runs[1] and len(runs[0]) == len(topics.read_text().splitlines())
+    # The files line by line: ranks, so the order of tied hits, included.
+    lines = [(slice_files / f"{index.name}.trec").read_text().splitlines() for index in (one, three)]
+    assert lines[0] == lines[1]
+    for name in ("latents.npy", "activations.npy", "ids.txt"):
+        assert (one / "doc_codes" / name).read_bytes() == (three / "doc_codes" / name).read_bytes()

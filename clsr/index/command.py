@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clsr.cpu import available_cores
 from clsr.index import build_bm25_index, build_concept_index, build_dense_index
 from clsr.index.atomic import ADAPTING
 from clsr.index.concepts import QUERY_MODES
@@ -22,6 +23,7 @@ from clsr.options import (
     UsageError,
     add_encoder_options,
     add_ray_options,
+    positive_int,
     shards_from_args,
 )
 
@@ -41,7 +43,9 @@ def _add_index_arguments(parser) -> None:
                              "a folder `clsr encode --corpus ... --output DIR` wrote, e.g. on a GPU machine "
                              "(embeddings.npy, ids.txt, encoder.json); its ids must be the corpus's, in any order, "
                              "and its encoder the SAE's; the index records its encoder, backend and dtype")
-    parser.add_argument("--threads", type=int, default=1, help="Lucene indexing threads (default 1)")
+    parser.add_argument("--threads", type=positive_int, default=available_cores(),
+                        help="Lucene indexing threads (default: this machine's cores, here %(default)s); the "
+                             "index's postings and scores do not depend on it")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
     group = parser.add_argument_group("concept index")
     group.add_argument("--sae", help="SAE folder (default: the bundled one for all-MiniLM-L6-v2)")
