@@ -74,6 +74,7 @@ bench: setup
 	$(BIN)/python benchmarks/quality.py --dataset nfcorpus --adapt --out benchmarks/results/nfcorpus-adapted.json
 	$(BIN)/python benchmarks/transfer.py --dataset scifact --dataset nfcorpus --out benchmarks/results/transfer.json
 	$(BIN)/python benchmarks/mix_rule.py --out benchmarks/results/mix-rule.json
+	$(BIN)/python benchmarks/engines.py --words --out benchmarks/results/engines-words.json
 	$(BIN)/python benchmarks/readme_results.py
 
 clean:

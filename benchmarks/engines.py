@@ -36,6 +36,7 @@ from harness import (
 from clsr.data import load_qrels, load_topics
 from clsr.evaluate import evaluate
 from clsr.index import directory_bytes
+from clsr.index.words import is_word_term
 from clsr.sae.model import default_sae_path, sae_relation
 from clsr.search import Bm25Searcher, ClsrSearcher, ranked
 from clsr.search.engines import EngineConfig
@@ -66,12 +67,13 @@ def memory_bandwidth_gb_s(size_mb: int = 256, repeats: int = 5) -> float:
 
 
 def postings_touched(searcher: ClsrSearcher, vectors: list[dict[str, int]]) -> dict:
-    """The share of the index's postings a query's concepts touch (their document frequencies' sum)."""
+    """The share of the index's concept postings a query's concepts touch (their document frequencies' sum; its
+    words, in an index with words, are left out)."""
     codes = searcher.doc_codes
     impacts = searcher.concept_encoder.doc_quantizer.quantize(np.asarray(codes.activations, np.float32))
     n_latents = searcher.concept_encoder.sae.config.n_latents
     df = np.bincount(np.asarray(codes.latents, np.int64)[impacts > 0], minlength=n_latents)
-    touched = [int(sum(df[int(t[1:])] for t in v)) for v in vectors]
+    touched = [int(sum(df[int(t[1:])] for t in v if not is_word_term(t))) for v in vectors]
     return {"postings": int(df.sum()), "touched_p50": percentile(touched, 0.5),
             "touched_share_p50": round(percentile(touched, 0.5) / df.sum(), 4),
             "touched_share_p95": round(percentile(touched, 0.95) / df.sum(), 4)}
@@ -155,12 +157,14 @@ def measure_milvus(index_dir: Path, work: Path, topics: dict, qrels, exact: dict
     return rows
 
 
-def run_dataset(dataset: str, work: Path) -> dict:
+def run_dataset(dataset: str, work: Path, words: bool = False) -> dict:
+    """Every engine setting on one collection's concept index (with ``words``, the default words + concepts
+    index, at its recorded words weight), recall against Lucene's exact run of the same index."""
     baselines = build_baselines(dataset, work / dataset)
     sae = default_sae_path()
     doc_k = 128
-    index_dir = work / dataset / f"concepts-k{doc_k}"
-    manifest = build_concept_index_for(baselines, index_dir, sae, doc_k=doc_k, reuse=True)
+    index_dir = work / dataset / f"{'words-' if words else ''}concepts-k{doc_k}"
+    manifest = build_concept_index_for(baselines, index_dir, sae, doc_k=doc_k, reuse=True, words=words)
     shutil.rmtree(index_dir / "engines", ignore_errors=True)  # engine build times are measured here
     topics, qrels = load_topics(baselines.source, "test"), load_qrels(baselines.source, "test")
     bm25 = Bm25Searcher(baselines.bm25_dir)
@@ -185,6 +189,7 @@ def run_dataset(dataset: str, work: Path) -> dict:
     touched = postings_touched(lucene, [dict(v) for v in lucene.concept_encoder.encode_queries(texts)])
     encode_ms = latencies_ms(lambda q: lucene.concept_encoder.encode_queries([q]), texts[:100])
     return {"dataset": dataset, "documents": manifest.documents, "queries": len(topics), "doc_k": doc_k,
+            "terms": "words + concepts" if words else "concepts",
             "sae": sae.name, "sae_relation": sae_relation(sae, dataset),
             "lucene_bytes": manifest.lucene_bytes, "doc_codes_bytes": manifest.doc_codes_bytes,
             "bm25_bytes": directory_bytes(baselines.bm25_dir),
@@ -222,7 +227,8 @@ def markdown(result: dict) -> str:
     for data in result["datasets"]:
         p = data["postings"]
         scan_ms = p["touched_p50"] * 5 / (result["bandwidth_gb_s"] * 1e9) * 1000  # 4-byte docid + 1-byte impact
-        lines += [f"## {data['dataset']} ({data['documents']} passages, {data['queries']} queries; SAE "
+        lines += [f"## {data['dataset']}: {data.get('terms', 'concepts')} ({data['documents']} passages, "
+                  f"{data['queries']} queries; SAE "
                   f"{data['sae']}, **{data['sae_relation']}**; doc K {data['doc_k']})", "",
                   f"BM25 p50: {data['bm25_ms_p50_top10']} ms at top 10, {data['bm25_ms_p50_top1000']} ms at top "
                   f"1000. Query encoding (any engine): {data['query_encode_ms_p50']} ms p50. A query touches "
@@ -252,10 +258,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["scifact", "nfcorpus"])
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "clsr-bench-engines"))
     parser.add_argument("--out", default="benchmarks/results/engines.json")
+    parser.add_argument("--words", action="store_true",
+                        help="the words + concepts index `clsr index` builds by default (else concepts only)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     bandwidth = memory_bandwidth_gb_s()
-    datasets = [run_dataset(name, Path(args.work)) for name in args.datasets]
+    datasets = [run_dataset(name, Path(args.work), words=args.words) for name in args.datasets]
     result = {"machine": machine_info(), "versions": versions(), "bandwidth_gb_s": round(bandwidth, 2),
               "datasets": datasets}
     write_report(result, Path(args.out), markdown(result))

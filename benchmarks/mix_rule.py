@@ -45,6 +45,7 @@ COLLECTIONS = {  # dataset -> (tuning split, test split)
 SPLADE_PP_ED = {"scifact": 0.7036, "nfcorpus": 0.3473}  # published nDCG@10 (BEIR), as ../shared/README.md gives
 WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0]
 RULES = ("top", "bound", "self", "self-idf", "none")
+SHARE_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 def _runs(scores: np.ndarray, qids, docids, depth: int = 1000) -> dict:
@@ -201,7 +202,7 @@ def main() -> None:
             for rule in RULES:
                 row[rule] = {str(w): ndcg(_runs(mixed(split, rule, w), qids, docids), qrels, threshold)
                              for w in WEIGHTS}
-            row["shares"] = {rule: {str(w): shares(split, rule, w) for w in (0.3, 0.4, 0.5, 0.6, 0.8, 1.0)}
+            row["shares"] = {rule: {str(w): shares(split, rule, w) for w in SHARE_WEIGHTS}
                              for rule in ("self", "self-idf")}
             report["splits"][name] = row
             print(dataset, name, {k: v for k, v in row.items() if not isinstance(v, dict)}, flush=True)
@@ -221,6 +222,16 @@ def _table(results: dict) -> str:
             for rule in RULES:
                 lines.append(f"| {dataset} | {split} | {row['words only']} | {row['concepts only']} | {row['rrf']} | "
                              f"{rule} | " + " | ".join(str(row[rule][str(w)]) for w in WEIGHTS) + " |")
+    lines += ["", "Share of the top 10's mixed scores carried by words / specific concepts / broad concepts (a concept "
+              f"on {BROAD_SHARE:.0%} of the passages or more), averaged over the queries:", "",
+              "| collection | split | rule | " + " | ".join(f"W={w}" for w in SHARE_WEIGHTS) + " |",
+              "|" + "---|" * (3 + len(SHARE_WEIGHTS))]
+    for dataset, report in results.items():
+        for split, row in report["splits"].items():
+            for rule, by_weight in row.get("shares", {}).items():
+                cells = (by_weight[str(w)] for w in SHARE_WEIGHTS)
+                lines.append(f"| {dataset} | {split} | {rule} | " + " | ".join(
+                    f"{c['word']:.1%} / {c['specific']:.1%} / {c['broad']:.1%}" for c in cells) + " |")
     return "\n".join(lines)
 
 
