@@ -4,6 +4,7 @@ Run with ``make test-browser`` (installs Debian's chromium and Playwright for Py
 ``make test``). Screenshots go to $CLSR_SCREENSHOT_DIR when set.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,24 +19,17 @@ CHROMIUM = "/usr/bin/chromium"
 QUERY = "vitamin D deficiency and bone fractures"
 
 
-@pytest.fixture(scope="module")
-def server(slice_concept_index, tmp_path_factory, scifact_slice):
-    """`clsr serve` on the 300-passage slice (with a catalogue and a BM25 index), as a user would start it."""
+@contextlib.contextmanager
+def serving(index: Path, catalogue: Path, bm25: Path):
+    """`clsr serve` on ``index``, as a user would start it; yields its URL."""
     import socket
 
-    from clsr.index import build_bm25_index
-    from clsr.interpret.describe import build_catalogue, write_catalogue
-
-    work = tmp_path_factory.mktemp("browser")
-    write_catalogue(build_catalogue(slice_concept_index, top_passages=5, progress=False), work / "concepts.jsonl")
-    build_bm25_index(scifact_slice.documents, work / "bm25", source="scifact")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "clsr.interpret", "serve",
-                               "--index", str(slice_concept_index), "--port",
-                                str(port), "--catalogue", str(work / "concepts.jsonl"), "--bm25", str(work / "bm25"),
-                                "--dtype", "fp32"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "clsr.interpret", "serve", "--index", str(index), "--port",
+                                str(port), "--catalogue", str(catalogue), "--bm25", str(bm25), "--dtype", "fp32"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -52,6 +46,26 @@ def server(slice_concept_index, tmp_path_factory, scifact_slice):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory, scifact_slice) -> Path:
+    from clsr.index import build_bm25_index
+
+    folder = tmp_path_factory.mktemp("browser-bm25") / "bm25"
+    build_bm25_index(scifact_slice.documents, folder, source="scifact")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(slice_concept_index, tmp_path_factory, bm25_index):
+    """`clsr serve` on the 300-passage concept-only slice (with a catalogue and a BM25 index)."""
+    from clsr.interpret.describe import build_catalogue, write_catalogue
+
+    work = tmp_path_factory.mktemp("browser")
+    write_catalogue(build_catalogue(slice_concept_index, top_passages=5, progress=False), work / "concepts.jsonl")
+    with serving(slice_concept_index, work / "concepts.jsonl", bm25_index) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +202,49 @@ def test_a_site_whose_name_is_rebound_to_this_machine_gets_no_passages(page, ser
         assert other.goto(f"http://localhost:{port}/api/info").status == 200
     finally:
         other.close()
+
+
+def test_a_words_and_concepts_index_shows_word_chips_first_and_still_steers(page, tmp_path_factory, scifact_slice,
+                                                                            bm25_index):
+    """The default index (words beside concepts, issue 31): each hit's chips read words first, then concepts; its
+    bar still sums exactly to its score; steering a concept still moves the ranking."""
+    from clsr.index import build_concept_index
+    from clsr.index.lucene import BM25_B, BM25_K1
+    from clsr.index.mix import DEFAULT_NORMALIZATION, DEFAULT_WORDS_WEIGHT
+    from clsr.index.words import corpus_words
+    from clsr.interpret.describe import build_catalogue, write_catalogue
+    from clsr.sae.model import TopKSae, default_sae_path
+
+    work = tmp_path_factory.mktemp("browser-words")
+    words = corpus_words([d.text for d in scifact_slice.documents], BM25_K1, BM25_B,
+                         scifact_slice.encoder.config.max_length, progress=False)
+    build_concept_index(scifact_slice.doc_ids, scifact_slice.doc_vectors, work / "index",
+                        sae=TopKSae.load_from_disk(default_sae_path()), sae_path=default_sae_path(),
+                        encoder=scifact_slice.encoder.config.to_dict(), encoding=scifact_slice.encoder.encoding,
+                        doc_k=64, source="scifact", progress=False, words=words, words_weight=DEFAULT_WORDS_WEIGHT,
+                        normalization=DEFAULT_NORMALIZATION)
+    write_catalogue(build_catalogue(work / "index", top_passages=5, progress=False), work / "concepts.jsonl")
+    with serving(work / "index", work / "concepts.jsonl", bm25_index) as url:
+        page.goto(url + "/")
+        page.fill("#query", QUERY)
+        page.press("#query", "Enter")
+        page.wait_for_selector("#hits .hit")
+        hits = page.locator("#hits .hit")
+        first = hits.first
+        # "vitamin" is in the query and in the top passages: a word chip, before every concept chip.
+        kinds = first.locator(".chip").evaluate_all("chips => chips.map(c => c.classList.contains('word'))")
+        assert kinds[0] and False in kinds and kinds == sorted(kinds, reverse=True)
+        assert any("vitamin" in text for text in first.locator(".chip.word").all_inner_texts())
+        for n in range(hits.count()):
+            hit = hits.nth(n)
+            parts = hit.locator(".seg").evaluate_all("segs => segs.map(s => Number(s.dataset.contribution))")
+            assert sum(parts) == float(hit.locator(".score").inner_text())
+        screenshot(page, "explorer-words-test.png")
+        before = ranking(page)
+        page.locator("#sliders input[type=range]").first.fill("0")
+        page.wait_for_function("document.querySelector('#status').textContent.includes('steered')")
+        assert ranking(page) != before
+        for n in range(page.locator("#hits .hit").count()):
+            hit = page.locator("#hits .hit").nth(n)
+            parts = hit.locator(".seg").evaluate_all("segs => segs.map(s => Number(s.dataset.contribution))")
+            assert sum(parts) == float(hit.locator(".score").inner_text())
