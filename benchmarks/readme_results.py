@@ -177,8 +177,10 @@ def summary(results: dict[str, dict], transfer: dict | None) -> str:
             + (f"; adapted to the corpus first (`--adapt`), {adapted:.4f}" if adapted else "")
             + f". Search p50 at top 1000 is {mix['x_bm25_search_p50']:.2f}x BM25's on {mix['engine']} "
             f"({m['words_concepts_lucene']['x_bm25_search_p50']:.2f}x on Lucene), timed alternately on the same "
-            f"queries; the words add {mix.get('words_added_bytes', 0) / 2**20:.2f} MB against BM25's "
-            f"{m['bm25']['index_bytes'] / 2**20:.2f} MB index."
+            f"queries; the words add {mix.get('words_added_bytes', 0) / 2**20:.2f} MB ("
+            f"{(mix.get('words_added_bytes', 0) - mix.get('doc_words_bytes', 0)) / 2**20:.2f} MB of Lucene postings, "
+            f"{mix.get('doc_words_bytes', 0) / 2**20:.2f} MB of `doc_words/` for the engines and explanations) "
+            f"against BM25's {m['bm25']['index_bytes'] / 2**20:.2f} MB index."
             + (f" Of the top 10's scores, words carry {shares['word']:.1%}, specific concepts "
                f"{shares['specific']:.1%} and broad ones {shares['broad']:.1%}." if shares else ""))
     for collection in (transfer or {}).get("collections", []):
