@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sparse
@@ -183,12 +184,15 @@ def ndcg(run: dict, qrels, threshold: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/results/mix-rule.json")
+    parser.add_argument("--sae", type=Path, help="an SAE folder, e.g. one adapted to a collection (default: the "
+                                                   "shipped SAE); its relation to each collection is reported")
+    parser.add_argument("--datasets", nargs="+", choices=list(COLLECTIONS), default=list(COLLECTIONS))
     args = parser.parse_args()
     encoder = DenseEncoder(encoder_config("minilm"))
-    sae_path = default_sae_path()
+    sae_path = args.sae or default_sae_path()
     sae = TopKSae.load_from_disk(sae_path)
     results = {}
-    for dataset in COLLECTIONS:
+    for dataset in args.datasets:
         data = collection(dataset, encoder, sae, sae.config.k)
         threshold = 2 if dataset.startswith("msmarco") else 1
         report = {"sae": sae_path.name, "relation": sae_relation(sae_path, dataset), "splits": {},

@@ -210,13 +210,23 @@ def summary(results: dict[str, dict], transfer: dict | None) -> str:
 
 
 def _adapted(dataset: str) -> float | None:
-    """nDCG@10 of words + concepts after `clsr index --adapt` (benchmarks/results/<dataset>-adapted.json), if
-    measured with words."""
+    """nDCG@10 of words + concepts at the default mix after adapting the SAE to the corpus (`clsr index --adapt`):
+    from benchmarks/results/<dataset>-adapted.json when measured there with words, else from
+    `benchmarks/mix_rule.py --sae <adapted SAE>` (mix-rule-<dataset>-adapted.json: the same impacts scored
+    exactly in numpy), if either was measured."""
+    from clsr.index.mix import DEFAULT_NORMALIZATION, DEFAULT_WORDS_WEIGHT
+
     path = RESULTS / f"{dataset}-adapted.json"
+    row = json.loads(path.read_text())["methods"].get("words_concepts") if path.exists() else None
+    if row:
+        return row["ndcg@10"]
+    path = RESULTS / f"mix-rule-{dataset}-adapted.json"
     if not path.exists():
         return None
-    row = json.loads(path.read_text())["methods"].get("words_concepts")
-    return row["ndcg@10"] if row else None
+    report = json.loads(path.read_text())["collections"].get(dataset, {})
+    if report.get("relation") != "adapted" or "test" not in report.get("splits", {}):
+        return None
+    return report["splits"]["test"][DEFAULT_NORMALIZATION][str(DEFAULT_WORDS_WEIGHT)]
 
 
 def render(results: dict[str, dict], transfer: dict | None) -> str:

@@ -58,7 +58,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _same_index(given: Path, encoded: Path) -> None:
-    """doc_codes/ byte for byte, the manifest but its build times, and the hits and scores of five queries."""
+    """doc_codes/ byte for byte, the manifest but its build times and Lucene's size, and five queries' hits and scores."""
     from clsr.data import load_topics
     from clsr.index import read_manifest
     from clsr.search import ClsrSearcher
@@ -67,7 +67,9 @@ def _same_index(given: Path, encoded: Path) -> None:
     assert codes and _files(given / "doc_codes") == codes
     manifests = [dataclasses.asdict(read_manifest(index)) for index in (given, encoded)]
     for manifest in manifests:
-        del manifest["created"], manifest["timings"]
+        # Lucene indexes with every core, and how its threads split the documents into
+        # segments changes the folder's size by a few hundred bytes but no hit or score.
+        del manifest["created"], manifest["timings"], manifest["lucene_bytes"]
     assert manifests[0] == manifests[1]
     assert manifests[0]["documents"] == 300
     topics = dict(list(load_topics("scifact", "test").items())[:5])
