@@ -58,7 +58,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def _same_index(given: Path, encoded: Path) -> None:
-    """doc_codes/ byte for byte, the manifest but its build times and Lucene's size, and five queries' hits and scores."""
+    """doc_codes/ byte for byte, the manifest but its times and Lucene's size, and five queries' hits and scores."""
     from clsr.data import load_topics
     from clsr.index import read_manifest
     from clsr.search import ClsrSearcher
