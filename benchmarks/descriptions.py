@@ -71,6 +71,100 @@ SIMULATED = ("count_fires", "count_strong", "embedding_fires", "embedding_strong
 TARGET = 0.75  # the issue's target AUC, in every region
 
 
+def split_and_sample(latents: np.ndarray, activations: np.ndarray, per_region: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]], np.ndarray]:
+    """(describe rows, held-out rows, {region: sampled latents}, df per latent) of (n, K) top-K codes: the corpus
+    split in two seeded halves, and up to `per_region` concepts of each region (by df on the whole corpus) that
+    fire in both halves, sampled with the same seed."""
+    rng = np.random.default_rng(seed)
+    n = len(latents)
+    order = rng.permutation(n)
+    describe_rows, held_rows = np.sort(order[:n // 2]), np.sort(order[n // 2:])
+    n_latents = int(latents.max()) + 1
+    fired = activations > 0
+    df = np.bincount(latents[fired], minlength=n_latents)
+    _, region = regions(df)
+    in_both = ((np.bincount(latents[describe_rows][fired[describe_rows]], minlength=n_latents) > 0)
+               & (np.bincount(latents[held_rows][fired[held_rows]], minlength=n_latents) > 0))
+    samples = {}
+    for r in REGIONS:
+        candidates = np.flatnonzero((region == r) & in_both)
+        samples[r] = [int(c) for c in rng.choice(candidates, size=min(per_region, len(candidates)), replace=False)]
+    return describe_rows, held_rows, samples, df
+
+
+def index_embeddings(baselines, ids: list[str]) -> np.ndarray:
+    """(len(ids), d) the passages' dense embeddings (from the embedding cache), in the order of `ids`."""
+    encoded = encode_corpus(baselines.encoder, baselines.documents, progress=False)
+    row_of = {docid: n for n, docid in enumerate(encoded.ids)}
+    return np.asarray(encoded.embeddings)[[row_of[docid] for docid in ids]]
+
+
+class HeldOut:
+    """The held-out half's judge of a description: :meth:`aucs` under both simulators, from the description's text
+    and the passages' texts (stems, by `stem`) and unit `embeddings` (n, d) alone. `texts`, `latents`,
+    `activations` (n, K) and `embeddings` cover the whole corpus; `held_rows` are the held-out half."""
+
+    def __init__(self, texts: list[str], held_rows: np.ndarray, latents: np.ndarray, activations: np.ndarray,
+                 embeddings: np.ndarray, stem, simulator: EmbeddingSimulator):
+        from clsr.interpret.evidence import WORD_PATTERN
+
+        self.stem, self.simulator, self.pattern = stem, simulator, WORD_PATTERN
+        self.stems = [frozenset(s for s in map(stem, WORD_PATTERN.findall(texts[r])) if s) for r in held_rows]
+        self.latents, self.activations = latents[held_rows], activations[held_rows]
+        self.embeddings = embeddings[held_rows]
+
+    def keyword_stems(self, description: str) -> set[str]:
+        stems = set()
+        for keyword in description_keywords(description):
+            stems |= {s for s in map(self.stem, self.pattern.findall(keyword)) if s}
+        return stems
+
+    def aucs(self, latent: int, description: str) -> dict[str, float | None]:
+        """The description's held-out AUCs (fires, strong) under each simulator."""
+        column = np.where(self.latents == latent, self.activations, 0).max(axis=1)
+        targets = [column > 0, strong_labels(column)]
+        stems = self.keyword_stems(description)
+        counts = np.array([len(stems & passage) for passage in self.stems], np.int64)
+        by_embedding = rank_aucs(self.simulator.scores(description, self.embeddings), targets)
+        return {"count_fires": count_auc(counts, targets[0]), "count_strong": count_auc(counts, targets[1]),
+                "embedding_fires": by_embedding[0], "embedding_strong": by_embedding[1]}
+
+
+def region_scores(described: dict[int, str], samples: dict[str, list[int]], aucs, df: np.ndarray, passages: int,
+                  seed: int, kinds: dict[int, str] | None = None) -> dict[str, dict]:
+    """{region: its sampled concepts' mean held-out AUCs per simulator and target (`aucs(latent, description)`),
+    the same with shuffled descriptions, the share at the target, examples, and the shares of broad and unclear
+    labels when `kinds` are given}."""
+    per_region = {}
+    for r in REGIONS:
+        chosen_r = samples[r]
+        shuffled = (list(np.random.default_rng(seed + 1).permutation(chosen_r)) if len(chosen_r) > 1
+                    else chosen_r)
+        true = [aucs(latent, described[latent]) for latent in chosen_r]
+        fake = [aucs(latent, described[other]) for latent, other in zip(chosen_r, shuffled)]
+
+        def mean(rows: list[dict], key: str) -> float | None:
+            values = [row[key] for row in rows if row[key] is not None]
+            return round(float(np.mean(values)), 4) if values else None
+
+        entry = {"concepts": len(chosen_r),
+                 "mean_df_share": round(float(np.mean([df[l] / passages for l in chosen_r])), 4),
+                 "examples": {f"c{l}": described[l] for l in chosen_r[:4]}}
+        for key in SIMULATED:
+            entry[f"auc_{key}"], entry[f"auc_{key}_shuffled"] = mean(true, key), mean(fake, key)
+            # How many concepts reach the target on their own (not only on average).
+            values = [row[key] for row in true if row[key] is not None]
+            entry[f"share_{key}_at_target"] = (round(float(np.mean([v >= TARGET for v in values])), 3) if values
+                                               else None)
+        if kinds is not None:
+            counted = [kinds[l] for l in chosen_r]
+            entry["share_broad"] = round(counted.count("broad") / max(len(counted), 1), 3)
+            entry["share_unclear"] = round(counted.count("unclear") / max(len(counted), 1), 3)
+        per_region[r] = entry
+    return per_region
+
+
 def measure(dataset: str, sae_path: Path, args) -> dict:
     source = resolve(dataset)
     name = Path(str(source)).name
@@ -82,19 +176,7 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
     texts = [texts_by_id[i] for i in codes.ids]
     latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations, np.float32)
 
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(len(texts))
-    describe_rows, held_rows = np.sort(order[:len(texts) // 2]), np.sort(order[len(texts) // 2:])
-    n_latents = int(latents.max()) + 1
-    fired = activations > 0
-    df = np.bincount(latents[fired], minlength=n_latents)
-    _, region = regions(df)
-    in_both = ((np.bincount(latents[describe_rows][fired[describe_rows]], minlength=n_latents) > 0)
-               & (np.bincount(latents[held_rows][fired[held_rows]], minlength=n_latents) > 0))
-    samples = {}
-    for r in REGIONS:
-        candidates = np.flatnonzero((region == r) & in_both)
-        samples[r] = [int(c) for c in rng.choice(candidates, size=min(args.per_region, len(candidates)), replace=False)]
+    describe_rows, held_rows, samples, df = split_and_sample(latents, activations, args.per_region, args.seed)
     chosen = [latent for r in REGIONS for latent in samples[r]]
 
     describe_texts = [texts[r] for r in describe_rows]
@@ -103,9 +185,7 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
     explainer = EvidenceExplainer(baselines.encoder, sae)
     # The dense embeddings of the passages (from the embedding cache): what the embedding simulator compares a
     # description's words with. The simulator never sees the SAE.
-    encoded = encode_corpus(baselines.encoder, baselines.documents, progress=False)
-    row_of = {docid: n for n, docid in enumerate(encoded.ids)}
-    embeddings = unit_rows(np.asarray(encoded.embeddings)[[row_of[docid] for docid in codes.ids]])
+    embeddings = unit_rows(index_embeddings(baselines, codes.ids))
     simulator = EmbeddingSimulator(baselines.encoder.encode)
     evidence_describer = EvidenceDescriber(explainer, describe_texts, latents[describe_rows],
                                            activations[describe_rows], keyword_describer.stem, simulator=simulator,
@@ -146,56 +226,10 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
         descriptions["llm"] = {l: llm.describe(top_texts(l)) for l in chosen}
         timings["llm"] = time.perf_counter() - start
 
-    from clsr.interpret.evidence import WORD_PATTERN
-
-    held_stems = [frozenset(s for s in map(keyword_describer.stem, WORD_PATTERN.findall(texts[r])) if s)
-                  for r in held_rows]
-    held_latents, held_activations, held_embeddings = latents[held_rows], activations[held_rows], embeddings[held_rows]
-
-    def keyword_stems(description: str) -> set[str]:
-        stems = set()
-        for keyword in description_keywords(description):
-            stems |= {s for s in map(keyword_describer.stem, WORD_PATTERN.findall(keyword)) if s}
-        return stems
-
-    def aucs(latent: int, description: str) -> dict[str, float | None]:
-        """The description's held-out AUCs (fires, strong) under each simulator."""
-        column = np.where(held_latents == latent, held_activations, 0).max(axis=1)
-        targets = [column > 0, strong_labels(column)]
-        stems = keyword_stems(description)
-        counts = np.array([len(stems & passage) for passage in held_stems], np.int64)
-        by_embedding = rank_aucs(simulator.scores(description, held_embeddings), targets)
-        return {"count_fires": count_auc(counts, targets[0]), "count_strong": count_auc(counts, targets[1]),
-                "embedding_fires": by_embedding[0], "embedding_strong": by_embedding[1]}
-
+    aucs = HeldOut(texts, held_rows, latents, activations, embeddings, keyword_describer.stem, simulator).aucs
     results = {}
     for describer, described in descriptions.items():
-        per_region = {}
-        for r in REGIONS:
-            chosen_r = samples[r]
-            shuffled = (list(np.random.default_rng(args.seed + 1).permutation(chosen_r)) if len(chosen_r) > 1
-                        else chosen_r)
-            true = [aucs(latent, described[latent]) for latent in chosen_r]
-            fake = [aucs(latent, described[other]) for latent, other in zip(chosen_r, shuffled)]
-
-            def mean(rows: list[dict], key: str) -> float | None:
-                values = [row[key] for row in rows if row[key] is not None]
-                return round(float(np.mean(values)), 4) if values else None
-
-            entry = {"concepts": len(chosen_r),
-                     "mean_df_share": round(float(np.mean([df[l] / len(texts) for l in chosen_r])), 4),
-                     "examples": {f"c{l}": described[l] for l in chosen_r[:4]}}
-            for key in SIMULATED:
-                entry[f"auc_{key}"], entry[f"auc_{key}_shuffled"] = mean(true, key), mean(fake, key)
-                # How many concepts reach the target on their own (not only on average).
-                values = [row[key] for row in true if row[key] is not None]
-                entry[f"share_{key}_at_target"] = (round(float(np.mean([v >= TARGET for v in values])), 3) if values
-                                                   else None)
-            if describer in kinds:
-                counted = [kinds[describer][l] for l in chosen_r]
-                entry["share_broad"] = round(counted.count("broad") / max(len(counted), 1), 3)
-                entry["share_unclear"] = round(counted.count("unclear") / max(len(counted), 1), 3)
-            per_region[r] = entry
+        per_region = region_scores(described, samples, aucs, df, len(texts), args.seed, kinds.get(describer))
         results[describer] = {"regions": per_region, "seconds": round(timings[describer], 1)}
     result = {"dataset": name, "doc_k": args.doc_k, "held_out_passages": len(held_rows),
               "sae": sae_provenance(sae_path, name), "faithfulness": results}

@@ -12,6 +12,7 @@ from pathlib import Path
 from clsr.interpret.describe import (
     CATALOGUE_NAME,
     DEFAULT_DESCRIBER,
+    DESCRIBE_PASSAGES,
     LlmDescriber,
     build_catalogue,
     ensure_catalogue,
@@ -41,6 +42,10 @@ def _add_describe_arguments(parser) -> None:
     parser.add_argument("--output", help="catalogue file (default: concepts.jsonl in the index folder)")
     parser.add_argument("--top-passages", type=int, default=10, help="top activating passages kept per concept")
     parser.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
+    parser.add_argument("--max-passages", type=int, default=DESCRIBE_PASSAGES,
+                        help="the evidence describer reads at most this many passages besides each used concept's "
+                             f"top passages: a larger index is described from a seeded sample (default "
+                             f"{DESCRIBE_PASSAGES}; 0: every passage, however many)")
     parser.add_argument("--describer", choices=["keywords", "evidence"], default=DEFAULT_DESCRIBER,
                         help="evidence (default, what clsr index uses): the words that make the concept fire in its "
                              "top and sampled firing passages, chosen to predict where it fires under both an "
@@ -55,6 +60,8 @@ def _add_describe_arguments(parser) -> None:
 
 
 def _run_describe(args) -> None:
+    if args.max_passages < 0:
+        raise UsageError(f"--max-passages must be 0 (no bound) or more, not {args.max_passages}")
     describer = None if args.describer == "keywords" else args.describer
     if args.llm_url or args.llm_model:
         if not (args.llm_url and args.llm_model):
@@ -67,7 +74,8 @@ def _run_describe(args) -> None:
     elif not _can_write_into(Path(args.index)):  # a read-only or another user's index: said before the minutes
         raise UsageError(f"{args.index} cannot be written here: pass --output FILE, and give that file to explain, "
                          "serve and search with --catalogue")
-    entries = build_catalogue(args.index, corpus=args.corpus, top_passages=args.top_passages, describer=describer)
+    entries = build_catalogue(args.index, corpus=args.corpus, top_passages=args.top_passages, describer=describer,
+                              max_passages=args.max_passages or None)
     output = Path(args.output) if args.output else Path(args.index) / CATALOGUE_NAME
     write_catalogue(entries, output)
     counts = Counter(e.region for e in entries)

@@ -33,6 +33,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from clsr.interpret.describers import DESCRIBE_PASSAGES
+
 CATALOGUE_NAME = "concepts.jsonl"
 DEFAULT_DESCRIBER = "evidence"  # what `clsr index` and first use describe with (benchmarks/descriptions.py)
 HEAD_SHARE, TORSO_SHARE = 0.5, 0.9
@@ -158,7 +160,8 @@ class KeywordDescriber:
 
 def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, top_passages: int = 10,
                     snippet_chars: int = 160, describer=None, progress: bool = True,
-                    embeddings: np.ndarray | None = None) -> list[ConceptEntry]:
+                    embeddings: np.ndarray | None = None,
+                    max_passages: int | None = DESCRIBE_PASSAGES) -> list[ConceptEntry]:
     """The catalogue of every latent of a concept index, described with the offline describer by default.
 
     The passages' texts come from `corpus`, by default the source recorded in the index's manifest.
@@ -167,6 +170,14 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     passages, checked against activations with the embedding simulator; it labels every used concept
     in one pass over the corpus). `embeddings`: the passages' dense embeddings in the index's order, when the
     caller has them (else the evidence describer reads them from the embedding cache, or encodes them).
+
+    `max_passages` bounds the evidence describer's cost: an index of more passages than that (default
+    :data:`clsr.interpret.describers.DESCRIBE_PASSAGES`; None: no bound) is described from a seeded sample of
+    `max_passages` passages plus every used concept's `top_passages`
+    (:func:`clsr.interpret.describers.describe_subset`): its embeddings, stems, sampled firing passages and label
+    AUCs are the subset's, so the encoder passes stop growing with the corpus (at most n_latents x `top_passages`
+    + `max_passages`). The entries' df, rank, region, activations and top passages are the whole index's either
+    way, as is each label's df_share; at or below the bound nothing changes.
     """
     import textwrap
 
@@ -194,18 +205,19 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
 
         raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
     texts = {d.id: d.text for d in load_corpus(corpus)}
-    # Passages cut as the encoder cuts them (`cut_texts`), for the describers that read them whole; the evidence
-    # describer takes the uncut ones, which key the embedding cache, and cuts them itself.
-    max_length = EncoderConfig.from_dict(manifest.encoder).max_length
-    cut = dict(zip(texts, cut_texts(list(texts.values()), max_length)[0]))
-    labels = None
+    labels, cut = None, {}
     if describer == "evidence":
         from clsr.interpret.describers import evidence_describer_for
 
         # Only the stemmer: the keyword describer's document frequencies (a pass over the corpus) are not used.
+        # The evidence describer takes the uncut texts, which key the embedding cache, and cuts those it reads.
         describer = evidence_describer_for(index_dir, texts, KeywordDescriber(()).stem, top_passages,
-                                           embeddings=embeddings)
+                                           embeddings=embeddings, max_passages=max_passages)
         labels = describer.describe_latents(np.flatnonzero(df).tolist(), progress=progress)
+    else:
+        # Passages cut as the encoder cuts them (`cut_texts`), for the describers that read them whole.
+        max_length = EncoderConfig.from_dict(manifest.encoder).max_length
+        cut = dict(zip(texts, cut_texts(list(texts.values()), max_length)[0]))
     describer = describer or KeywordDescriber(cut.values())
     rows, _ = np.nonzero(fired)
     order = np.lexsort((-activations[fired], latents[fired]))  # by latent, strongest first
@@ -304,11 +316,12 @@ def inherit_descriptions(base_path: str | os.PathLike, adapted, output_dir: str 
 
 def describe_index(index_dir: str | os.PathLike, *, corpus: str | None = None, describer=DEFAULT_DESCRIBER,
                    top_passages: int = 10, progress: bool = True, output: str | os.PathLike | None = None,
-                   embeddings: np.ndarray | None = None) -> list[ConceptEntry]:
+                   embeddings: np.ndarray | None = None,
+                   max_passages: int | None = DESCRIBE_PASSAGES) -> list[ConceptEntry]:
     """Describe every concept of an index and write the catalogue (default: ``concepts.jsonl`` in the index);
-    `embeddings` as for :func:`build_catalogue`."""
+    `embeddings` and `max_passages` as for :func:`build_catalogue`."""
     entries = build_catalogue(index_dir, corpus=corpus, top_passages=top_passages, describer=describer,
-                              progress=progress, embeddings=embeddings)
+                              progress=progress, embeddings=embeddings, max_passages=max_passages)
     write_catalogue(entries, Path(output) if output else Path(index_dir) / CATALOGUE_NAME)
     return entries
 

@@ -351,6 +351,11 @@ class EvidenceDescriber:
     (:class:`EmbeddingSimulator`) and the passages' dense `embeddings` (n, d), labels are chosen for
     that simulator and may carry contrast words; without, for the keyword count. Candidate words
     must occur in at least `candidate_min_df` passages, contrast words in `contrast_min_df`.
+
+    When the passages are a subset of a larger index (:func:`describe_subset`), `corpus_rows` (n,) are their rows
+    in the index and `df_shares` (latents,) each concept's share of the whole index's passages: a label's
+    ``df_share``, and so whether it reads ``broad:``, is the index's, because the subset over-represents every
+    concept's top passages. Everything else (evidence, AUCs, contrast words) is over the passages given.
     """
 
     def __init__(self, explainer, texts: Sequence[str], latents: np.ndarray, activations: np.ndarray, stemmer,
@@ -359,7 +364,8 @@ class EvidenceDescriber:
                  contrast_candidates: int = 30, min_keywords: int = 4, max_keywords: int = 12,
                  max_contrast: int = 6, contrast_min_df: int = 5, candidate_min_df: int = 3,
                  broad_share: float = BROAD_SHARE, min_auc: float = 0.65, seed: int = 0, chooser: str = "both",
-                 sample_rows: int = 256, batch_size: int = 16, count_weight: float = 0.5):
+                 sample_rows: int = 256, batch_size: int = 16, count_weight: float = 0.5,
+                 corpus_rows: np.ndarray | None = None, df_shares: np.ndarray | None = None):
         if simulator is not None and (embeddings is None or len(embeddings) != len(texts)):
             raise ValueError("the embedding simulator needs one dense embedding per passage")
         self.explainer, self.texts, self.stem = explainer, list(texts), stemmer
@@ -382,6 +388,8 @@ class EvidenceDescriber:
             raise ValueError(f"chooser must be one of {CHOOSERS}, not {chooser!r}")
         self.chooser, self.sample_rows, self.batch_size = chooser, sample_rows, batch_size
         self.count_weight = count_weight  # the keyword count's share of the "both" chooser's objective
+        self.corpus_rows = None if corpus_rows is None else np.asarray(corpus_rows, np.int64)
+        self.df_shares = None if df_shares is None else np.asarray(df_shares, np.float64)
         # Each concept's firing passages, strongest first (ties in passage order), found without scanning the codes.
         fired = self.activations > 0
         rows = np.nonzero(fired)[0]
@@ -622,7 +630,10 @@ class EvidenceDescriber:
         else:
             description = ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "")
             a_fires, a_strong = rank_aucs(self.simulator.scores(description, self.embeddings), [fires, strong])
-        share = float(fires.mean()) if len(fires) else 0.0
+        if self.df_shares is not None:  # a subset's share would call a concept broad for its top passages
+            share = float(self.df_shares[latent]) if latent < len(self.df_shares) else 0.0
+        else:
+            share = float(fires.mean()) if len(fires) else 0.0
         kind = "broad" if share >= self.broad_share else "specific"
         if a_fires is None or (a_fires + a_strong) / 2 < self.min_auc or len(keywords) < self.min_keywords:
             kind = "unclear"  # too few words to be a label is as unclear as a label that predicts poorly
@@ -820,8 +831,67 @@ def token_word_sums(spans: Sequence[tuple[int, int]], offsets: np.ndarray, contr
     return scores
 
 
+# How many passages the evidence describer works on at most, besides each described concept's top passages. An index
+# of up to this many is described whole, as before the bound (SciFact's 5,183 and NFCorpus's 3,633 passages, every
+# collection the benchmarks and the README describe); a larger one on a seeded sample of this many plus every
+# used concept's top passages (:func:`describe_subset`). 20,000 because a sample that size still gives a concept
+# firing on 0.1% of the corpus 20 firing passages, its full sampled pool (`sample_passages`), while word choice
+# judges a concept on at most 256 passages per stratum and contrast words need 5: more passages would change few
+# labels and cost an encoder pass each (about 60 ms on 2 AVX2 cores, so 20,000 is about 20 minutes, what a
+# 20,000-passage corpus costs today). benchmarks/describe_bound.py measures what the sample costs in held-out AUC.
+DESCRIBE_PASSAGES = 20_000
+# The random stream of the sample: [seed, this], one no concept's stream ([seed, latent], [seed, latent, 1]) uses.
+SUBSET_STREAM = 2**32
+
+
+def concept_top_rows(latents: np.ndarray, activations: np.ndarray, top_passages: int,
+                     concepts: Sequence[int] | None = None, chunk_rows: int = 65_536) -> np.ndarray:
+    """Sorted unique rows that are among some concept's `top_passages` strongest passages (ties to the earlier
+    passage, as :meth:`EvidenceDescriber.firing` and the catalogue order them), from top-K codes `latents` and
+    `activations` (n, K) (an index's doc_codes). `concepts`: only these latents' top passages (default: every
+    latent that fires somewhere). Read `chunk_rows` rows at a time, keeping each latent's best so far, so memory
+    stays at a chunk plus (latents x `top_passages`) candidates however long the index (a memory map stays one)."""
+    wanted = None if concepts is None else np.unique(np.asarray(list(concepts), np.int64))
+    kept_rows, kept_latents, kept_values = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    for start in range(0, len(latents), chunk_rows):
+        chunk_latents = np.asarray(latents[start:start + chunk_rows], np.int64)
+        chunk_values = np.asarray(activations[start:start + chunk_rows], np.float32)
+        fired = chunk_values > 0
+        if wanted is not None:
+            fired &= np.isin(chunk_latents, wanted)
+        rows = np.concatenate([kept_rows, np.nonzero(fired)[0] + start])
+        flat_latents = np.concatenate([kept_latents, chunk_latents[fired]])
+        values = np.concatenate([kept_values, chunk_values[fired]])
+        order = np.lexsort((rows, -values, flat_latents))  # by latent, strongest first, then the earlier passage
+        rows, flat_latents, values = rows[order], flat_latents[order], values[order]
+        first = np.searchsorted(flat_latents, flat_latents, side="left")  # where each posting's latent starts
+        keep = np.arange(len(rows)) - first < top_passages
+        kept_rows, kept_latents, kept_values = rows[keep], flat_latents[keep], values[keep]
+    return np.unique(kept_rows)
+
+
+def describe_subset(latents: np.ndarray, activations: np.ndarray, top_passages: int,
+                    max_passages: int | None = DESCRIBE_PASSAGES, concepts: Sequence[int] | None = None,
+                    seed: int = 0) -> np.ndarray | None:
+    """The rows (sorted, into the codes' order) the evidence describer works on, or None for all of them: None when
+    there are at most `max_passages` passages (or no bound, `max_passages` None); else a seeded random sample of
+    `max_passages` rows plus every row among a described concept's `top_passages` strongest (`concepts`: the
+    described latents, default every one that fires; :func:`concept_top_rows`), so that each described concept
+    keeps the top passages the catalogue shows and its label is read from. Between `max_passages` and
+    `max_passages` + len(concepts) x `top_passages` rows. `latents`, `activations`: (n, K) top-K codes. Raises
+    ValueError for a bound below 1."""
+    n = len(latents)
+    if max_passages is None or n <= max_passages:
+        return None
+    if max_passages < 1:
+        raise ValueError(f"max_passages must be at least 1, not {max_passages}")
+    sample = np.random.default_rng([seed, SUBSET_STREAM]).choice(n, size=max_passages, replace=False)
+    return np.union1d(sample, concept_top_rows(latents, activations, top_passages, concepts)).astype(np.int64)
+
+
 def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passages: int = 10,
                            simulator: str = "embedding", embeddings: np.ndarray | None = None,
+                           max_passages: int | None = DESCRIBE_PASSAGES, seed: int = 0,
                            **options) -> EvidenceDescriber:
     """An EvidenceDescriber over a concept index's passages (`texts` by docid, in corpus order), with the
     index's encoder and SAE.
@@ -829,8 +899,12 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     `simulator` is ``"embedding"`` (labels chosen for :class:`EmbeddingSimulator` over the index's dense
     encoder; the passages' embeddings are `embeddings`, in the index's order, or come from the embedding
     cache, or are encoded once) or
-    ``"keywords"`` (the keyword count). `options` go to :func:`clsr.index.load_concept_encoder`
-    (e.g. ``dtype``). Raises ValueError for another simulator.
+    ``"keywords"`` (the keyword count). An index of more than `max_passages` passages (default
+    :data:`DESCRIBE_PASSAGES`; None: no bound) is described from a subset (:func:`describe_subset`, seeded with
+    `seed`; the describer's ``corpus_rows``): only the subset's rows of `embeddings` are read (a memory map stays
+    one), or only its passages are encoded (not cached), and only its texts are cut and stemmed; each label's
+    ``df_share`` is still the whole index's. `options` go to :func:`clsr.index.load_concept_encoder`
+    (e.g. ``dtype``). Raises ValueError for another simulator, or embeddings of another length than the index.
     """
     from clsr.data import Document
     from clsr.encode.dense import cut_texts, encode_corpus
@@ -841,7 +915,10 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     if simulator not in ("embedding", "keywords"):
         raise ValueError(f"simulator must be 'embedding' or 'keywords', not {simulator!r}")
     codes = DocCodes(index_dir)
+    rows = describe_subset(codes.latents, codes.activations, top_passages, max_passages, seed=seed)
     explainer = EvidenceExplainer.for_encoder(load_concept_encoder(index_dir, **options))
+    if rows is not None:
+        return _subset_describer(explainer, codes, rows, texts, stemmer, top_passages, simulator, embeddings)
     extra = {}
     if simulator == "embedding" and embeddings is not None:
         if len(embeddings) != len(codes.ids):
@@ -862,3 +939,41 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     passages, _ = cut_texts([texts.get(docid, "") for docid in codes.ids], explainer.dense.config.max_length)
     return EvidenceDescriber(explainer, passages, codes.latents, codes.activations, stemmer,
                              top_passages=top_passages, **extra)
+
+
+def _subset_describer(explainer, codes, rows: np.ndarray, texts: dict[str, str], stemmer, top_passages: int,
+                      simulator: str, embeddings: np.ndarray | None) -> EvidenceDescriber:
+    """:func:`evidence_describer_for` past the bound: an EvidenceDescriber over the index's `rows` (sorted) alone,
+    its ``df_shares`` the whole index's. Raises ValueError for embeddings of another length than the index."""
+    from clsr.encode.dense import cut_texts
+
+    ids = [codes.ids[row] for row in rows.tolist()]
+    latents = np.asarray(codes.latents[rows], np.int64)
+    activations = np.asarray(codes.activations[rows], np.float32)
+    extra = {}
+    if simulator == "embedding":
+        if embeddings is not None and len(embeddings) != len(codes.ids):
+            raise ValueError(f"{len(embeddings)} embeddings for an index of {len(codes.ids)} passages")
+        # The subset's rows of a memory map, or the subset encoded: never the whole corpus's (n, d) in memory. Not
+        # cached: the embedding cache is keyed by the whole corpus, which this is not.
+        chosen = (embeddings[rows] if embeddings is not None
+                  else explainer.dense.encode_documents([texts.get(docid, "") for docid in ids]))
+        extra = {"simulator": EmbeddingSimulator(explainer.dense.encode), "embeddings": np.asarray(chosen)}
+    # Only the subset's texts are cut, as the encoder cuts them (see evidence_describer_for), and later stemmed.
+    passages, _ = cut_texts([texts.get(docid, "") for docid in ids], explainer.dense.config.max_length)
+    return EvidenceDescriber(explainer, passages, latents, activations, stemmer, top_passages=top_passages,
+                             corpus_rows=rows, df_shares=corpus_df_shares(codes.latents, codes.activations), **extra)
+
+
+def corpus_df_shares(latents: np.ndarray, activations: np.ndarray) -> np.ndarray:
+    """(max latent + 1,) the share of the passages each latent fires on, from (n, K) top-K codes, read in chunks
+    of rows so that a memory-mapped index of millions of passages is never copied whole."""
+    n = len(latents)
+    counts = np.zeros(0, np.int64)
+    for start in range(0, n, 65_536):
+        chunk_latents = np.asarray(latents[start:start + 65_536], np.int64)
+        fired = chunk_latents[np.asarray(activations[start:start + 65_536]) > 0]
+        found = np.bincount(fired, minlength=len(counts))
+        found[:len(counts)] += counts
+        counts = found
+    return counts / max(n, 1)
