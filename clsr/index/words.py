@@ -149,8 +149,8 @@ def _count_words(token_lists: Iterable[Sequence[str]], k1: float, b: float,
     idf = np.array([math.log(1 + (n - df + 0.5) / (df + 0.5)) for df in document_frequency])
     indptr = np.zeros(n + 1, np.int64)
     indptr[1:] = np.cumsum(np.frombuffer(sizes, np.int64))
-    words, counts_ = np.frombuffer(first_sight, np.uint32).copy(), np.frombuffer(counts, np.uint32).copy()
-    del first_sight, counts
+    # Views of the arrays' own buffers, not copies (the arrays live on as their bases, no longer growable).
+    words, counts_ = np.frombuffer(first_sight, np.uint32), np.frombuffer(counts, np.uint32)
     _sort_within_rows(indptr, words, counts_, sorted_id, chunk_rows)
     lengths_ = np.frombuffer(lengths, np.int64).astype(np.float64)
     avgdl = float(lengths_.mean())
