@@ -22,6 +22,7 @@ the versions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -105,31 +106,54 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def run_build(corpus: Path, embeddings: Path, index: Path, threads: int, extra: list[str]) -> dict:
-    """`clsr index --embeddings` in a child process: its wall seconds, peak RSS (``ru_maxrss``) and the polled
-    peaks of its anonymous and file-backed resident memory."""
+    """`clsr index --embeddings` in a child process: its wall seconds, peak RSS (``ru_maxrss``), the polled peaks
+    of its anonymous and file-backed resident memory, and the polled samples ``(seconds before it ended, VmRSS
+    bytes)`` for :func:`stage_peaks`."""
     command = [sys.executable, "-m", "clsr.cli", "index", "--corpus", str(corpus), "--index", str(index),
                "--embeddings", str(embeddings), "--threads", str(threads), "--overwrite", *extra]
     start = time.perf_counter()
     child = subprocess.Popen(command, env={**os.environ, "TQDM_DISABLE": "1"})
     peaks = {"VmRSS": 0, "RssAnon": 0, "RssFile": 0}
+    samples: list[tuple[float, int]] = []
     done = threading.Event()
 
     def poll() -> None:
         while not done.is_set():
-            for key, value in _status(child.pid).items():
+            status = _status(child.pid)
+            for key, value in status.items():
                 peaks[key] = max(peaks[key], value)
+            if status:
+                samples.append((time.perf_counter(), status["VmRSS"]))
             done.wait(0.2)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     _, status, usage = os.wait4(child.pid, 0)
+    ended = time.perf_counter()
     child.returncode = os.waitstatus_to_exitcode(status)
     done.set()
     poller.join()
     if child.returncode != 0:
         raise SystemExit(f"clsr index failed ({child.returncode}): {' '.join(command)}")
-    return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "peak_anon_mb": round(peaks["RssAnon"] / 2**20), "peak_file_mb": round(peaks["RssFile"] / 2**20)}
+    return {"wall_s": round(ended - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "peak_anon_mb": round(peaks["RssAnon"] / 2**20), "peak_file_mb": round(peaks["RssFile"] / 2**20),
+            "samples": [(ended - at, rss) for at, rss in samples]}
+
+
+def stage_peaks(samples: list[tuple[float, int]], timings: dict[str, float]) -> dict[str, int]:
+    """Peak VmRSS (MB) in each stage, the stages placed by walking back from the child's end through the manifest's
+    ``timings`` in build order (the last stage ends as the process does, to within the manifest's writing and the
+    interpreter's exit); ``setup`` is what came before the first: imports, the corpus's ids, the checks."""
+    order = [stage for stage in STAGES if stage in timings and stage != "total_s"]
+    bounds, end = {}, 0.0
+    for stage in reversed(order):
+        bounds[stage] = (end, end + timings[stage])
+        end += timings[stage]
+    peaks: dict[str, int] = {}
+    for before_end, rss in samples:
+        stage = next((name for name, (low, high) in bounds.items() if low <= before_end < high), "setup")
+        peaks[stage] = max(peaks.get(stage, 0), round(rss / 2**20))
+    return {stage: peaks[stage] for stage in ["setup", *order] if stage in peaks}
 
 
 def measure(size: int, args, documents, embeddings, encoder: dict, encoding: dict, work: Path) -> dict:
@@ -143,7 +167,9 @@ def measure(size: int, args, documents, embeddings, encoder: dict, encoding: dic
     result = run_build(folder / "corpus.jsonl", folder / "emb", folder / "index", args.threads, extra)
     manifest = read_manifest(folder / "index")
     catalogue = folder / "index" / "concepts.jsonl"
-    row = {"passages": size, **result, "timings": manifest.timings, "postings": manifest.postings,
+    samples = result.pop("samples")
+    row = {"passages": size, **result, "stage_peak_rss_mb": stage_peaks(samples, manifest.timings),
+           "timings": manifest.timings, "postings": manifest.postings,
            "lucene_mb": round(manifest.lucene_bytes / 2**20, 1),
            "doc_codes_mb": round(directory_bytes(folder / "index" / "doc_codes") / 2**20, 1),
            "doc_words_mb": round(directory_bytes(folder / "index" / "doc_words") / 2**20, 1)
@@ -171,6 +197,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {row['passages']:,} | {row['wall_s']} | {row['peak_rss_mb']} | {row['peak_anon_mb']} | "
                      f"{row['peak_file_mb']} | {stages} | {row['lucene_mb']} | {row['doc_codes_mb']} | "
                      f"{row['doc_words_mb']} | {row['concepts_jsonl_mb']} |")
+    lines += ["", "Peak resident memory (MB) by stage, polled every 0.2 s "
+              "(`setup`: imports, the corpus's ids, the checks):",
+              "", "| passages | " + " | ".join(["setup", *STAGES[:-1]]) + " |", "|" + "---|" * len(STAGES) + "---|"]
+    for row in result["rows"]:
+        peaks = row["stage_peak_rss_mb"]
+        lines.append(f"| {row['passages']:,} | " + " | ".join(str(peaks.get(stage, "")) for stage in
+                                                            ["setup", *STAGES[:-1]]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -183,12 +216,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--no-describe", dest="describe", action="store_false")
     parser.add_argument("--no-tune-alpha", dest="tune_alpha", action="store_false")
-    parser.add_argument("--work", type=Path, default=None, help="where the corpora go (default: a temporary folder)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where each size's corpus, embeddings and index go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep each size's corpus, embeddings and index")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "build-scale.json")
     args = parser.parse_args()
     documents, embeddings, encoder, encoding = base_passages(args.base)
-    with tempfile.TemporaryDirectory(dir=args.work) as work:
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(args.work) if args.work else tempfile.TemporaryDirectory() as work:
         rows = []
         for size in args.sizes:
             rows.append(measure(size, args, documents, embeddings, encoder, encoding, Path(work)))
