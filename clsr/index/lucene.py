@@ -74,6 +74,12 @@ def impact_rows(impacts: Impacts, start: int, stop: int) -> np.ndarray:
     return impacts(start, stop) if callable(impacts) else np.asarray(impacts[start:stop])
 
 
+VECTOR_ROWS = 8192
+"""Rows turned into Python lists at once when writing vectors: a row of K latents costs K Python ints (36 bytes each
+with its list slot, latents past 256 not being cached), so 65,536 rows of 128 would hold 300 MB; 8,192 hold 40 MB
+and write as fast."""
+
+
 def _write_vector_shards(latents: np.ndarray, impacts: Impacts, ids: Sequence[str], directory: Path,
                          shards: int, progress: bool, words: DocWords | None = None,
                          chunk_rows: int = CHUNK_ROWS) -> int:
@@ -86,7 +92,7 @@ def _write_vector_shards(latents: np.ndarray, impacts: Impacts, ids: Sequence[st
     with progress_bar(total=len(ids), desc=what, unit="doc", enabled=progress) as bar:
         for shard, (first, last) in enumerate(zip(bounds[:-1], bounds[1:])):
             with open(directory / f"vectors-{shard:05d}.jsonl", "w", encoding="utf-8") as f:
-                for start, stop in row_chunks(int(last - first), chunk_rows):
+                for start, stop in row_chunks(int(last - first), min(chunk_rows, VECTOR_ROWS)):
                     start, stop = start + int(first), stop + int(first)
                     # tolist(): Python ints hash and format much faster than numpy scalars.
                     chunk_latents = read_rows(latents, start, stop).tolist()
