@@ -96,6 +96,14 @@ def test_a_pass_over_a_memory_map_hands_its_pages_back(tmp_path):
     assert _resident_bytes() - before < 16 << 20
 
 
+def test_a_copy_on_write_map_keeps_its_changes(tmp_path):
+    """Pages of a copy-on-write map hold this process's changes: they are never handed back."""
+    np.save(tmp_path / "x.npy", np.zeros((4096, 16), np.float32))
+    private = np.load(tmp_path / "x.npy", mmap_mode="c")
+    private[:] = 7
+    assert read_rows(private, 0, 4096).min() == 7 and private.min() == 7
+
+
 # -- the build --------------------------------------------------------------------------------------------------
 
 

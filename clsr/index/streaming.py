@@ -36,9 +36,12 @@ def row_chunks(rows: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, i
 
 def _mapping(array: np.ndarray) -> mmap.mmap | None:
     """The ``mmap`` an array's memory belongs to (an ``np.load(..., mmap_mode=...)`` or ``open_memmap`` array, or a
-    view of one), else None."""
+    view of one), else None; None too for a copy-on-write map (``mmap_mode="c"``), whose changed pages live only
+    in this process and would be lost if handed back."""
     base = array
     while base is not None and not isinstance(base, mmap.mmap):
+        if getattr(base, "mode", None) == "c":  # np.memmap's own record of how it mapped the file
+            return None
         base = getattr(base, "base", None)
     return base
 
