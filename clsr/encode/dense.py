@@ -510,7 +510,8 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
     """Embeddings of a corpus, from the cache when the same model, settings and corpus were seen.
 
     Encoding shows a progress bar named ``desc`` (unless not ``progress``) and logs, at its end, the
-    rate in passages/s with the backend, dtype and kind of CPU (:func:`describe_rate`).
+    rate in passages/s with the backend, dtype and kind of CPU (:func:`describe_rate`). The embeddings come back
+    memory-mapped read-only from the cache's file, whether just encoded or found there.
     """
     key = hashlib.sha256(json.dumps({
         "model": _model_fingerprint(encoder.config.model),
@@ -551,4 +552,7 @@ def encode_corpus(encoder: DenseEncoder, documents: Sequence[Document], cache_di
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-    return EncodedCorpus(ids, embeddings, docs_per_s)
+    # The cache's file, memory-mapped, as a cache hit gives it: the encoded array can go, and an index build reads
+    # the rows a chunk at a time (`clsr.index.streaming`) instead of holding them.
+    del embeddings
+    return EncodedCorpus(ids, np.load(directory / "embeddings.npy", mmap_mode="r"), docs_per_s)

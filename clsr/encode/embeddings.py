@@ -54,14 +54,18 @@ class GivenEmbeddings(NamedTuple):
             raise SaeMismatchError(f"{self.folder / ENCODER_FILE}: {e}") from None
         sae.check_dim(self.embeddings.shape[1], f"the embeddings in {self.folder / EMBEDDINGS_FILE}")
 
-    def in_order(self, ids: Sequence[str]) -> GivenEmbeddings:
-        """These embeddings with one row per id of ``ids`` (a corpus's, in its order): the same record when the
-        order is already ``ids``', else its rows reordered (a copy in memory).
+    def in_order(self, ids: Sequence[str], scratch: str | os.PathLike | None = None,
+                 chunk_rows: int | None = None) -> GivenEmbeddings:
+        """These embeddings with one row per id of ``ids`` (a corpus's, in its order): the same record (its memory
+        map, nothing copied) when the order is already ``ids``', else its rows reordered: into
+        ``scratch/embeddings.npy``, memory-mapped, ``chunk_rows`` rows at a time when a ``scratch`` folder is given
+        (the caller removes it after use; ``chunk_rows`` defaults to `clsr.index.streaming.CHUNK_ROWS`), else into a
+        copy in memory.
 
         Raises UsageError, in one line, when the ids differ as a set: how many of ``ids`` have no row, and how
         many of the folder's are not in ``ids``, with the first few of each.
         """
-        if self.ids == list(ids):
+        if len(self.ids) == len(ids) and all(a == b for a, b in zip(self.ids, ids)):
             return self
         row = {docid: number for number, docid in enumerate(self.ids)}
         missing = [docid for docid in ids if docid not in row]
@@ -74,8 +78,23 @@ class GivenEmbeddings(NamedTuple):
             if extra:
                 parts.append(f"{_count(extra, 'id')} in {IDS_FILE} not in the corpus ({_first(extra)})")
             raise UsageError(f"the embeddings in {self.folder} are not the corpus's: " + "; ".join(parts))
+        del wanted
         order = np.fromiter((row[docid] for docid in ids), dtype=np.int64, count=len(ids))
-        return self._replace(ids=list(ids), embeddings=np.asarray(self.embeddings[order]))
+        del row
+        if scratch is None:
+            return self._replace(ids=list(ids), embeddings=np.asarray(self.embeddings[order]))
+        from clsr.index.streaming import CHUNK_ROWS, open_npy, release, row_chunks
+
+        target = Path(scratch) / EMBEDDINGS_FILE
+        reordered = open_npy(target, np.float32, (len(ids), self.embeddings.shape[1]))
+        for start, stop in row_chunks(len(ids), chunk_rows or CHUNK_ROWS):
+            # Gathered rows scatter over the whole file: all its pages are handed back after each chunk.
+            reordered[start:stop] = self.embeddings[order[start:stop]]
+            release(self.embeddings)
+            release(reordered, start, stop)
+        reordered.flush()
+        del reordered
+        return self._replace(ids=list(ids), embeddings=np.load(target, mmap_mode="r"))
 
 
 def read_embeddings(folder: str | os.PathLike) -> GivenEmbeddings:

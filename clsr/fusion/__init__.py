@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -258,13 +258,13 @@ def recorded_alpha(manifest: IndexManifest | None, where: object = "the index") 
     return DEFAULT_ALPHA
 
 
-def tune_and_record_alpha(index_dir: str | os.PathLike, documents: Sequence, n: int = PSEUDO_QUERIES, seed: int = 0,
-                          metric: str = "ndcg@10", **options) -> HybridAlpha:
-    """Tune the hybrid's alpha of a concept index on ``n`` pseudo-queries drawn from ``documents`` (its corpus;
-    :func:`pseudo_queries`, no judgments) and record it in the index's manifest as ``hybrid_alpha``:
-    :class:`clsr.index.manifest.HybridAlpha`. Returns that record. ``options`` go to :class:`HybridSearcher`
-    (encoder settings). Source of the method: issue 10's pseudo-queries; benchmarks/results/transfer.md
-    compares the alpha they pick with a real split's."""
+def tune_and_record_alpha(index_dir: str | os.PathLike, documents: Iterable | str | os.PathLike,
+                          n: int = PSEUDO_QUERIES, seed: int = 0, metric: str = "ndcg@10", **options) -> HybridAlpha:
+    """Tune the hybrid's alpha of a concept index on ``n`` pseudo-queries drawn from ``documents`` (its corpus's
+    documents, or its source, streamed: :func:`pseudo_queries`, no judgments) and record it in the index's manifest
+    as ``hybrid_alpha``: :class:`clsr.index.manifest.HybridAlpha`. Returns that record. ``options`` go to
+    :class:`HybridSearcher` (encoder settings). Source of the method: issue 10's pseudo-queries;
+    benchmarks/results/transfer.md compares the alpha they pick with a real split's."""
     topics, qrels = pseudo_queries(documents, n, seed=seed)
     searcher = HybridSearcher(index_dir, alpha=DEFAULT_ALPHA, **options)
     curve = tune_alpha(searcher, topics, qrels, metric=metric)
@@ -282,7 +282,7 @@ def record_alpha(index_dir: str | os.PathLike, curve: Mapping[float, float], met
     return record
 
 
-def pseudo_queries(documents: Sequence, n: int = 300, seed: int = 0, min_words: int = 6,
+def pseudo_queries(documents: Iterable | str | os.PathLike, n: int = 300, seed: int = 0, min_words: int = 6,
                    max_words: int = 16) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     """Self-supervised tuning topics drawn from the corpus itself: (topics, qrels), no judgments read.
 
@@ -290,15 +290,36 @@ def pseudo_queries(documents: Sequence, n: int = 300, seed: int = 0, min_words: 
     of their sentences of `min_words`..`max_words` words if they have any, else a random span of
     that length, and the source passage is its one relevant document. Such queries stand in for a
     tuning split where there is none, as the spans do for the SAE's KL terms (issue 10).
+
+    ``documents`` are the corpus's `clsr.data.Document`s, or its source (a path or collection name, as
+    `clsr.data.iter_corpus` takes), which is then streamed twice and never held: once to count the passages long
+    enough, once to keep the `n` drawn. The draws are the same either way for a seed: the permutation of the
+    candidates' numbers (8 bytes a candidate, for a moment) picks the same passages in the same order.
     """
     from clsr.sae.data import random_spans, split_sentences
 
     rng = np.random.default_rng(seed)
-    candidates = [d for d in documents if len(d.text.split()) >= min_words]
+
+    def long_enough(doc) -> bool:
+        return len(doc.text.split()) >= min_words
+
+    if isinstance(documents, (str, os.PathLike)):
+        from clsr.data import iter_corpus
+
+        count = sum(1 for doc in iter_corpus(documents) if long_enough(doc))
+        drawn = rng.permutation(count)[:n].tolist()
+        kept = dict.fromkeys(drawn)
+        candidates = (doc for doc in iter_corpus(documents) if long_enough(doc))
+        for number, doc in enumerate(candidates):
+            if number in kept:
+                kept[number] = doc
+        chosen = [kept[number] for number in drawn]
+    else:
+        candidates = [doc for doc in documents if long_enough(doc)]
+        chosen = [candidates[row] for row in rng.permutation(len(candidates))[:n]]
     topics: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
-    for row in rng.permutation(len(candidates))[:n]:
-        doc = candidates[row]
+    for doc in chosen:
         sentences = [s for s in split_sentences(doc.text, min_words) if len(s.split()) <= max_words]
         text = sentences[int(rng.integers(len(sentences)))] if sentences else random_spans(
             doc.text, rng, 1, min_words, max_words)[0]

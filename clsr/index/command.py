@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,7 +124,7 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
         manifest = build_bm25_index(iter_corpus(source), args.index, source=source, threads=args.threads,
                                     overwrite=args.overwrite)
     elif args.kind == "dense" and given is not None:
-        given = given.in_order([d.id for d in iter_corpus(source)])
+        given = _in_corpus_order(given, [d.id for d in iter_corpus(source)], args, stack)
         encoding_note = f"{len(given.ids)} embeddings given in {args.embeddings}"
         manifest = build_dense_index(given.ids, given.embeddings, args.index, encoder=given.encoder,
                                      encoding=given.encoding, source=source, overwrite=args.overwrite)
@@ -154,7 +155,7 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
         stage = time.perf_counter()
         shards = shards_from_args(args, source, config, shards_dir, sae_path=sae_path, doc_k=doc_k)
         earlier["encode_s"] = time.perf_counter() - stage
-        words = _words(args, {d.id: d.text for d in iter_corpus(source)}, shards.ids, config.max_length, earlier)
+        words = _words(args, _corpus_texts(source, shards.ids), config.max_length, earlier)
         manifest = build_concept_index(shards.ids, shards.embeddings, args.index, sae=sae, sae_path=sae_path,
                                        encoder=config.to_dict(), encoding=shards.meta["encoding"],
                                        doc_k=doc_k, query_k=args.query_k,
@@ -162,24 +163,25 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
                                        threads=args.threads, overwrite=args.overwrite,
                                        codes=(shards.activations, shards.latents),
                                        embed_sae=converted, earlier_timings=earlier,
-                                       finish=_finisher(args, source, None), **words)
+                                       finish=_finisher(args, source), **words)
     elif given is not None:
         from clsr.sae.model import TopKSae
 
         sae_path, converted = _sae_folder(args, stack)
         sae = TopKSae.load_from_disk(sae_path)
         given.check_sae(sae)
-        documents = load_corpus(source)
-        given = given.in_order([d.id for d in documents])
+        # The corpus is streamed, never held: its ids first (the rows' order), then its texts for the words, then
+        # the pseudo-queries' passages (`_finisher`).
+        given = _in_corpus_order(given, [d.id for d in iter_corpus(source)], args, stack)
         encoding_note = f"{len(given.ids)} embeddings given in {args.embeddings}"
-        words = _words(args, {d.id: d.text for d in documents}, given.ids, given.encoder["max_length"], earlier)
+        words = _words(args, _corpus_texts(source, given.ids), given.encoder["max_length"], earlier)
         manifest = build_concept_index(given.ids, given.embeddings, args.index, sae=sae, sae_path=sae_path,
                                        encoder=given.encoder, encoding=given.encoding,
                                        doc_k=args.doc_k, query_k=args.query_k,
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
                                        embed_sae=converted, earlier_timings=earlier,
-                                       finish=_finisher(args, source, documents, given.embeddings), **words)
+                                       finish=_finisher(args, source, given.embeddings), **words)
     else:
         from clsr.options import adapt_config_from_args
         from clsr.sae.adapt import adapt_to_corpus
@@ -214,14 +216,15 @@ def _build_index(args, stack: contextlib.ExitStack) -> None:
 
             print_inherited(inherit_descriptions(base_path, sae, adapted, args.base_catalogue))
             sae_path = Path(adapted)
-        words = _words(args, {d.id: d.text for d in documents}, encoded.ids, encoder.config.max_length, earlier)
+        words = _words(args, (d.text for d in documents), encoder.config.max_length, earlier)
+        del documents  # encoding needed every text at once; the build and the finisher do not (`_finisher`)
         manifest = build_concept_index(encoded.ids, encoded.embeddings, args.index, sae=sae, sae_path=sae_path,
                                        encoder=encoder.config.to_dict(), encoding=encoder.encoding,
                                        doc_k=args.doc_k, query_k=args.query_k,
                                        query_mode=args.query_mode, bits=args.bits, source=source,
                                        threads=args.threads, overwrite=args.overwrite,
                                        embed_sae=args.adapt or converted, earlier_timings=earlier,
-                                       finish=_finisher(args, source, documents, encoded.embeddings), **words)
+                                       finish=_finisher(args, source, encoded.embeddings), **words)
     seconds = time.perf_counter() - started
     stages = _stages_said(manifest.timings) if manifest.timings else ""
     print(f"built {args.kind} index of {manifest.documents} documents at {args.index} in {_duration(seconds)}"
@@ -252,9 +255,10 @@ def _given_embeddings(args) -> GivenEmbeddings:
     return given
 
 
-def _words(args, texts: dict[str, str], ids, max_length: int, timings: dict[str, float]) -> dict:
-    """`build_concept_index`'s word options: each passage's words weighed by BM25 (in ``ids``' order), with the
-    default mix; none with --no-words. Adds the stage's seconds to ``timings``."""
+def _words(args, texts: Iterable[str], max_length: int, timings: dict[str, float]) -> dict:
+    """`build_concept_index`'s word options: each passage's words weighed by BM25, ``texts`` in the index's order
+    (read once: a generator streams them), with the default mix; none with --no-words. Adds the stage's seconds to
+    ``timings``."""
     import time
 
     if not args.words:
@@ -267,28 +271,60 @@ def _words(args, texts: dict[str, str], ids, max_length: int, timings: dict[str,
     if args.words_weight is not None and args.words_weight < 0:
         raise UsageError(f"--words-weight {args.words_weight}: give 0 (concepts only) or more")
     start = time.perf_counter()
-    words = corpus_words([texts[docid] for docid in ids], BM25_K1, BM25_B, max_length)
+    words = corpus_words(texts, BM25_K1, BM25_B, max_length)
     timings["words_s"] = time.perf_counter() - start
     weight = DEFAULT_WORDS_WEIGHT if args.words_weight is None else args.words_weight
     return {"words": words, "words_weight": weight, "normalization": DEFAULT_NORMALIZATION}
 
 
-def _finisher(args, source: str, documents, embeddings=None):
+def _corpus_texts(source: str, ids: Sequence[str]) -> Iterator[str]:
+    """The corpus's texts, streamed in its order, which must be ``ids``' (the embeddings' rows were put in it, and
+    Ray's shards keep it); raises DataError, naming the passage, where the corpus says otherwise (it changed
+    during the build)."""
+    from clsr.data import DataError, iter_corpus
+
+    row = -1
+    for row, doc in enumerate(iter_corpus(source)):
+        if row >= len(ids) or doc.id != ids[row]:
+            expected = repr(ids[row]) if row < len(ids) else f"none (the index has {len(ids)} passages)"
+            raise DataError(f"{source} changed during the build: its passage {row + 1} is {doc.id!r}, expected "
+                            f"{expected}")
+        yield doc.text
+    if row + 1 != len(ids):
+        raise DataError(f"{source} changed during the build: {row + 1} passages, not {len(ids)}")
+
+
+def _in_corpus_order(given: GivenEmbeddings, corpus_ids: list[str], args, stack: contextlib.ExitStack
+                     ) -> GivenEmbeddings:
+    """``given`` with its rows in the corpus's order (`GivenEmbeddings.in_order`): its memory map as it is when they
+    are already, else reordered a chunk at a time into a hidden folder beside the index that lives as long as the
+    build (removed as `_sae_folder`'s is), so that no copy of all the rows is held."""
+    if len(given.ids) != len(corpus_ids) or given.ids == corpus_ids:
+        return given.in_order(corpus_ids)  # the same record, or UsageError naming what differs
+    target = Path(args.index).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = stack.enter_context(tempfile.TemporaryDirectory(
+        prefix=f".{target.name}{ADAPTING}{os.getpid()}-", dir=target.parent))
+    return given.in_order(corpus_ids, scratch=scratch)
+
+
+def _finisher(args, source: str, embeddings=None):
     """What a concept build does to the complete index before it is renamed into place (`build_concept_index`'s
     ``finish``): tune the hybrid's alpha on pseudo-queries, and describe the concepts, each unless switched off.
+    Both read the corpus from ``source`` themselves: the pseudo-queries stream it (`clsr.fusion.pseudo_queries`:
+    the same passages as from the loaded corpus), so no build holds every passage for them. ``embeddings`` (the
+    passages', in the index's order, e.g. memory-mapped) go to the describer.
     Returns the function, which returns each stage's seconds."""
     import time
 
     def finish(building: Path) -> dict[str, float]:
-        from clsr.data import load_corpus
-
         seconds = {}
         if args.tune_alpha:
             from clsr.fusion import tune_and_record_alpha
 
             start = time.perf_counter()
             # Queries as the index's searchers will encode them: its encoder, backend and dtype, this run's device.
-            record = tune_and_record_alpha(building, documents if documents is not None else load_corpus(source),
+            record = tune_and_record_alpha(building, source,
                                            device=args.device, dtype=args.dtype,
                                            batch_size=args.encode_batch_size)
             seconds["tune_alpha_s"] = time.perf_counter() - start

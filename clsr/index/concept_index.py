@@ -19,6 +19,7 @@ from clsr.index.concepts import QUERY_MODES, Quantizer, check_exact_scores
 from clsr.index.doc_codes import ACTIVATION_DTYPE, DOC_CODES_DIR
 from clsr.index.lucene import index_impact_vectors
 from clsr.index.manifest import IndexManifest, WordsRecord, write_manifest
+from clsr.index.streaming import CHUNK_ROWS, open_npy, read_rows, release, row_chunks
 from clsr.index.words import DOC_WORDS_DIR, DocWords, write_doc_words
 from clsr.progress import progress_bar
 
@@ -32,7 +33,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                         encoding: dict | None = None, earlier_timings: Mapping[str, float] | None = None,
                         finish: Callable[[Path], Mapping[str, float]] | None = None,
                         words: tuple[DocWords, WordsRecord] | None = None, words_weight: float | None = None,
-                        normalization: str | None = None) -> IndexManifest:
+                        normalization: str | None = None, chunk_rows: int = CHUNK_ROWS) -> IndexManifest:
     """A Lucene impact index of the documents' top-``doc_k`` SAE concepts, plus ``doc_codes/``; with ``words``
     (`clsr.index.words.corpus_words` of the same passages, in the same order) also each passage's words with
     quantised BM25 impacts, in the same Lucene index and in ``doc_words/``, and the default mix of the two parts
@@ -51,6 +52,14 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
     describing the concepts: what `clsr index` does after the Lucene build), so an interrupted build leaves
     nothing that looks complete; it returns its stages' seconds. The manifest's ``timings`` hold every stage's
     seconds, ``earlier_timings`` (e.g. encoding) and ``finish``'s included, and ``total_s``, their sum.
+
+    Memory is bounded by ``chunk_rows``, not by the corpus: ``embeddings`` (n, d) and ``codes`` may be read-only
+    memory maps (``np.load(..., mmap_mode="r")``: an embeddings folder, the embedding cache, Ray's shards) and are
+    read ``chunk_rows`` rows at a time (`clsr.index.streaming`); the codes go straight into ``doc_codes/``'s files,
+    and everything after (the quantiser's fit, the Lucene vectors, the empty passages) reads them back a chunk at a
+    time. The files are byte for byte those of a build that held every code in memory, for any ``chunk_rows``: the
+    SAE codes rows in the same batches (:data:`SAE_ROWS`) at the same offsets. Memory beyond the chunks: the ids,
+    ``words`` (about 5 bytes a word of a passage) and the JVM's heap (`clsr.jvm`).
     """
     from clsr.sae.config import CONFIG_NAME
     from clsr.sae.model import WEIGHTS_NAME, sae_checksum
@@ -83,31 +92,25 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                 shutil.copy2(inherited, building / EMBEDDED_SAE_DIR / inherited.name)
             sae_record = {"name": EMBEDDED_SAE_DIR, "path": EMBEDDED_SAE_DIR}  # relative: the index can move
         start = time.perf_counter()
-        if codes is not None:
-            activations, latents = np.asarray(codes[0], np.float32), np.asarray(codes[1], np.int32)
-            if activations.shape != (len(ids), doc_k) or latents.shape != activations.shape:
-                raise InvalidIndexError(f"codes of shape {activations.shape}, expected {(len(ids), doc_k)}")
-        else:
-            activations = np.zeros((len(ids), doc_k), np.float32)
-            latents = np.zeros((len(ids), doc_k), np.int32)
-            batch = 8192
-            for first in progress_bar(range(0, len(ids), batch), desc="encoding concepts", unit="batch",
-                                      enabled=progress):
-                activations[first:first + batch], latents[first:first + batch] = sae.encode_numpy(
-                    embeddings[first:first + batch], doc_k)
-        # Stored as float16; Lucene's impacts come from the same rounded values, so explanations recomputed
-        # from doc_codes/ sum to Lucene's scores exactly.
-        activations = activations.astype(ACTIVATION_DTYPE).astype(np.float32)
-        doc_quantizer = Quantizer.fit(activations, bits)
-        impacts = doc_quantizer.quantize(activations)
+        store = building / DOC_CODES_DIR
+        store.mkdir()
+        latents, activations = _write_codes(store, embeddings, codes, sae, len(ids), doc_k, chunk_rows, progress)
+        # Fitted on the stored float16 activations, from which Lucene's impacts are quantised too, so explanations
+        # recomputed from doc_codes/ sum to Lucene's scores exactly.
+        doc_quantizer = Quantizer.fit(activations, bits, chunk_rows=chunk_rows)
         timings["concepts_s"] = time.perf_counter() - start
 
         if words is not None and len(words[0].indptr) != len(ids) + 1:
             raise InvalidIndexError(f"words of {len(words[0].indptr) - 1} passages for an index of {len(ids)}")
+
+        def impacts(first: int, last: int) -> np.ndarray:
+            return doc_quantizer.quantize(read_rows(activations, first, last, np.float32))
+
         postings, seconds = index_impact_vectors(latents, impacts, ids, building, threads=threads, progress=progress,
-                                                 words=words[0] if words is not None else None)
+                                                 words=words[0] if words is not None else None,
+                                                 chunk_rows=chunk_rows)
         timings.update(seconds)
-        lucene_bytes = directory_bytes(building)
+        lucene_bytes = directory_bytes(building) - directory_bytes(store)  # doc_codes/ is written before Lucene
         words_record = None
         if words is not None:
             write_doc_words(building / DOC_WORDS_DIR, words[0])
@@ -115,11 +118,8 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
                 words[1], bytes=directory_bytes(building / DOC_WORDS_DIR)))
 
         start = time.perf_counter()
-        store = building / DOC_CODES_DIR
-        store.mkdir()
-        (store / "ids.txt").write_text("\n".join(ids), encoding="utf-8")
-        np.save(store / "latents.npy", latents.astype(np.uint16 if sae.config.n_latents <= 2**16 else np.int32))
-        np.save(store / "activations.npy", activations.astype(ACTIVATION_DTYPE))
+        _write_ids(store / "ids.txt", ids, chunk_rows)
+        empty_documents = _empty_documents(activations, chunk_rows)
         timings["doc_codes_s"] = time.perf_counter() - start
 
         csr_model = (sae.config.training.data or {}).get("csr_model")  # clsr.sae.sentence_transformers
@@ -137,7 +137,7 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
             query={"k": query_k, "mode": query_mode, "quantizer": query_quantizer.to_dict(),
                    **({"words_weight": words_weight, "normalization": normalization} if words is not None else {})},
             **({"words": words_record} if words_record is not None else {}),
-            postings=postings, empty_documents=int((impacts.max(axis=1) == 0).sum()),
+            postings=postings, empty_documents=empty_documents,
             lucene_bytes=lucene_bytes, doc_codes_bytes=directory_bytes(store))
         if finish is not None:
             timings.update(finish(building))
@@ -145,6 +145,59 @@ def build_concept_index(ids: Sequence[str], embeddings: np.ndarray, index_dir: s
         timings = {**(earlier_timings or {}), **timings}
         timings["total_s"] = sum(timings.values())
         return manifest.replace(timings={name: round(seconds, 3) for name, seconds in timings.items()}).write(building)
+
+
+SAE_ROWS = 4096
+"""Rows the SAE codes in one matrix product (`TopKSae.encode_numpy`'s batch). A product's float sums can change with
+its batch's shape (issue 30), so a build codes embeddings in batches of this size at multiples of it whatever its
+chunk size, and its codes are the same for every chunk size."""
+
+
+def _write_codes(store: Path, embeddings: np.ndarray, codes: tuple[np.ndarray, np.ndarray] | None, sae,
+                 rows: int, doc_k: int, chunk_rows: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``latents.npy`` (uint16, or int32 past 65,536 latents) and ``activations.npy`` (float16) in ``store``: the
+    given ``codes`` (activations, latents), or the SAE's top-``doc_k`` codes of ``embeddings``, a chunk of rows at a
+    time. Returns both files memory-mapped read-only. Raises InvalidIndexError for codes of another shape."""
+    if codes is not None:
+        for array in codes:
+            if tuple(array.shape) != (rows, doc_k):
+                raise InvalidIndexError(f"codes of shape {tuple(array.shape)}, expected {(rows, doc_k)}")
+    latent_dtype = np.uint16 if sae.config.n_latents <= 2**16 else np.int32
+    paths = store / "latents.npy", store / "activations.npy"
+    latents, activations = open_npy(paths[0], latent_dtype, (rows, doc_k)), open_npy(paths[1], ACTIVATION_DTYPE,
+                                                                                     (rows, doc_k))
+    step = chunk_rows if codes is not None else -(-chunk_rows // SAE_ROWS) * SAE_ROWS
+    with progress_bar(total=rows, desc="encoding concepts", unit="doc", enabled=progress and codes is None) as bar:
+        for start, stop in row_chunks(rows, step):
+            if codes is not None:
+                values = read_rows(codes[0], start, stop, np.float32)
+                indices = read_rows(codes[1], start, stop, np.int32)
+            else:
+                values, indices = sae.encode_numpy(read_rows(embeddings, start, stop, np.float32), doc_k,
+                                                   batch_size=SAE_ROWS)
+            activations[start:stop] = values.astype(ACTIVATION_DTYPE)
+            latents[start:stop] = indices.astype(latent_dtype)
+            for written in (activations, latents):
+                release(written, start, stop)
+            bar.update(stop - start)
+    for written in (activations, latents):
+        written.flush()
+    del latents, activations
+    return np.load(paths[0], mmap_mode="r"), np.load(paths[1], mmap_mode="r")
+
+
+def _empty_documents(activations: np.ndarray, chunk_rows: int) -> int:
+    """How many rows have no positive activation: the passages with no concept impact (every activation > 0 gets
+    an impact of at least 1)."""
+    return sum(int((~(read_rows(activations, start, stop) > 0).any(axis=1)).sum())
+               for start, stop in row_chunks(len(activations), chunk_rows))
+
+
+def _write_ids(path: Path, ids: Sequence[str], chunk_rows: int) -> None:
+    """``"\\n".join(ids)`` written a chunk at a time (one string of 8.8M ids would be one more copy of them)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for start, stop in row_chunks(len(ids), chunk_rows):
+            f.write(("\n" if start else "") + "\n".join(ids[start:stop]))
 
 
 EMBEDDED_SAE_DIR = "sae"

@@ -23,6 +23,7 @@ import torch
 
 from clsr.encode.dense import DenseEncoder
 from clsr.errors import UsageError
+from clsr.index.streaming import CHUNK_ROWS
 from clsr.sae.model import TopKSae
 
 TERM_PREFIX = "c"
@@ -65,7 +66,11 @@ class Quantizer:
         return 2**self.bits - 1
 
     def quantize(self, activations: np.ndarray) -> np.ndarray:
-        """Integer impacts of the same shape; with a per-vector scale, each row is scaled by its own maximum."""
+        """Integer impacts (int64) of the same shape; with a per-vector scale, each row is scaled by its own maximum.
+
+        Works in float64 and int64 copies of its input: a build quantises a chunk of rows at a time
+        (`clsr.index.streaming.CHUNK_ROWS`), which a fixed scale makes identical to quantising all rows at once.
+        """
         activations = np.asarray(activations, np.float64)
         if self.scale is not None:
             scale = self.scale
@@ -76,12 +81,35 @@ class Quantizer:
         return np.where(activations > 0, impacts, 0)
 
     @classmethod
-    def fit(cls, activations: np.ndarray, bits: int = 8, percentile: float = 99.9) -> Quantizer:
-        """A fixed scale that maps the given percentile of the positive activations to the top impact."""
-        positive = np.asarray(activations)[np.asarray(activations) > 0]
-        if positive.size == 0:
-            raise ValueError("no positive activations to fit a quantiser to")
-        return cls(scale=float((2**bits - 1) / np.percentile(positive, percentile)), bits=bits)
+    def fit(cls, activations: np.ndarray, bits: int = 8, percentile: float = 99.9,
+            chunk_rows: int = CHUNK_ROWS) -> Quantizer:
+        """A fixed scale that maps the given percentile of the positive activations to the top impact.
+
+        The percentile is ``np.percentile``'s (linear interpolation) of the positive values, exactly, but found
+        without copying them (`clsr.index.streaming.percentile`: two order statistics from histograms of the
+        values' bit patterns, read ``chunk_rows`` rows at a time), so ``activations`` may be a memory map of a
+        whole corpus's codes: one pass over a float16 array, two or three over a float32 one. Float16 activations
+        (an index's ``doc_codes/activations.npy``) are interpolated in float32, as NumPy computed the scale when a
+        build fitted their float32 copy; so the scale is the same whichever of the two is given.
+        Raises ValueError when no activation is > 0.
+        """
+        from clsr.index.streaming import percentile as exact_percentile
+
+        if not isinstance(activations, np.ndarray):
+            activations = np.asarray(activations)
+        if activations.dtype.kind != "f" or activations.dtype.itemsize not in (2, 4, 8):
+            positive = activations[activations > 0]  # integers and long doubles: the plain way, in memory
+            if positive.size == 0:
+                raise ValueError("no positive activations to fit a quantiser to")
+            return cls(scale=float((2**bits - 1) / np.percentile(positive, percentile)), bits=bits)
+        as_dtype = np.float32 if activations.dtype == np.float16 else activations.dtype
+        try:
+            value = exact_percentile(activations, percentile, chunk_rows, as_dtype=as_dtype)
+        except ValueError as e:
+            if "no positive" in str(e):
+                raise ValueError("no positive activations to fit a quantiser to") from None
+            raise
+        return cls(scale=float((2**bits - 1) / value), bits=bits)
 
     def to_dict(self) -> dict:
         rule = "clip(round(activation * scale), 1, 2**bits - 1) for activation > 0"

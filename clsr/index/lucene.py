@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from clsr.data import Document
 from clsr.index.atomic import atomic_directory
 from clsr.index.concepts import concept_term
 from clsr.index.manifest import write_manifest
+from clsr.index.streaming import CHUNK_ROWS, read_rows, row_chunks
 from clsr.index.words import DocWords
 from clsr.progress import elapsed_bar, progress_bar
 
@@ -63,40 +64,65 @@ def build_bm25_index(documents: Iterable[Document], index_dir: str | os.PathLike
 DOCUMENTS_PER_SHARD = 500_000
 
 
-def _write_vector_shards(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], directory: Path,
-                         shards: int, progress: bool, words: DocWords | None = None) -> int:
+Impacts = np.ndarray | Callable[[int, int], np.ndarray]
+"""(n, K) integer impacts, or a function of ``(start, stop)`` giving rows ``start:stop``'s: e.g. quantised a chunk at a
+time from memory-mapped activations, so that no (n, K) int64 array is ever made."""
+
+
+def impact_rows(impacts: Impacts, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of :data:`Impacts`, in memory."""
+    return impacts(start, stop) if callable(impacts) else np.asarray(impacts[start:stop])
+
+
+VECTOR_ROWS = 8192
+"""Rows turned into Python lists at once when writing vectors: a row of K latents costs K Python ints (36 bytes each
+with its list slot, latents past 256 not being cached), so 65,536 rows of 128 would hold 300 MB; 8,192 hold 40 MB
+and write as fast."""
+
+
+def _write_vector_shards(latents: np.ndarray, impacts: Impacts, ids: Sequence[str], directory: Path,
+                         shards: int, progress: bool, words: DocWords | None = None,
+                         chunk_rows: int = CHUNK_ROWS) -> int:
     """JsonVectorCollection files ({"id", "contents", "vector"}), each passage's concepts and, if given, its
-    words; returns the number of postings."""
+    words; returns the number of postings. ``latents`` (e.g. memory-mapped) and ``impacts`` are read
+    ``chunk_rows`` rows at a time."""
     postings = 0
     bounds = np.linspace(0, len(ids), shards + 1).astype(int)
     what = "writing concept and word vectors" if words is not None else "writing concept vectors"
     with progress_bar(total=len(ids), desc=what, unit="doc", enabled=progress) as bar:
-        for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for shard, (first, last) in enumerate(zip(bounds[:-1], bounds[1:])):
             with open(directory / f"vectors-{shard:05d}.jsonl", "w", encoding="utf-8") as f:
-                for row in range(start, stop):
-                    vector = {concept_term(int(latent)): int(impact)
-                              for latent, impact in zip(latents[row], impacts[row]) if impact > 0}
-                    if words is not None:
-                        vector.update(words.vector(row))
-                    postings += len(vector)
-                    f.write(json.dumps({"id": ids[row], "contents": "", "vector": vector}) + "\n")
-                bar.update(stop - start)
+                for start, stop in row_chunks(int(last - first), min(chunk_rows, VECTOR_ROWS)):
+                    start, stop = start + int(first), stop + int(first)
+                    # tolist(): Python ints hash and format much faster than numpy scalars.
+                    chunk_latents = read_rows(latents, start, stop).tolist()
+                    chunk_impacts = impact_rows(impacts, start, stop).tolist()
+                    for row, (row_latents, row_impacts) in enumerate(zip(chunk_latents, chunk_impacts), start):
+                        vector = {concept_term(latent): impact
+                                  for latent, impact in zip(row_latents, row_impacts) if impact > 0}
+                        if words is not None:
+                            vector.update(words.vector(row))
+                        postings += len(vector)
+                        f.write(json.dumps({"id": ids[row], "contents": "", "vector": vector}) + "\n")
+                    bar.update(stop - start)
     return postings
 
 
-def index_impact_vectors(latents: np.ndarray, impacts: np.ndarray, ids: Sequence[str], lucene_dir: Path, *,
-                         threads: int = 1, progress: bool = True, words: DocWords | None = None
-                         ) -> tuple[int, dict[str, float]]:
+def index_impact_vectors(latents: np.ndarray, impacts: Impacts, ids: Sequence[str], lucene_dir: Path, *,
+                         threads: int = 1, progress: bool = True, words: DocWords | None = None,
+                         chunk_rows: int = CHUNK_ROWS) -> tuple[int, dict[str, float]]:
     """Lucene impact index of (latent, integer impact) rows, and each passage's word impacts if ``words`` are
     given (`clsr.index.words`: terms ``w:<stem>``, which no concept term equals), via a JsonVectorCollection and
-    Anserini.
+    Anserini. ``latents`` (n, K) may be a memory map and ``impacts`` a function of a chunk's rows (:data:`Impacts`):
+    they are read ``chunk_rows`` rows at a time.
 
     Returns the number of postings and the seconds spent writing the collection and indexing it.
     """
     with tempfile.TemporaryDirectory() as collection:
         start = time.perf_counter()
         shards = max(threads, -(-len(ids) // DOCUMENTS_PER_SHARD))  # one file per thread at least
-        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress, words)
+        postings = _write_vector_shards(latents, impacts, ids, Path(collection), shards, progress, words,
+                                        chunk_rows)
         write_s = time.perf_counter() - start
         start = time.perf_counter()
         with elapsed_bar(f"indexing {len(ids)} documents with Lucene ({threads} thread{'s' * (threads > 1)})",

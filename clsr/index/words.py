@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 
 from clsr.index.concepts import Quantizer
 from clsr.index.manifest import WordsRecord
+from clsr.index.streaming import CHUNK_ROWS, row_chunks
 
 WORD_PREFIX = "w:"  # the analyser never emits ":" inside a token, so w:c3 is a word and c3 a concept
 DOC_WORDS_DIR = "doc_words"
@@ -104,63 +106,123 @@ class WordWeights(NamedTuple):
     avgdl: float
 
 
+class _Counted(NamedTuple):
+    """A corpus's words counted in one pass (:func:`_count_words`): what every weight is computed from."""
+
+    vocabulary: list[str]  # sorted
+    indptr: np.ndarray  # (n + 1,) int64
+    words: np.ndarray  # (postings,) uint32, ascending within each passage
+    counts: np.ndarray  # (postings,) uint32: how often the word occurs in the passage
+    norms: np.ndarray  # (n,) float64: k1 · (1 − b + b · |d| / avgdl) of each passage
+    idf: np.ndarray  # (vocabulary,) float64
+    avgdl: float
+
+
+def _count_words(token_lists: Iterable[Sequence[str]], k1: float, b: float,
+                 chunk_rows: int = CHUNK_ROWS) -> _Counted:
+    """Every passage's distinct words and their counts, from one pass over ``token_lists`` (which may be a
+    generator: no passage's tokens are kept), as compact arrays: 8 bytes a (word, passage) while counting, then the
+    word ids in place of the first-seen ones. Raises ValueError for an empty corpus."""
+    index: dict[str, int] = {}  # word -> id in order of first sight; sorted ids replace them at the end
+    frequencies = array("q")  # document frequency per first-sight id
+    first_sight, counts, sizes, lengths = array("I"), array("I"), array("q"), array("q")
+    for tokens in token_lists:
+        counted = Counter(tokens)
+        for word, count in counted.items():
+            word_id = index.get(word)
+            if word_id is None:
+                word_id = index[word] = len(index)
+                frequencies.append(0)
+            frequencies[word_id] += 1
+            first_sight.append(word_id)
+            counts.append(count)
+        sizes.append(len(counted))
+        lengths.append(sum(counted.values()))
+    if not sizes:
+        raise ValueError("no passages to weigh words in")
+    n = len(sizes)
+    vocabulary = sorted(index)
+    sorted_id = np.empty(len(vocabulary), np.int64)  # first-sight id -> id in the sorted vocabulary
+    sorted_id[np.fromiter((index[w] for w in vocabulary), np.int64, len(vocabulary))] = np.arange(len(vocabulary))
+    del index
+    document_frequency = np.frombuffer(frequencies, np.int64)[np.argsort(sorted_id)].tolist()
+    idf = np.array([math.log(1 + (n - df + 0.5) / (df + 0.5)) for df in document_frequency])
+    indptr = np.zeros(n + 1, np.int64)
+    indptr[1:] = np.cumsum(np.frombuffer(sizes, np.int64))
+    # Views of the arrays' own buffers, not copies (the arrays live on as their bases, no longer growable).
+    words, counts_ = np.frombuffer(first_sight, np.uint32), np.frombuffer(counts, np.uint32)
+    _sort_within_rows(indptr, words, counts_, sorted_id, chunk_rows)
+    lengths_ = np.frombuffer(lengths, np.int64).astype(np.float64)
+    avgdl = float(lengths_.mean())
+    norms = np.array([k1 * (1 - b + b * lucene_length(int(length)) / max(avgdl, 1e-9)) for length in lengths_])
+    return _Counted(vocabulary, indptr, words, counts_, norms, idf, avgdl)
+
+
+def _sort_within_rows(indptr: np.ndarray, words: np.ndarray, counts: np.ndarray, sorted_id: np.ndarray,
+                      chunk_rows: int) -> None:
+    """In place: first-sight word ids replaced by sorted ones, and each passage's (word, count) pairs put in
+    ascending word order; a chunk of passages at a time, so that the sort's keys are a chunk's, not the corpus's."""
+    for start, stop in row_chunks(len(indptr) - 1, chunk_rows):
+        first, last = int(indptr[start]), int(indptr[stop])
+        ids = sorted_id[words[first:last]]
+        rows = np.repeat(np.arange(stop - start, dtype=np.int64), np.diff(indptr[start:stop + 1]))
+        order = np.lexsort((ids, rows))  # by passage, then word: a word occurs once in a passage
+        words[first:last] = ids[order]
+        counts[first:last] = counts[first:last][order]
+
+
+def _weights(counted: _Counted, first: int, last: int) -> np.ndarray:
+    """(last − first,) float64: the BM25 weights of postings ``first:last``, each idf · tf / (tf + norm), in the
+    order of operations of the module docstring's formula."""
+    rows = np.searchsorted(counted.indptr, np.arange(first, last), side="right") - 1
+    tf = counted.counts[first:last].astype(np.float64)
+    return counted.idf[counted.words[first:last]] * tf / (tf + counted.norms[rows])
+
+
 def word_weights(token_lists: Iterable[Sequence[str]], k1: float, b: float) -> WordWeights:
     """The BM25 weight of every (word, passage) of a corpus, from each passage's analysed tokens (:func:`analyze`),
     by the formula of the module docstring: a query's Σ count · weight is Lucene's BM25 score (to float32
     rounding). Raises ValueError for an empty corpus."""
-    counts = [Counter(tokens) for tokens in token_lists]
-    if not counts:
-        raise ValueError("no passages to weigh words in")
-    lengths = np.array([sum(c.values()) for c in counts], np.float64)
-    n, avgdl = len(counts), float(lengths.mean()) if len(lengths) else 0.0
-    document_frequency: Counter = Counter()
-    for c in counts:
-        document_frequency.update(c.keys())
-    vocabulary = sorted(document_frequency)
-    index = {word: i for i, word in enumerate(vocabulary)}
-    idf = np.array([math.log(1 + (n - document_frequency[w] + 0.5) / (document_frequency[w] + 0.5))
-                    for w in vocabulary])
-    indptr = np.zeros(n + 1, np.int64)
-    indptr[1:] = np.cumsum([len(c) for c in counts])
-    words = np.empty(indptr[-1], np.uint32)
-    weights = np.empty(indptr[-1], np.float64)
-    for row, c in enumerate(counts):
-        start = indptr[row]
-        ids = np.fromiter((index[w] for w in c), np.int64, len(c))
-        order = np.argsort(ids, kind="stable")
-        tf = np.fromiter(c.values(), np.float64, len(c))[order]
-        norm = k1 * (1 - b + b * lucene_length(int(lengths[row])) / max(avgdl, 1e-9))
-        words[start:start + len(c)] = ids[order]
-        weights[start:start + len(c)] = idf[ids[order]] * tf / (tf + norm)
-    return WordWeights(vocabulary, indptr, words, weights, avgdl)
+    counted = _count_words(token_lists, k1, b)
+    weights = _weights(counted, 0, int(counted.indptr[-1]))
+    return WordWeights(counted.vocabulary, counted.indptr, counted.words, weights, counted.avgdl)
 
 
-def word_impacts(token_lists: Iterable[Sequence[str]], k1: float, b: float, bits: int = 8
-                 ) -> tuple[DocWords, WordsRecord]:
+def word_impacts(token_lists: Iterable[Sequence[str]], k1: float, b: float, bits: int = 8,
+                 chunk_rows: int = CHUNK_ROWS) -> tuple[DocWords, WordsRecord]:
     """The quantised BM25 weight of every (word, passage) of a corpus (:func:`word_weights`), the largest weight
     mapped to the top impact so no rare word is clipped, and the manifest's record of how they were made (its
-    ``bytes`` are filled in once ``doc_words/`` is written). Raises ValueError for an empty corpus."""
-    weighed = word_weights(token_lists, k1, b)
-    weights = weighed.weights
-    quantizer = Quantizer.fit(weights, bits=bits, percentile=100) if len(weights) else Quantizer(scale=1.0)
-    impacts = quantizer.quantize(weights).astype(np.uint8 if bits <= 8 else np.uint16)
-    record = WordsRecord(documents=len(weighed.indptr) - 1, avgdl=round(weighed.avgdl, 6), k1=k1, b=b,
-                         quantizer=quantizer.to_dict(), vocabulary=len(weighed.vocabulary),
-                         postings=int(weighed.indptr[-1]), analyzer=ANALYZER)
-    return DocWords(weighed.vocabulary, weighed.indptr, weighed.words, impacts), record
+    ``bytes`` are filled in once ``doc_words/`` is written). ``token_lists`` are read once and may be a generator;
+    the float64 weights are computed a chunk of ``chunk_rows`` passages at a time, twice (for the largest, then
+    for the impacts), never for the whole corpus. Raises ValueError for an empty corpus."""
+    counted = _count_words(token_lists, k1, b, chunk_rows)
+    n, postings = len(counted.indptr) - 1, int(counted.indptr[-1])
+    chunks = [(int(counted.indptr[start]), int(counted.indptr[stop])) for start, stop in row_chunks(n, chunk_rows)]
+    largest = max((_weights(counted, first, last).max() for first, last in chunks if last > first), default=None)
+    # Fitted on the one largest weight: its 100th percentile is that weight, as it is of all the weights.
+    quantizer = (Quantizer.fit(np.array([largest]), bits=bits, percentile=100) if largest is not None
+                 else Quantizer(scale=1.0))
+    impacts = np.empty(postings, np.uint8 if bits <= 8 else np.uint16)
+    for first, last in chunks:
+        impacts[first:last] = quantizer.quantize(_weights(counted, first, last))
+    record = WordsRecord(documents=n, avgdl=round(counted.avgdl, 6), k1=k1, b=b, quantizer=quantizer.to_dict(),
+                         vocabulary=len(counted.vocabulary), postings=postings, analyzer=ANALYZER)
+    return DocWords(counted.vocabulary, counted.indptr, counted.words, impacts), record
 
 
-def corpus_words(texts: Sequence[str], k1: float, b: float, max_length: int, bits: int = 8, progress: bool = True
+def corpus_words(texts: Iterable[str], k1: float, b: float, max_length: int, bits: int = 8, progress: bool = True
                  ) -> tuple[DocWords, WordsRecord]:
     """:func:`word_impacts` of passages' texts, each analysed (:func:`analyze`) after being cut where an encoder of
     ``max_length`` tokens cuts passages (`clsr.encode.dense.cut_texts`: 25,600 characters at 256 tokens), so that
-    a 20 MB passage costs what a normal one does; about 1 ms a passage on a 2-core machine."""
+    a 20 MB passage costs what a normal one does; about 1 ms a passage on a 2-core machine. ``texts`` are read once,
+    in order, and may be a generator (e.g. over `clsr.data.iter_corpus`): only each passage's word ids and counts
+    are kept, about 8 bytes a distinct word of a passage while counting, 5 in the result (:class:`DocWords`)."""
     from clsr.encode.dense import CHARS_PER_TOKEN_BOUND
     from clsr.progress import progress_bar
 
     limit = max_length * CHARS_PER_TOKEN_BOUND
-    tokens = [analyze(text[:limit]) for text in progress_bar(texts, desc="analysing words", unit="passage",
-                                                              enabled=progress)]
+    tokens = (analyze(text[:limit]) for text in progress_bar(texts, desc="analysing words", unit="passage",
+                                                              enabled=progress))
     return word_impacts(tokens, k1, b, bits)
 
 
