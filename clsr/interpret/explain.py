@@ -43,14 +43,20 @@ class TermKinds:
 
     @classmethod
     def for_searcher(cls, searcher, catalogue: Mapping[str, ConceptEntry] | None = None) -> TermKinds:
-        """From the searcher's doc_codes (a Lucene concept index), else from the catalogue's document frequencies
-        (a Milvus collection), else every concept is specific."""
+        """From the searcher's doc_codes (a Lucene concept index), else from the broad concepts a Milvus export
+        recorded, else from the catalogue's document frequencies (an older export), else every concept is
+        specific."""
         documents = searcher.manifest.documents
         n_latents = searcher.manifest.sae.n_latents
         codes = getattr(searcher, "doc_codes", None)
         if codes is not None:
             latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations)
             return cls(np.bincount(latents[activations > 0], minlength=n_latents), documents)
+        broad = getattr(searcher, "broad_concepts", None)
+        if broad is not None:  # only which are broad is known: give those every passage, the others none
+            df = np.zeros(n_latents)
+            df[np.asarray(broad, np.int64)] = documents
+            return cls(df, documents)
         df = np.zeros(n_latents)
         for entry in (catalogue or {}).values():
             df[entry.latent] = entry.df

@@ -94,6 +94,18 @@ def dropped_terms(latents: np.ndarray, impacts: np.ndarray) -> list[int]:
     return np.flatnonzero(present >= n).tolist() if n else []
 
 
+def broad_concepts(codes: DocCodes, documents: int) -> list[int]:
+    """The latents that fire on at least `clsr.interpret.describers.BROAD_SHARE` of the index's passages, sorted:
+    what explanations fold into one "broad" line. Recorded at export because a collection has no doc_codes to
+    count them from, and the catalogue may be absent; only these are kept (a few hundred at most, where every
+    latent's count would swell the collection's description)."""
+    from clsr.interpret.describers import BROAD_SHARE
+
+    latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations)
+    df = np.bincount(latents[activations > 0])
+    return np.flatnonzero(df >= BROAD_SHARE * max(documents, 1)).tolist()
+
+
 def _doc_vectors(codes: DocCodes, quantizer, start: int, stop: int, words=None, n_latents: int = 0
                  ) -> list[dict[int, float]]:
     """Rows start..stop as {term id: impact}: the very impacts the Lucene index holds (same quantiser). Concept
@@ -151,6 +163,7 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
         "format": FORMAT, "clsr_version": __version__, "collection": collection,
         "source_index": str(Path(index_dir).resolve()), "documents": n,
         "dropped_terms": dropped_terms(np.asarray(codes.latents), quantizer.quantize(np.asarray(codes.activations))),
+        "broad_concepts": broad_concepts(codes, manifest.documents),
         "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "index_manifest": manifest.to_dict(),
     }
@@ -291,6 +304,7 @@ class MilvusSearcher:
         self.concept_encoder.steering = dict(steering or {})
         self.query_encoder = ClsrQueryEncoder(concept_encoder=self.concept_encoder)
         self._dropped = {f"c{latent}" for latent in self.record["dropped_terms"]}
+        self.broad_concepts = self.record.get("broad_concepts")  # None: exported before clsr recorded them
         # e.g. {"drop_ratio_search": 0.2}: skip that share of the query's smallest weights (approximate)
         self.search_params = dict(search_params or {})
         self.client.load_collection(self.collection)
