@@ -122,14 +122,11 @@ def test_remove_query_without_a_query_id_is_refused(slice_concept_index, cli_err
     assert message.endswith("--remove-query needs --qid (the id whose document is left out of the ranking)")
 
 
-def test_a_search_says_which_split_it_read_and_nothing_else(tmp_path):
+def test_a_search_says_which_split_it_read_and_nothing_else(tmp_path, scifact_bm25_run):
     """Without -v: the split and the search's time, a line each, and none of Lucene's, SLF4J's or Java's start-up
     notes; with the run on stdout, stdout holds the run and nothing else."""
-    from clsr.data import iter_corpus
-    from clsr.index import build_bm25_index
-
-    build_bm25_index(iter_corpus("scifact"), tmp_path / "bm25")
-    result = subprocess.run([sys.executable, "-m", "clsr.search", "--index", str(tmp_path / "bm25"), "--topics",
+    bm25 = scifact_bm25_run.parent / "index"  # the session's BM25 index of SciFact, only read here
+    result = subprocess.run([sys.executable, "-m", "clsr.search", "--index", str(bm25), "--topics",
                              "scifact", "--output", str(tmp_path / "r.trec"), "--hits", "10"],
                             capture_output=True, text=True, timeout=300, env=os.environ)
     assert result.returncode == 0, result.stderr
@@ -138,7 +135,7 @@ def test_a_search_says_which_split_it_read_and_nothing_else(tmp_path):
     assert re.fullmatch(r"clsr: searched 300 queries in \d+\.\d s: \d+\.\d ms/query \(1 thread, query encoding "
                         r"included\)", lines[1]), lines[1]
     assert result.stdout.strip() == "wrote 3000 hits for 300 queries to " + str(tmp_path / "r.trec")
-    to_stdout = subprocess.run([sys.executable, "-m", "clsr.search", "--index", str(tmp_path / "bm25"), "--topics",
+    to_stdout = subprocess.run([sys.executable, "-m", "clsr.search", "--index", str(bm25), "--topics",
                                 "scifact", "--output", "/dev/stdout", "--hits", "10"],
                                capture_output=True, text=True, timeout=300, env=os.environ)
     assert to_stdout.returncode == 0, to_stdout.stderr

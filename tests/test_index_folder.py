@@ -44,6 +44,23 @@ def _build(corpus: Path, index: Path, *extra: str) -> Path:
     return index
 
 
+@pytest.fixture(scope="module")
+def built_index(tmp_path_factory, inputs) -> Path:
+    """The index of the 40 passages, built once: tests search copies of it (a copy is what a rebuild makes)."""
+    return _build(inputs[0], tmp_path_factory.mktemp("index-folder-built") / "index")
+
+
+def _copy(built_index: Path, index: Path) -> Path:
+    shutil.copytree(built_index, index)
+    return index
+
+
+def _search_here(index: Path, topics: Path, output: Path, *extra: str) -> None:
+    """`clsr search` in this process: for a search that only has to build an engine (a subprocess costs seconds
+    of start-up). Runs that are compared with others' come from their own processes, as a user's would."""
+    clsr(["search", "--index", str(index), "--topics", str(topics), "--output", str(output), "--hits", "40", *extra])
+
+
 def _search(index: Path, topics: Path, output: Path, *extra: str, prefix=(), env=None, check=True):
     """`clsr search` in its own process (as another user with ``prefix``); returns the finished process."""
     command = [*prefix, sys.executable, "-m", "clsr.search", "--index", str(index), "--topics", str(topics),
@@ -59,11 +76,11 @@ def _lines(run: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lucene_run(tmp_path_factory, inputs) -> Path:
+def lucene_run(tmp_path_factory, inputs, built_index) -> Path:
     """The exact run every engine must equal on 40 passages."""
     corpus, topics = inputs
     folder = tmp_path_factory.mktemp("lucene-run")
-    index = _build(corpus, folder / "index")
+    index = _copy(built_index, folder / "index")
     _search(index, topics, folder / "run.trec", "--engine", "lucene")
     return folder / "run.trec"
 
@@ -77,11 +94,12 @@ def _fresh_cache(tmp_path: Path) -> dict:
 
 @pytest.mark.skipif(not ROOT and os.name != "posix", reason="needs POSIX modes")
 @pytest.mark.parametrize("engine", ["seismic", "bmp"])
-def test_a_read_only_index_is_searched_with_the_engine_kept_in_the_cache(tmp_path, inputs, lucene_run, engine):
+def test_a_read_only_index_is_searched_with_the_engine_kept_in_the_cache(tmp_path, inputs, built_index, lucene_run,
+                                                                         engine):
     """Case 23: the engine goes to $CLSR_CACHE/derived/<identity>/, said in one line; the run is Lucene's."""
     pytest.importorskip({"seismic": "seismic", "bmp": "bmp"}[engine])
     corpus, topics = inputs
-    index = _build(corpus, tmp_path / "index")
+    index = _copy(built_index, tmp_path / "index")
     before = sorted(p.name for p in index.rglob("*"))
     subprocess.run(["chmod", "-R", "a-w", str(index)], check=True)
     env = _fresh_cache(tmp_path)
@@ -112,16 +130,16 @@ def _other_user_can_run_clsr() -> bool:
 
 
 @pytest.mark.parametrize("engine", ["seismic", "bmp"])
-def test_what_a_search_writes_gets_the_umask_modes(tmp_path, inputs, engine):
+def test_what_a_search_writes_gets_the_umask_modes(tmp_path, inputs, built_index, engine):
     """Case 24: under umask 022 the engine folder is 755 and its files 644, as the index's own are; under 077,
     private. (Before, mkdtemp's 0700 made the engine private to whoever searched first.)"""
     pytest.importorskip(engine)
     corpus, topics = inputs
     for umask, folder_mode, file_mode in ((0o022, 0o755, 0o644), (0o077, 0o700, 0o600)):
-        index = _build(corpus, tmp_path / f"index-{umask:o}")
+        index = _copy(built_index, tmp_path / f"index-{umask:o}")
         old = os.umask(umask)
         try:
-            _search(index, topics, tmp_path / "run.trec", "--engine", engine)
+            _search_here(index, topics, tmp_path / "run.trec", "--engine", engine)
         finally:
             os.umask(old)
         (built,) = (index / "engines").glob(f"{engine}-*")
@@ -145,7 +163,7 @@ def test_another_user_searches_with_the_engine_the_first_one_built(inputs, lucen
         old = os.umask(0o022)
         try:
             index = _build(corpus, shared / "index")
-            _search(index, topics, shared / "first.trec", "--engine", "seismic")
+            _search_here(index, topics, shared / "first.trec", "--engine", "seismic")
         finally:
             os.umask(old)
         output = shared / "out"
@@ -162,13 +180,13 @@ def test_another_user_searches_with_the_engine_the_first_one_built(inputs, lucen
 
 
 @pytest.mark.parametrize("engine", ["bmp", "seismic"])
-def test_a_damaged_engine_is_named_in_one_line_and_rebuilt(tmp_path, inputs, lucene_run, engine):
+def test_a_damaged_engine_is_named_in_one_line_and_rebuilt(tmp_path, inputs, built_index, lucene_run, engine):
     """Case 26: engine files cut to half (a copy onto a full disk); and the same without the record of sizes (an
     engine built by an older clsr), where the engine's own reader fails (BMP: a Rust panic)."""
     pytest.importorskip(engine)
     corpus, topics = inputs
-    index = _build(corpus, tmp_path / "index")
-    _search(index, topics, tmp_path / "first.trec", "--engine", engine)
+    index = _copy(built_index, tmp_path / "index")
+    _search_here(index, topics, tmp_path / "first.trec", "--engine", engine)
     for drop_record in (False, True):
         (folder,) = (index / "engines").glob(f"{engine}-*")
         (data,) = folder.glob("index.*")
@@ -184,11 +202,11 @@ def test_a_damaged_engine_is_named_in_one_line_and_rebuilt(tmp_path, inputs, luc
         assert (folder / "clsr-derived.json").exists()  # rebuilt, with its record
 
 
-def test_four_first_searches_at_once_all_succeed_with_one_engine(tmp_path, inputs, lucene_run):
+def test_four_first_searches_at_once_all_succeed_with_one_engine(tmp_path, inputs, built_index, lucene_run):
     """Case 27: four processes on an index with no engines/: one builds, the others wait and read it."""
     pytest.importorskip("seismic")
     corpus, topics = inputs
-    index = _build(corpus, tmp_path / "index")
+    index = _copy(built_index, tmp_path / "index")
     command = [sys.executable, "-m", "clsr.search", "--index", str(index), "--topics", str(topics), "--hits", "40",
                "--engine", "seismic"]
     processes = [subprocess.Popen([*command, "--output", str(tmp_path / f"run{n}.trec")], stdout=subprocess.PIPE,
@@ -202,12 +220,12 @@ def test_four_first_searches_at_once_all_succeed_with_one_engine(tmp_path, input
         [p.name for p in (index / "engines").glob("seismic-*")]  # no hidden build folder left
 
 
-def test_a_build_killed_by_sigkill_leaves_nothing_that_stays(tmp_path, inputs, lucene_run):
+def test_a_build_killed_by_sigkill_leaves_nothing_that_stays(tmp_path, inputs, built_index, lucene_run):
     """Case 31: SIGKILL (as the OOM killer sends) while the engine is built, twice; the next search removes both
     leftovers and builds it. The build is slowed so that the kill lands inside it."""
     pytest.importorskip("bmp")
     corpus, topics = inputs
-    index = _build(corpus, tmp_path / "index")
+    index = _copy(built_index, tmp_path / "index")
     slow_build = (
         "import sys, time\n"
         "from clsr.search import engines\n"
@@ -257,11 +275,11 @@ def test_bmp_finds_what_lucene_finds_on_a_small_index(tmp_path, passages):
         assert len(lucene) == 10 * min(int(hits), passages)  # every passage shares some concept with each claim
 
 
-def test_a_read_only_index_is_described_on_first_use_into_the_cache(tmp_path, inputs):
+def test_a_read_only_index_is_described_on_first_use_into_the_cache(tmp_path, inputs, built_index):
     """Case 23 for descriptions: an index built with --no-describe, read-only, is described once on first use
     (explain), into the cache; a second use reads them from there."""
     corpus, _ = inputs
-    index = _build(corpus, tmp_path / "index")
+    index = _copy(built_index, tmp_path / "index")
     docid = load_corpus("scifact")[0].id
     subprocess.run(["chmod", "-R", "a-w", str(index)], check=True)
     env = _fresh_cache(tmp_path)
