@@ -94,16 +94,14 @@ def dropped_terms(latents: np.ndarray, impacts: np.ndarray) -> list[int]:
     return np.flatnonzero(present >= n).tolist() if n else []
 
 
-def broad_concepts(codes: DocCodes, documents: int) -> list[int]:
+def broad_concepts(codes: DocCodes) -> list[int]:
     """The latents that fire on at least `clsr.interpret.describers.BROAD_SHARE` of the index's passages, sorted:
     what explanations fold into one "broad" line. Recorded at export because a collection has no doc_codes to
     count them from, and the catalogue may be absent; only these are kept (a few hundred at most, where every
     latent's count would swell the collection's description)."""
-    from clsr.interpret.describers import BROAD_SHARE
+    from clsr.interpret.describers import BROAD_SHARE, corpus_df_shares
 
-    latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations)
-    df = np.bincount(latents[activations > 0])
-    return np.flatnonzero(df >= BROAD_SHARE * max(documents, 1)).tolist()
+    return np.flatnonzero(corpus_df_shares(codes.latents, codes.activations) >= BROAD_SHARE).tolist()
 
 
 def _doc_vectors(codes: DocCodes, quantizer, start: int, stop: int, words=None, n_latents: int = 0
@@ -163,7 +161,7 @@ def export_index(index_dir: str | os.PathLike, uri: str = DEFAULT_URI, collectio
         "format": FORMAT, "clsr_version": __version__, "collection": collection,
         "source_index": str(Path(index_dir).resolve()), "documents": n,
         "dropped_terms": dropped_terms(np.asarray(codes.latents), quantizer.quantize(np.asarray(codes.activations))),
-        "broad_concepts": broad_concepts(codes, manifest.documents),
+        "broad_concepts": broad_concepts(codes),
         "exported": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "index_manifest": manifest.to_dict(),
     }
