@@ -51,6 +51,7 @@ from clsr.interpret.describers import (
     EvidenceDescriber,
     corpus_df_shares,
     describe_subset,
+    evidence_pool,
     unit_rows,
 )
 from clsr.sae.model import default_sae_path
@@ -96,7 +97,8 @@ def describe(setting: Setting, sae_path: Path, bound: int | None, top_passages: 
     within = describe_subset(half_latents, half_activations, top_passages, bound, concepts=setting.chosen, seed=seed)
     rows = half if within is None else half[within]
     extra = ({} if within is None else
-             {"corpus_rows": within, "df_shares": corpus_df_shares(half_latents, half_activations)})
+             {"corpus_rows": within, "df_shares": corpus_df_shares(half_latents, half_activations),
+              "evidence_pool": evidence_pool(len(half), within, bound, seed)})
     describer = EvidenceDescriber(explainer, [setting.texts[r] for r in rows], setting.latents[rows],
                                   setting.activations[rows], stem, simulator=simulator,
                                   embeddings=embeddings[rows], top_passages=top_passages, **extra)

@@ -6,7 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from clsr.interpret.describers import concept_top_rows, describe_subset
+from clsr.interpret.describers import (
+    EVIDENCE_POOL_SHARE,
+    EVIDENCE_TOP,
+    EvidenceDescriber,
+    concept_top_rows,
+    describe_subset,
+    evidence_pool,
+    subset_sample,
+)
 
 # One top passage per concept: in the doubled index below a concept's second strongest passage is the copy of its
 # first, so with more than one the copies would all be top passages and the subset the whole index.
@@ -124,6 +132,9 @@ def test_past_the_bound_every_used_concept_is_described_from_the_subset_alone(do
     # The encoder saw the subset's passages and nothing else: their embeddings once, then evidence for some of them.
     assert sorted(encoded_texts) == sorted(inside)
     assert evidence_texts and set(evidence_texts) <= inside and not set(evidence_texts) & outside
+    # Word evidence came from the fixed pool and each used concept's EVIDENCE_TOP strongest passages alone.
+    used_count = len({e.concept for e in full_catalogue if e.df})
+    assert len(set(evidence_texts)) <= EVIDENCE_TOP * used_count + max(1, BOUND // EVIDENCE_POOL_SHARE)
     # Every concept the corpus uses is still described, with a label; the statistics are the whole index's.
     used = {e.concept for e in full_catalogue if e.df}
     assert {e.concept for e in bounded if e.description} == used
@@ -175,3 +186,36 @@ def test_given_embeddings_only_the_subsets_rows_are_read(doubled_index, scifact_
     with pytest.raises(ValueError, match="embeddings for an index of"):
         evidence_describer_for(doubled_index, texts, KeywordDescriber(()).stem, top_passages=TOP,
                                embeddings=vectors[:10], max_passages=BOUND, dtype="fp32")
+
+
+def test_past_the_bound_word_evidence_comes_from_the_pool_and_each_concepts_strongest_passages():
+    """The pools an evidence pass reads: with an evidence pool, only its rows and every described concept's
+    EVIDENCE_TOP strongest passages (a concept's own first); without, the concept's whole firing list."""
+    rng = np.random.default_rng(3)
+    n, k, width = 400, 4, 60
+    latents = np.stack([rng.choice(width, size=k, replace=False) for _ in range(n)])
+    activations = rng.random((n, k)).astype(np.float32) + 0.01
+    sample = subset_sample(n, 100, seed=0)
+    assert len(set(sample.tolist())) == 100 and np.array_equal(sample, subset_sample(n, 100, seed=0))
+    pool = evidence_pool(n, np.arange(n), 100, seed=0)  # the subset is every row here
+    assert np.array_equal(pool, np.sort(sample[:100 // EVIDENCE_POOL_SHARE]))
+
+    def pools(evidence):
+        describer = EvidenceDescriber(None, [""] * n, latents, activations, lambda w: w, evidence_pool=evidence)
+        return describer, describer.pools(range(width))
+
+    describer, (top, sampled) = pools(pool)
+    allowed = set(pool.tolist()) | {r for latent in range(width) for r in describer.firing(latent)[0][:EVIDENCE_TOP]}
+    used = set()
+    for latent in range(width):
+        firing = describer.firing(latent)[0]
+        chosen = set(top[latent].tolist()) | set(sampled[latent].tolist())
+        assert chosen <= allowed and chosen <= set(firing.tolist())
+        assert top[latent][:EVIDENCE_TOP].tolist() == firing[:EVIDENCE_TOP].tolist()  # its own strongest first
+        assert len(top[latent]) == min(describer.top_passages, len([r for r in firing if r in allowed]))
+        used |= chosen
+    assert len(used) <= EVIDENCE_TOP * width + len(pool) < n
+    _, (whole_top, whole_sampled) = pools(None)  # below the bound: every firing passage may give evidence
+    assert len(set().union(*(set(r.tolist()) for r in [*whole_top.values(), *whole_sampled.values()]))) > len(used)
+    with pytest.raises(ValueError, match="do not hold the sample"):
+        evidence_pool(n, np.arange(10), 100, seed=0)

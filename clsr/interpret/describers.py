@@ -128,14 +128,18 @@ class EmbeddingSimulator:
 
     def scores(self, description: str, passage_embeddings: np.ndarray) -> np.ndarray:
         """(n,) the simulated activation of each passage (rows of (n, d) embeddings, of the same encoder)."""
+        return self.unit_scores(description, unit_rows(passage_embeddings))
+
+    def unit_scores(self, description: str, unit_passages: np.ndarray) -> np.ndarray:
+        """:meth:`scores` of passages whose embeddings are already `unit_rows` (n, d): one matrix-vector product,
+        for a caller that scores many descriptions against the same passages."""
         words, contrast = parse_description(description)
-        passages = unit_rows(passage_embeddings)
         if not words:
-            return np.zeros(len(passages))
+            return np.zeros(len(unit_passages))
         direction = self.word_vectors(words).mean(0)
         if contrast:
             direction = direction - self.word_vectors(contrast).mean(0)
-        return passages @ direction
+        return unit_passages @ direction
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -355,7 +359,10 @@ class EvidenceDescriber:
     When the passages are a subset of a larger index (:func:`describe_subset`), `corpus_rows` (n,) are their rows
     in the index and `df_shares` (latents,) each concept's share of the whole index's passages: a label's
     ``df_share``, and so whether it reads ``broad:``, is the index's, because the subset over-represents every
-    concept's top passages. Everything else (evidence, AUCs, contrast words) is over the passages given.
+    concept's top passages. Everything else (evidence, AUCs, contrast words) is over the passages given. With
+    `evidence_pool` (rows), word evidence is read only from those rows and each described concept's `evidence_top`
+    strongest passages (default :data:`EVIDENCE_TOP`): a concept's two evidence pools are drawn from its firing
+    passages among them (:meth:`pools`), so the encoder passes stop growing with the passages given.
     """
 
     def __init__(self, explainer, texts: Sequence[str], latents: np.ndarray, activations: np.ndarray, stemmer,
@@ -365,13 +372,15 @@ class EvidenceDescriber:
                  max_contrast: int = 6, contrast_min_df: int = 5, candidate_min_df: int = 3,
                  broad_share: float = BROAD_SHARE, min_auc: float = 0.65, seed: int = 0, chooser: str = "both",
                  sample_rows: int = 256, batch_size: int = 16, count_weight: float = 0.5,
-                 corpus_rows: np.ndarray | None = None, df_shares: np.ndarray | None = None):
+                 corpus_rows: np.ndarray | None = None, df_shares: np.ndarray | None = None,
+                 evidence_pool: np.ndarray | None = None, evidence_top: int | None = None):
         if simulator is not None and (embeddings is None or len(embeddings) != len(texts)):
             raise ValueError("the embedding simulator needs one dense embedding per passage")
         self.explainer, self.texts, self.stem = explainer, list(texts), stemmer
         self.latents, self.activations = np.asarray(latents, np.int64), np.asarray(activations, np.float32)
         self.simulator = simulator
         self.embeddings = None if embeddings is None else unit_rows(embeddings)
+        self._scored_rows: np.ndarray | None = None  # unit_rows(self.embeddings): the rows `scores` would score
         self.top_passages, self.sample_passages, self.candidates_kept = top_passages, sample_passages, candidates
         self.contrast_candidates, self.max_contrast = contrast_candidates, max_contrast
         self.contrast_min_df = contrast_min_df
@@ -390,6 +399,8 @@ class EvidenceDescriber:
         self.count_weight = count_weight  # the keyword count's share of the "both" chooser's objective
         self.corpus_rows = None if corpus_rows is None else np.asarray(corpus_rows, np.int64)
         self.df_shares = None if df_shares is None else np.asarray(df_shares, np.float64)
+        self.evidence_pool = None if evidence_pool is None else np.asarray(evidence_pool, np.int64)
+        self.evidence_top = EVIDENCE_TOP if evidence_top is None else evidence_top
         # Each concept's firing passages, strongest first (ties in passage order), found without scanning the codes.
         fired = self.activations > 0
         rows = np.nonzero(fired)[0]
@@ -629,7 +640,9 @@ class EvidenceDescriber:
             a_fires, a_strong = count_aucs
         else:
             description = ", ".join(keywords) + (CONTRAST + ", ".join(excluded) if excluded else "")
-            a_fires, a_strong = rank_aucs(self.simulator.scores(description, self.embeddings), [fires, strong])
+            if self._scored_rows is None:  # what `scores` would normalise again for every concept (most of the time)
+                self._scored_rows = unit_rows(self.embeddings)
+            a_fires, a_strong = rank_aucs(self.simulator.unit_scores(description, self._scored_rows), [fires, strong])
         if self.df_shares is not None:  # a subset's share would call a concept broad for its top passages
             share = float(self.df_shares[latent]) if latent < len(self.df_shares) else 0.0
         else:
@@ -675,10 +688,20 @@ class EvidenceDescriber:
 
     def pools(self, latents: Sequence[int]) -> list[dict[int, np.ndarray]]:
         """[top passages, sampled firing passages] of each concept: rows, as :meth:`top_rows` and
-        :meth:`sampled_rows` choose them (the same seeded sample), from the concept's firing list."""
+        :meth:`sampled_rows` choose them (the same seeded sample), from the concept's firing list; with an
+        `evidence_pool`, from its firing passages among the pool and every described concept's `evidence_top`
+        strongest passages (its own first)."""
+        allowed = None
+        if self.evidence_pool is not None:
+            allowed = np.zeros(len(self.texts), bool)
+            allowed[self.evidence_pool] = True
+            for latent in latents:
+                allowed[self.firing(latent)[0][:self.evidence_top]] = True
         top, sampled = {}, {}
         for latent in latents:
             rows, _ = self.firing(latent)
+            if allowed is not None:
+                rows = rows[allowed[rows]]
             top[latent] = rows[:self.top_passages]
             rest = np.sort(rows[self.top_passages:])
             if self.sample_passages and len(rest):
@@ -837,9 +860,15 @@ def token_word_sums(spans: Sequence[tuple[int, int]], offsets: np.ndarray, contr
 # used concept's top passages (:func:`describe_subset`). 20,000 because a sample that size still gives a concept
 # firing on 0.1% of the corpus 20 firing passages, its full sampled pool (`sample_passages`), while word choice
 # judges a concept on at most 256 passages per stratum and contrast words need 5: more passages would change few
-# labels and cost an encoder pass each (about 60 ms on 2 AVX2 cores, so 20,000 is about 20 minutes, what a
-# 20,000-passage corpus costs today). benchmarks/describe_bound.py measures what the sample costs in held-out AUC.
+# labels. benchmarks/describe_bound.py measures what the sample costs in held-out AUC.
 DESCRIBE_PASSAGES = 20_000
+# Past the bound, word evidence (an encoder pass a passage, ~20 ms for a sentence and ~60 ms for a 256-token passage
+# on 2 AVX2 cores) is read from each described concept's EVIDENCE_TOP strongest passages and from a fixed random pool
+# of DESCRIBE_PASSAGES // EVIDENCE_POOL_SHARE of the sample (4,000), so it costs at most 2 x concepts + 4,000 passes
+# (20,384 for the bundled SAE's 8,192), whatever the corpus. Taking each concept's 10 top passages and 20 of its own
+# firing passages instead, as below the bound, cost 61,834 passes at 100k passages (benchmarks/build_scale.py).
+EVIDENCE_TOP = 2
+EVIDENCE_POOL_SHARE = 5
 # The random stream of the sample: [seed, this], one no concept's stream ([seed, latent], [seed, latent, 1]) uses.
 SUBSET_STREAM = 2**32
 
@@ -885,8 +914,26 @@ def describe_subset(latents: np.ndarray, activations: np.ndarray, top_passages: 
         return None
     if max_passages < 1:
         raise ValueError(f"max_passages must be at least 1, not {max_passages}")
-    sample = np.random.default_rng([seed, SUBSET_STREAM]).choice(n, size=max_passages, replace=False)
+    sample = subset_sample(n, max_passages, seed)
     return np.union1d(sample, concept_top_rows(latents, activations, top_passages, concepts)).astype(np.int64)
+
+
+def subset_sample(n: int, max_passages: int, seed: int = 0) -> np.ndarray:
+    """(max_passages,) the seeded random sample of :func:`describe_subset` among `n` rows, in the order drawn (so any
+    prefix is itself a uniform sample)."""
+    return np.random.default_rng([seed, SUBSET_STREAM]).choice(n, size=max_passages, replace=False)
+
+
+def evidence_pool(n: int, subset_rows: np.ndarray, max_passages: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions, within `subset_rows` (:func:`describe_subset`'s rows of an `n`-row index), of the fixed random
+    pool that gives word evidence past the bound: the first ``max_passages // EVIDENCE_POOL_SHARE`` (at least one) of
+    the subset's sample. Raises ValueError if `subset_rows` lacks a sampled row."""
+    pool = np.sort(subset_sample(n, max_passages, seed)[:max(1, max_passages // EVIDENCE_POOL_SHARE)])
+    positions = np.searchsorted(subset_rows, pool)
+    found = subset_rows[np.minimum(positions, len(subset_rows) - 1)] if len(subset_rows) else pool[:0]
+    if not np.array_equal(found, pool):
+        raise ValueError("the subset rows do not hold the sample they were drawn with")
+    return positions.astype(np.int64)
 
 
 def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passages: int = 10,
@@ -918,7 +965,8 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     rows = describe_subset(codes.latents, codes.activations, top_passages, max_passages, seed=seed)
     explainer = EvidenceExplainer.for_encoder(load_concept_encoder(index_dir, **options))
     if rows is not None:
-        return _subset_describer(explainer, codes, rows, texts, stemmer, top_passages, simulator, embeddings)
+        return _subset_describer(explainer, codes, rows, texts, stemmer, top_passages, simulator, embeddings,
+                                 max_passages, seed)
     extra = {}
     if simulator == "embedding" and embeddings is not None:
         if len(embeddings) != len(codes.ids):
@@ -942,9 +990,11 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
 
 
 def _subset_describer(explainer, codes, rows: np.ndarray, texts: dict[str, str], stemmer, top_passages: int,
-                      simulator: str, embeddings: np.ndarray | None) -> EvidenceDescriber:
+                      simulator: str, embeddings: np.ndarray | None, max_passages: int,
+                      seed: int) -> EvidenceDescriber:
     """:func:`evidence_describer_for` past the bound: an EvidenceDescriber over the index's `rows` (sorted) alone,
-    its ``df_shares`` the whole index's. Raises ValueError for embeddings of another length than the index."""
+    its ``df_shares`` the whole index's, its word evidence from the :func:`evidence_pool` and each concept's
+    :data:`EVIDENCE_TOP` strongest passages. Raises ValueError for embeddings of another length than the index."""
     from clsr.encode.dense import cut_texts
 
     ids = [codes.ids[row] for row in rows.tolist()]
@@ -962,7 +1012,8 @@ def _subset_describer(explainer, codes, rows: np.ndarray, texts: dict[str, str],
     # Only the subset's texts are cut, as the encoder cuts them (see evidence_describer_for), and later stemmed.
     passages, _ = cut_texts([texts.get(docid, "") for docid in ids], explainer.dense.config.max_length)
     return EvidenceDescriber(explainer, passages, latents, activations, stemmer, top_passages=top_passages,
-                             corpus_rows=rows, df_shares=corpus_df_shares(codes.latents, codes.activations), **extra)
+                             corpus_rows=rows, df_shares=corpus_df_shares(codes.latents, codes.activations),
+                             evidence_pool=evidence_pool(len(codes.ids), rows, max_passages, seed), **extra)
 
 
 def corpus_df_shares(latents: np.ndarray, activations: np.ndarray) -> np.ndarray:
