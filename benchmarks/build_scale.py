@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from harness import machine_info, versions, write_report
 
+from clsr.cpu import cpu_flags
 from clsr.index import directory_bytes
 
 HERE = Path(__file__).resolve().parent
@@ -204,7 +205,43 @@ def markdown(result: dict) -> str:
         peaks = row["stage_peak_rss_mb"]
         lines.append(f"| {row['passages']:,} | " + " | ".join(str(peaks.get(stage, "")) for stage in
                                                             ["setup", *STAGES[:-1]]) + " |")
+    lines += on_paper(result["rows"])
+    flags = ", ".join(result.get("cpu_flags", [])) or "not recorded"
+    versions_line = ", ".join(f"{name} {version}" for name, version in result["versions"].items())
+    lines += ["", f"CPU flags: {flags}. Versions: {versions_line}. Describing {'on' if result['describe'] else 'off'}, "
+              f"alpha tuning {'on' if result['tune_alpha'] else 'off'}."]
     return "\n".join(lines) + "\n"
+
+
+MS_MARCO_PASSAGES = 8_841_823
+ON_PAPER = (MS_MARCO_PASSAGES, 100_000_000)
+
+
+def on_paper(rows: list[dict]) -> list[str]:
+    """Markdown lines: each stage's growth between the two largest sizes measured, and each figure carried on to
+    MS MARCO's 8.8M and to 100M passages **on paper**, linearly from that growth (value(N) = value(b) + slope x
+    (N - b)): a stage that stopped growing (describing past its bound) stays flat, one that grew linearly keeps
+    growing so. Nothing here is measured at 8.8M or 100M."""
+    if len(rows) < 2:
+        return []
+    a, b = sorted(rows, key=lambda row: row["passages"])[-2:]
+    figures = [(stage, lambda row, stage=stage: row["timings"].get(stage)) for stage in STAGES]
+    figures += [(name, lambda row, name=name: row.get(name)) for name in
+                ("peak_rss_mb", "lucene_mb", "doc_codes_mb", "doc_words_mb", "concepts_jsonl_mb")]
+    header = f"| figure | {a['passages']:,} | {b['passages']:,} | growth | " + " | ".join(
+        f"{n:,} (on paper)" for n in ON_PAPER) + " |"
+    lines = ["", f"Growth from {a['passages']:,} to {b['passages']:,} passages, and the same carried on linearly to "
+             "MS MARCO's 8,841,823 and to 100M passages **on paper** (not measured; seconds, MB):", "", header,
+             "|" + "---|" * (4 + len(ON_PAPER))]
+    for name, value in figures:
+        low, high = value(a), value(b)
+        if low is None or high is None:
+            continue
+        slope = (high - low) / (b["passages"] - a["passages"])
+        carried = " | ".join(f"{high + slope * (n - b['passages']):,.0f}" for n in ON_PAPER)
+        growth = f"{high / low:.2f}x" if low else "-"
+        lines.append(f"| {name} | {low:,} | {high:,} | {growth} | {carried} |")
+    return lines
 
 
 def main() -> None:
@@ -220,7 +257,13 @@ def main() -> None:
                         help="where each size's corpus, embeddings and index go (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep each size's corpus, embeddings and index")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "build-scale.json")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="only write the markdown again from this JSON (an earlier run's --out)")
     args = parser.parse_args()
+    if args.report:
+        result = json.loads(args.report.read_text())
+        args.report.with_suffix(".md").write_text(markdown(result))
+        return
     documents, embeddings, encoder, encoding = base_passages(args.base)
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
@@ -231,7 +274,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "build_scale", "base": len(documents), "sigma": args.sigma, "seed": args.seed,
               "threads": args.threads, "describe": args.describe, "tune_alpha": args.tune_alpha, "rows": rows,
-              "machine": machine_info(), "versions": versions()}
+              "machine": machine_info(), "cpu_flags": cpu_flags(), "versions": versions()}
     write_report(result, args.out, markdown(result))
 
 

@@ -219,3 +219,29 @@ def test_past_the_bound_word_evidence_comes_from_the_pool_and_each_concepts_stro
     assert len(set().union(*(set(r.tolist()) for r in [*whole_top.values(), *whole_sampled.values()]))) > len(used)
     with pytest.raises(ValueError, match="do not hold the sample"):
         evidence_pool(n, np.arange(10), 100, seed=0)
+
+
+def test_the_catalogues_statistics_and_top_passages_read_in_chunks_are_the_whole_codes():
+    """df, activation sums and maxima, and each concept's top passages, read a few rows at a time (as a memory map
+    of millions of passages is) are what one pass over the whole codes gives."""
+    from clsr.interpret.describe import code_statistics
+    from clsr.interpret.describers import concept_top_postings
+
+    rng = np.random.default_rng(5)
+    n, k, width = 300, 6, 40
+    latents = np.stack([rng.choice(width, size=k, replace=False) for _ in range(n)]).astype(np.uint16)
+    activations = rng.choice([0.0, 0.25, 0.5, 1.0, 1.5], size=(n, k)).astype(np.float16)  # ties and zeros
+    fired = activations > 0
+    df, sums, maxima = code_statistics(latents, activations, width, chunk_rows=7)
+    assert np.array_equal(df, np.bincount(latents[fired].astype(np.int64), minlength=width))
+    np.testing.assert_allclose(sums, np.bincount(latents[fired].astype(np.int64), weights=activations[fired],
+                                                 minlength=width), rtol=1e-12)
+    assert np.array_equal(maxima, [activations[fired & (latents == c)].max(initial=0) for c in range(width)])
+    whole = concept_top_postings(latents, activations, 3, chunk_rows=n)
+    for name, chunked in zip(whole._fields, concept_top_postings(latents, activations, 3, chunk_rows=7)):
+        assert np.array_equal(chunked, getattr(whole, name))
+    for c in range(width):  # strongest first, ties to the earlier passage
+        column = np.where(fired & (latents == c), activations, 0).max(1).astype(np.float32)
+        firing = np.flatnonzero(column > 0)
+        expected = firing[np.lexsort((firing, -column[firing]))][:3]
+        assert whole.rows[whole.latents == c].tolist() == expected.tolist()

@@ -44,7 +44,8 @@ def _add_describe_arguments(parser) -> None:
     parser.add_argument("--show", type=int, default=10, help="head concepts to print (default 10)")
     parser.add_argument("--max-passages", type=int, default=DESCRIBE_PASSAGES,
                         help="the evidence describer reads at most this many passages besides each used concept's "
-                             f"top passages: a larger index is described from a seeded sample (default "
+                             "top passages: a larger index is described from a seeded sample, its word evidence "
+                             "from a fifth of it and each concept's strongest passages (default "
                              f"{DESCRIBE_PASSAGES}; 0: every passage, however many)")
     parser.add_argument("--describer", choices=["keywords", "evidence"], default=DEFAULT_DESCRIBER,
                         help="evidence (default, what clsr index uses): the words that make the concept fire in its "

@@ -181,22 +181,21 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
     """
     import textwrap
 
-    from clsr.data import load_corpus
+    from clsr.data import iter_corpus, load_corpus
     from clsr.encode.dense import EncoderConfig, cut_texts
     from clsr.index import DocCodes, read_manifest
     from clsr.index.concepts import concept_term
+    from clsr.interpret.describers import concept_top_postings, subset_sample
     from clsr.progress import progress_bar
 
     manifest = read_manifest(index_dir)
     described_with = {"sae": manifest.sae.name, "sha256": manifest.sae.sha256}
     codes = DocCodes(index_dir)
-    latents, activations = np.asarray(codes.latents, np.int64), np.asarray(codes.activations)
     n_latents = manifest.sae.n_latents
-    fired = activations > 0
-    df = np.bincount(latents[fired], minlength=n_latents)
-    activation_sum = np.bincount(latents[fired], weights=activations[fired], minlength=n_latents)
-    activation_max = np.zeros(n_latents)
-    np.maximum.at(activation_max, latents[fired], activations[fired])
+    # Read a chunk of rows at a time, so a memory-mapped doc_codes/ of millions of passages is never copied whole.
+    df, activation_sum, activation_max = code_statistics(codes.latents, codes.activations, n_latents)
+    top = concept_top_postings(codes.latents, codes.activations, top_passages)
+    starts = np.searchsorted(top.latents, np.arange(n_latents + 1))
     rank, region = regions(df)
 
     corpus = corpus or manifest.source
@@ -204,7 +203,13 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
         from clsr.index import InvalidIndexError
 
         raise InvalidIndexError(f"{index_dir}'s manifest names no corpus; give the passages with --corpus")
-    texts = {d.id: d.text for d in load_corpus(corpus)}
+    bounded = describer == "evidence" and max_passages is not None and len(codes.ids) > max_passages
+    if bounded:  # only the texts the describer's subset and the snippets read: the sample and the top passages
+        wanted = {codes.ids[row] for row in np.union1d(subset_sample(len(codes.ids), max_passages),
+                                                       top.rows).tolist()}
+        texts = {d.id: d.text for d in iter_corpus(corpus) if d.id in wanted}
+    else:
+        texts = {d.id: d.text for d in load_corpus(corpus)}
     labels, cut = None, {}
     if describer == "evidence":
         from clsr.interpret.describers import evidence_describer_for
@@ -219,13 +224,10 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
         max_length = EncoderConfig.from_dict(manifest.encoder).max_length
         cut = dict(zip(texts, cut_texts(list(texts.values()), max_length)[0]))
     describer = describer or KeywordDescriber(cut.values())
-    rows, _ = np.nonzero(fired)
-    order = np.lexsort((-activations[fired], latents[fired]))  # by latent, strongest first
-    by_latent_rows, by_latent_values = rows[order], activations[fired][order]
-    starts = np.searchsorted(latents[fired][order], np.arange(n_latents + 1))
+    by_latent_rows, by_latent_values = top.rows, top.values
     entries = []
     for latent in progress_bar(range(n_latents), desc="describing concepts", unit="concept", enabled=progress):
-        chosen = range(starts[latent], min(starts[latent] + top_passages, starts[latent + 1]))
+        chosen = range(starts[latent], starts[latent + 1])  # at most top_passages, strongest first
         passages = [(codes.ids[by_latent_rows[i]], float(by_latent_values[i])) for i in chosen]
         entries.append(ConceptEntry(
             concept=concept_term(latent), latent=latent, df=int(df[latent]), rank=int(rank[latent]),
@@ -243,6 +245,24 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
             described_with=described_with if passages else None))
     inherited = inherited_catalogue(index_dir)
     return merge_inherited(entries, inherited) if inherited else entries
+
+
+def code_statistics(latents: np.ndarray, activations: np.ndarray, n_latents: int,
+                    chunk_rows: int = 65_536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(df, activation sum, activation max), each (n_latents,), over top-K codes `latents` and `activations` (n, K)
+    (an index's doc_codes), read `chunk_rows` rows at a time so that a memory map is never copied whole."""
+    df = np.zeros(n_latents, np.int64)
+    activation_sum = np.zeros(n_latents)
+    activation_max = np.zeros(n_latents)
+    for start in range(0, len(latents), chunk_rows):
+        chunk_latents = np.asarray(latents[start:start + chunk_rows], np.int64)
+        chunk_values = np.asarray(activations[start:start + chunk_rows])
+        fired = chunk_values > 0
+        fired_latents, fired_values = chunk_latents[fired], chunk_values[fired]
+        df += np.bincount(fired_latents, minlength=n_latents)
+        activation_sum += np.bincount(fired_latents, weights=fired_values, minlength=n_latents)
+        np.maximum.at(activation_max, fired_latents, fired_values)
+    return df, activation_sum, activation_max
 
 
 LABEL_FIELDS = ("kind", "auc_fires", "auc_strong", "df_share", "simulator", "count_auc_fires", "count_auc_strong",

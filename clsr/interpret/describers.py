@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -877,9 +878,24 @@ def concept_top_rows(latents: np.ndarray, activations: np.ndarray, top_passages:
                      concepts: Sequence[int] | None = None, chunk_rows: int = 65_536) -> np.ndarray:
     """Sorted unique rows that are among some concept's `top_passages` strongest passages (ties to the earlier
     passage, as :meth:`EvidenceDescriber.firing` and the catalogue order them), from top-K codes `latents` and
-    `activations` (n, K) (an index's doc_codes). `concepts`: only these latents' top passages (default: every
-    latent that fires somewhere). Read `chunk_rows` rows at a time, keeping each latent's best so far, so memory
-    stays at a chunk plus (latents x `top_passages`) candidates however long the index (a memory map stays one)."""
+    `activations` (n, K) (an index's doc_codes); :func:`concept_top_postings`' rows."""
+    return np.unique(concept_top_postings(latents, activations, top_passages, concepts, chunk_rows).rows)
+
+
+class TopPostings(NamedTuple):
+    """Each concept's strongest passages: parallel arrays sorted by latent, then strongest first, then row."""
+
+    latents: np.ndarray  # (m,) int64
+    rows: np.ndarray  # (m,) int64, into the codes
+    values: np.ndarray  # (m,) float32 activations
+
+
+def concept_top_postings(latents: np.ndarray, activations: np.ndarray, top_passages: int,
+                         concepts: Sequence[int] | None = None, chunk_rows: int = 65_536) -> TopPostings:
+    """Each concept's `top_passages` strongest passages (ties to the earlier passage) from top-K codes `latents` and
+    `activations` (n, K). `concepts`: only these latents (default: every latent that fires somewhere). Read
+    `chunk_rows` rows at a time, keeping each latent's best so far, so memory stays at a chunk plus (latents x
+    `top_passages`) candidates however long the index (a memory map stays one)."""
     wanted = None if concepts is None else np.unique(np.asarray(list(concepts), np.int64))
     kept_rows, kept_latents, kept_values = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     for start in range(0, len(latents), chunk_rows):
@@ -896,7 +912,7 @@ def concept_top_rows(latents: np.ndarray, activations: np.ndarray, top_passages:
         first = np.searchsorted(flat_latents, flat_latents, side="left")  # where each posting's latent starts
         keep = np.arange(len(rows)) - first < top_passages
         kept_rows, kept_latents, kept_values = rows[keep], flat_latents[keep], values[keep]
-    return np.unique(kept_rows)
+    return TopPostings(kept_latents, kept_rows, kept_values)
 
 
 def describe_subset(latents: np.ndarray, activations: np.ndarray, top_passages: int,
