@@ -5,8 +5,10 @@
 
 Past `max_passages` passages (clsr.interpret.describers.DESCRIBE_PASSAGES, 20,000) the evidence describer works on a
 subset: a seeded random sample of `max_passages` passages plus every described concept's top passages
-(`describe_subset`). SciFact and NFCorpus are far below the default bound, so here the bound is forced. The
-measurement is benchmarks/descriptions.py's (its functions, not a copy): the corpus is split in two seeded halves,
+(`describe_subset`), its word evidence from a fixed pool of a fifth of the sample and each concept's
+`EVIDENCE_TOP` (2) strongest passages (`evidence_pool`). SciFact and NFCorpus are far below the default bound, so
+here the bound is forced. The measurement is benchmarks/descriptions.py's (its functions, not a copy): the
+corpus is split in two seeded halves,
 up to `--per-region` concepts per region (firing in both halves) are described from the first half, and a
 simulator that reads only the description's text and the passage's text predicts each held-out passage's
 activation; ROC AUC for *fires* and *strong*, under the embedding simulator and the keyword count. Each
@@ -164,7 +166,9 @@ def measure(dataset: str, sae_path: Path, args) -> dict:
 def markdown(result: dict) -> str:
     lines = ["# Describing with a bounded cost: held-out faithfulness, time and memory", "",
              f"Past `max_passages` passages (default {DESCRIBE_PASSAGES:,}) the evidence describer works on a seeded "
-             "sample of that many plus every described concept's top passages. Here the bound is forced on "
+             "sample of that many plus every described concept's top passages, its word evidence (the encoder pass) "
+             "from a fixed pool of a fifth of the sample and each concept's 2 strongest passages. Here the bound is "
+             "forced on "
              "collections below it: the sampled concepts are described from one half of the corpus, **full** (every "
              "passage of the half, as today) or **bound N** (N sampled passages of the half plus the sampled concepts' "
              "top passages), and judged on the other half as in [descriptions](descriptions.md): ROC AUC of the "
