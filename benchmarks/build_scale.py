@@ -227,7 +227,8 @@ def on_paper(rows: list[dict]) -> list[str]:
     a, b = sorted(rows, key=lambda row: row["passages"])[-2:]
     figures = [(stage, lambda row, stage=stage: row["timings"].get(stage)) for stage in STAGES]
     figures += [(name, lambda row, name=name: row.get(name)) for name in
-                ("peak_rss_mb", "lucene_mb", "doc_codes_mb", "doc_words_mb", "concepts_jsonl_mb")]
+                ("wall_s", "peak_rss_mb", "peak_anon_mb", "peak_file_mb", "lucene_mb", "doc_codes_mb", "doc_words_mb",
+                 "concepts_jsonl_mb")]
     header = f"| figure | {a['passages']:,} | {b['passages']:,} | growth | " + " | ".join(
         f"{n:,} (on paper)" for n in ON_PAPER) + " |"
     lines = ["", f"Growth from {a['passages']:,} to {b['passages']:,} passages, and the same carried on linearly to "
@@ -274,7 +275,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "build_scale", "base": len(documents), "sigma": args.sigma, "seed": args.seed,
               "threads": args.threads, "describe": args.describe, "tune_alpha": args.tune_alpha, "rows": rows,
-              "machine": machine_info(), "cpu_flags": cpu_flags(), "versions": versions()}
+              "machine": machine_info(), "cpu_flags": sorted(cpu_flags()), "versions": versions()}
     write_report(result, args.out, markdown(result))
 
 

@@ -251,12 +251,15 @@ def code_statistics(latents: np.ndarray, activations: np.ndarray, n_latents: int
                     chunk_rows: int = 65_536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(df, activation sum, activation max), each (n_latents,), over top-K codes `latents` and `activations` (n, K)
     (an index's doc_codes), read `chunk_rows` rows at a time so that a memory map is never copied whole."""
+    from clsr.index.streaming import read_rows
+
     df = np.zeros(n_latents, np.int64)
     activation_sum = np.zeros(n_latents)
     activation_max = np.zeros(n_latents)
     for start in range(0, len(latents), chunk_rows):
-        chunk_latents = np.asarray(latents[start:start + chunk_rows], np.int64)
-        chunk_values = np.asarray(activations[start:start + chunk_rows])
+        stop = min(start + chunk_rows, len(latents))
+        chunk_latents = read_rows(latents, start, stop, np.int64)  # a memory map's pages handed back after
+        chunk_values = read_rows(activations, start, stop)
         fired = chunk_values > 0
         fired_latents, fired_values = chunk_latents[fired], chunk_values[fired]
         df += np.bincount(fired_latents, minlength=n_latents)

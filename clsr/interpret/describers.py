@@ -46,6 +46,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from clsr.index.streaming import read_rows, release
+
 CHOOSERS = ("both", "exact")
 BROAD = "broad: "
 UNCLEAR = "unclear: "
@@ -899,8 +901,9 @@ def concept_top_postings(latents: np.ndarray, activations: np.ndarray, top_passa
     wanted = None if concepts is None else np.unique(np.asarray(list(concepts), np.int64))
     kept_rows, kept_latents, kept_values = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     for start in range(0, len(latents), chunk_rows):
-        chunk_latents = np.asarray(latents[start:start + chunk_rows], np.int64)
-        chunk_values = np.asarray(activations[start:start + chunk_rows], np.float32)
+        # read_rows hands a memory map's pages back: the scan does not leave the whole doc_codes/ resident.
+        chunk_latents = read_rows(latents, start, min(start + chunk_rows, len(latents)), np.int64)
+        chunk_values = read_rows(activations, start, min(start + chunk_rows, len(latents)), np.float32)
         fired = chunk_values > 0
         if wanted is not None:
             fired &= np.isin(chunk_latents, wanted)
@@ -1022,7 +1025,7 @@ def _subset_describer(explainer, codes, rows: np.ndarray, texts: dict[str, str],
             raise ValueError(f"{len(embeddings)} embeddings for an index of {len(codes.ids)} passages")
         # The subset's rows of a memory map, or the subset encoded: never the whole corpus's (n, d) in memory. Not
         # cached: the embedding cache is keyed by the whole corpus, which this is not.
-        chosen = (embeddings[rows] if embeddings is not None
+        chosen = (read_subset(embeddings, rows) if embeddings is not None
                   else explainer.dense.encode_documents([texts.get(docid, "") for docid in ids]))
         extra = {"simulator": EmbeddingSimulator(explainer.dense.encode), "embeddings": np.asarray(chosen)}
     # Only the subset's texts are cut, as the encoder cuts them (see evidence_describer_for), and later stemmed.
@@ -1032,14 +1035,21 @@ def _subset_describer(explainer, codes, rows: np.ndarray, texts: dict[str, str],
                              evidence_pool=evidence_pool(len(codes.ids), rows, max_passages, seed), **extra)
 
 
+def read_subset(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), d) the `rows` of (n, d) `embeddings` in memory, a memory map's pages handed back after."""
+    chosen = np.asarray(embeddings[rows])
+    release(embeddings)
+    return chosen
+
+
 def corpus_df_shares(latents: np.ndarray, activations: np.ndarray) -> np.ndarray:
     """(max latent + 1,) the share of the passages each latent fires on, from (n, K) top-K codes, read in chunks
     of rows so that a memory-mapped index of millions of passages is never copied whole."""
     n = len(latents)
     counts = np.zeros(0, np.int64)
     for start in range(0, n, 65_536):
-        chunk_latents = np.asarray(latents[start:start + 65_536], np.int64)
-        fired = chunk_latents[np.asarray(activations[start:start + 65_536]) > 0]
+        chunk_latents = read_rows(latents, start, min(start + 65_536, n), np.int64)
+        fired = chunk_latents[read_rows(activations, start, min(start + 65_536, n)) > 0]
         found = np.bincount(fired, minlength=len(counts))
         found[:len(counts)] += counts
         counts = found
