@@ -67,6 +67,8 @@ def test_the_subset_is_seeded_bounded_and_holds_every_used_concepts_top_passages
     assert describe_subset(codes.latents, codes.activations, TOP, None) is None  # no bound
     rows = describe_subset(codes.latents, codes.activations, TOP, BOUND)
     assert np.array_equal(rows, describe_subset(codes.latents, codes.activations, TOP, BOUND))  # seeded
+    top_known = concept_top_rows(codes.latents, codes.activations, TOP)  # as build_catalogue passes them
+    assert np.array_equal(rows, describe_subset(codes.latents, codes.activations, TOP, BOUND, top_rows=top_known))
     assert not np.array_equal(rows, describe_subset(codes.latents, codes.activations, TOP, BOUND, seed=1))
     top = concept_top_rows(codes.latents, codes.activations, TOP)
     assert np.all(np.diff(rows) > 0) and set(top.tolist()) <= set(rows.tolist())

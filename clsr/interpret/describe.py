@@ -217,7 +217,8 @@ def build_catalogue(index_dir: str | os.PathLike, *, corpus: str | None = None, 
         # Only the stemmer: the keyword describer's document frequencies (a pass over the corpus) are not used.
         # The evidence describer takes the uncut texts, which key the embedding cache, and cuts those it reads.
         describer = evidence_describer_for(index_dir, texts, KeywordDescriber(()).stem, top_passages,
-                                           embeddings=embeddings, max_passages=max_passages)
+                                           embeddings=embeddings, max_passages=max_passages,
+                                           top_rows=np.unique(top.rows))  # no second scan of the codes
         labels = describer.describe_latents(np.flatnonzero(df).tolist(), progress=progress)
     else:
         # Passages cut as the encoder cuts them (`cut_texts`), for the describers that read them whole.

@@ -920,13 +920,14 @@ def concept_top_postings(latents: np.ndarray, activations: np.ndarray, top_passa
 
 def describe_subset(latents: np.ndarray, activations: np.ndarray, top_passages: int,
                     max_passages: int | None = DESCRIBE_PASSAGES, concepts: Sequence[int] | None = None,
-                    seed: int = 0) -> np.ndarray | None:
+                    seed: int = 0, top_rows: np.ndarray | None = None) -> np.ndarray | None:
     """The rows (sorted, into the codes' order) the evidence describer works on, or None for all of them: None when
     there are at most `max_passages` passages (or no bound, `max_passages` None); else a seeded random sample of
     `max_passages` rows plus every row among a described concept's `top_passages` strongest (`concepts`: the
     described latents, default every one that fires; :func:`concept_top_rows`), so that each described concept
     keeps the top passages the catalogue shows and its label is read from. Between `max_passages` and
-    `max_passages` + len(concepts) x `top_passages` rows. `latents`, `activations`: (n, K) top-K codes. Raises
+    `max_passages` + len(concepts) x `top_passages` rows. `latents`, `activations`: (n, K) top-K codes; `top_rows`:
+    their :func:`concept_top_rows`, when already known. Raises
     ValueError for a bound below 1."""
     n = len(latents)
     if max_passages is None or n <= max_passages:
@@ -934,7 +935,9 @@ def describe_subset(latents: np.ndarray, activations: np.ndarray, top_passages: 
     if max_passages < 1:
         raise ValueError(f"max_passages must be at least 1, not {max_passages}")
     sample = subset_sample(n, max_passages, seed)
-    return np.union1d(sample, concept_top_rows(latents, activations, top_passages, concepts)).astype(np.int64)
+    if top_rows is None:  # a caller that has scanned the codes already passes them (`build_catalogue`)
+        top_rows = concept_top_rows(latents, activations, top_passages, concepts)
+    return np.union1d(sample, top_rows).astype(np.int64)
 
 
 def subset_sample(n: int, max_passages: int, seed: int = 0) -> np.ndarray:
@@ -958,6 +961,7 @@ def evidence_pool(n: int, subset_rows: np.ndarray, max_passages: int, seed: int 
 def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passages: int = 10,
                            simulator: str = "embedding", embeddings: np.ndarray | None = None,
                            max_passages: int | None = DESCRIBE_PASSAGES, seed: int = 0,
+                           top_rows: np.ndarray | None = None,
                            **options) -> EvidenceDescriber:
     """An EvidenceDescriber over a concept index's passages (`texts` by docid, in corpus order), with the
     index's encoder and SAE.
@@ -969,7 +973,9 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     :data:`DESCRIBE_PASSAGES`; None: no bound) is described from a subset (:func:`describe_subset`, seeded with
     `seed`; the describer's ``corpus_rows``): only the subset's rows of `embeddings` are read (a memory map stays
     one), or only its passages are encoded (not cached), and only its texts are cut and stemmed; each label's
-    ``df_share`` is still the whole index's. `options` go to :func:`clsr.index.load_concept_encoder`
+    ``df_share`` is still the whole index's; `top_rows`: :func:`concept_top_rows` of the index's codes for
+    `top_passages`, when the caller has them (else the codes are scanned for them). `options` go to
+    :func:`clsr.index.load_concept_encoder`
     (e.g. ``dtype``). Raises ValueError for another simulator, or embeddings of another length than the index.
     """
     from clsr.data import Document
@@ -981,7 +987,8 @@ def evidence_describer_for(index_dir, texts: dict[str, str], stemmer, top_passag
     if simulator not in ("embedding", "keywords"):
         raise ValueError(f"simulator must be 'embedding' or 'keywords', not {simulator!r}")
     codes = DocCodes(index_dir)
-    rows = describe_subset(codes.latents, codes.activations, top_passages, max_passages, seed=seed)
+    rows = describe_subset(codes.latents, codes.activations, top_passages, max_passages, seed=seed,
+                           top_rows=top_rows)
     explainer = EvidenceExplainer.for_encoder(load_concept_encoder(index_dir, **options))
     if rows is not None:
         return _subset_describer(explainer, codes, rows, texts, stemmer, top_passages, simulator, embeddings,
